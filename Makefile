@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   — venv, install, demo data, the whole lifecycle as real Airflow DAG runs (CPU, SQLite)
+#   make test   — venv, install, the whole test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lock bench clean-state
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+
+# torch==2.13.0 from pip takes the CPU build this machine keeps on disk; the constraints pin
+# every transitive package to the tested set, so a fresh install resolves to exactly it.
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/mlops demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not e2e and not integration"
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+# Re-pin after changing pyproject.toml: a fresh venv, unconstrained install, freeze.
+lock:
+	rm -rf /tmp/mlops-lock && $(PYTHON) -m venv /tmp/mlops-lock
+	/tmp/mlops-lock/bin/pip install --quiet -e ".[test]"
+	( head -2 constraints.txt; /tmp/mlops-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//' ) > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean-state:
+	rm -rf .mlops

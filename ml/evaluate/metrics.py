@@ -1,0 +1,59 @@
+"""Quality metrics on the frozen evaluation set: pure functions of labels and probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+    """Rows are the true class, columns the predicted class."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def per_class_f1(cm: np.ndarray) -> np.ndarray:
+    """F1 per class; a class never predicted and never present scores 0 (not NaN) so it is visible."""
+    tp = np.diag(cm).astype(float)
+    predicted = cm.sum(axis=0).astype(float)
+    actual = cm.sum(axis=1).astype(float)
+    denom = predicted + actual
+    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int], n_bins: int = 10) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy, over equal-width bins."""
+    probs = np.asarray(probs, dtype=float)
+    y_true = np.asarray(y_true)
+    if len(y_true) == 0:
+        return 0.0
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def classification_report(probs: np.ndarray, y_true: Sequence[int], label_names: Sequence[str]) -> dict:
+    """Every quality figure the gate and the model card use, JSON-safe."""
+    probs = np.asarray(probs, dtype=float)
+    if probs.ndim != 2 or probs.shape[1] != len(label_names):
+        raise ValueError(f"probs has shape {probs.shape}; expected (n, {len(label_names)}).")
+    y_pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, len(label_names))
+    f1 = per_class_f1(cm)
+    n = int(cm.sum())
+    return {
+        "n_examples": n,
+        "accuracy": float(np.trace(cm) / n) if n else 0.0,
+        "macro_f1": float(f1.mean()) if len(f1) else 0.0,
+        "ece": expected_calibration_error(probs, y_true),
+        "per_class_f1": {name: float(v) for name, v in zip(label_names, f1)},
+        "confusion_matrix": cm.tolist(),
+    }

@@ -1,0 +1,157 @@
+"""Steps of the cost_report DAG: book what is metered, then answer "does post-training pay?".
+
+1. `book_metered`: frontier spend from the accepted call logs (tokens × price book, never the
+   provider's own figure) and this month's storage of datasets and model artifacts.
+2. `build_report`: the ninety-day constraints measured on the call log, the break-even arithmetic
+   fed by the ledger (naive compute-only beside fully loaded), the verdict, and the outputs:
+   HTML with charts, JSON, and a FinOps FOCUS CSV of the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from ml import breakeven
+from ml.costs import capture
+from ml.costs.ledger import Category, Ledger
+from ml.costs.pricebook import PriceBook
+from ml.pipeline.ingest_validate import context, store_for
+
+
+def _call_log_rows(settings, wf):
+    """Every row of every accepted call log (the archived raw files, byte for byte as dropped)."""
+    raw = settings.data_dir / wf.name / "raw"
+    for path in sorted(raw.glob("*.jsonl")) if raw.exists() else []:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    if "request_text" in row:
+                        yield row
+
+
+def book_metered(workflow: str) -> dict:
+    settings, wf = context(workflow)
+    book = PriceBook.load(settings.price_book_file)
+    today = datetime.now(timezone.utc).date()
+    with Ledger(settings.ledger_url) as ledger:
+        frontier = capture.book_frontier_calls(ledger, _call_log_rows(settings, wf), book, wf.name)
+        month_start = today.replace(day=1)
+        stored = {"datasets": settings.data_dir / wf.name, "remote": Path(settings.dvc_remote_url) / wf.name,
+                  "artifacts": Path(settings.mlflow_artifact_root) / wf.name}
+        storage = [capture.book_storage(ledger, path, workflow=wf.name, price_book=book, period_start=month_start,
+                                        period_end=today, resource=f"storage:{name}")
+                   for name, path in stored.items() if path.exists() and today > month_start]
+    return {"frontier_entries": len(frontier), "storage_entries": len(storage)}
+
+
+def _constraints(settings, wf, frontier_per_call: Decimal) -> tuple[breakeven.Constraints, dict]:
+    calls = ok = 0
+    latencies = []
+    for row in _call_log_rows(settings, wf):
+        calls += 1
+        if row.get("status") == "ok":
+            ok += 1
+            latencies.append(float(row["latency_ms"]))
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0.0
+    monthly_cost = frontier_per_call * wf.monthly_calls
+    measured = {"calls": calls, "ok_calls": ok, "latency_p99_ms": p99,
+                "availability": ok / calls if calls else 1.0, "monthly_cost_usd": str(monthly_cost)}
+    return breakeven.Constraints(
+        p99_latency_ms=p99, sla_ms=wf.latency_sla_p99_ms,
+        monthly_cost_usd=monthly_cost, monthly_budget_usd=wf.monthly_budget_usd,
+        availability=measured["availability"], availability_target=wf.availability_target,
+        proprietary_data=wf.proprietary_data, inference_cost_is_budget_line=wf.inference_cost_is_budget_line), measured
+
+
+def _frontier_per_call(settings, wf, book: PriceBook) -> Decimal:
+    tin = tout = n = 0
+    model = None
+    for row in _call_log_rows(settings, wf):
+        if row.get("status") == "ok":
+            tin, tout, n, model = tin + int(row["tokens_in"]), tout + int(row["tokens_out"]), n + 1, row["model"]
+    if n == 0:
+        raise ValueError(f"{wf.name}: no successful frontier calls in the accepted call logs; "
+                         "drop a call log (mlops data import) so the frontier's cost can be measured.")
+    price_in, price_out = book.frontier_token_prices(model, date.today())
+    return breakeven.frontier_cost_per_call_usd(Decimal(tin) / n, Decimal(tout) / n, price_in, price_out)
+
+
+def _champion_throughput(settings, wf) -> float | None:
+    from ml import registry
+
+    client = registry.configure(settings)
+    champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
+    if champ is None:
+        return None
+    run = client.get_run(champ.run_id)
+    return run.data.metrics.get("eval.throughput_calls_per_s")
+
+
+def _observed_months(entries) -> Decimal:
+    """Months the ledger has been collecting, at least one (a first day's spend is not a month's)."""
+    if not entries:
+        return Decimal(1)
+    days = (max(e.occurred_at for e in entries) - min(e.occurred_at for e in entries)).days + 1
+    return max(Decimal(1), Decimal(days) / Decimal("30.44"))
+
+
+def build_report(workflow: str) -> dict:
+    settings, wf = context(workflow)
+    book = PriceBook.load(settings.price_book_file)
+    frontier_per_call = _frontier_per_call(settings, wf, book)
+    throughput = _champion_throughput(settings, wf)
+    if not throughput:
+        raise ValueError(f"{wf.name}: no @champion with a measured throughput yet; run distill first.")
+    hour_usd = book.compute_hour_usd(wf.serving_resource, date.today())
+    self_hosted = breakeven.self_hosted_cost_per_call_usd(throughput, hour_usd, wf.serving_utilisation)
+    with Ledger(settings.ledger_url) as ledger:
+        entries = ledger.entries(workflow=wf.name)
+    totals: dict[str, Decimal] = {}
+    for e in entries:
+        if e.category not in (Category.FRONTIER_API.value, Category.SERVING.value):
+            totals[e.category] = totals.get(e.category, Decimal(0)) + e.amount
+    spend = breakeven.spend_from_category_totals(totals, _observed_months(entries))
+    inputs = breakeven.BreakEvenInputs(
+        calls_per_month=wf.monthly_calls, growth_per_month=Decimal(str(wf.monthly_growth)),
+        frontier_cost_per_call_usd=frontier_per_call, self_hosted_cost_per_call_usd=self_hosted, spend=spend,
+        serving_fixed_usd_per_month=hour_usd * 730 if wf.serving_always_on else Decimal(0))
+    naive, full = breakeven.naive_vs_fully_loaded(inputs)
+    constraints, measured = _constraints(settings, wf, frontier_per_call)
+    verdict = breakeven.decide(constraints, full, naive)
+    sensitivity = breakeven.sensitivity(inputs)
+
+    out_dir = settings.reports_dir / wf.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "workflow": wf.name, "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "price_book_version": book.version, "verdict": verdict.verdict, "reasons": verdict.reasons,
+        "constraints_failing": verdict.constraints_failing, "measured": measured,
+        "frontier_cost_per_call_usd": str(frontier_per_call), "self_hosted_cost_per_call_usd": str(self_hosted),
+        "throughput_calls_per_s": throughput, "ledger_totals_usd": {k: str(v) for k, v in sorted(totals.items())},
+        "one_time_usd": str(spend.fully_loaded()[0]), "recurring_usd_per_month": str(spend.fully_loaded()[1]),
+        "naive": _summary(naive), "fully_loaded": _summary(full),
+        "sensitivity": [{"parameter": r.parameter, "factor": str(r.factor), "break_even_month": r.break_even_month,
+                         "saving_at_horizon_usd": str(round(r.cumulative_saving_at_horizon_usd, 2))} for r in sensitivity],
+        "months": [{"month": r.month, "calls": r.calls, "frontier_usd": str(round(r.cumulative_frontier_usd, 2)),
+                    "post_training_usd": str(round(r.cumulative_post_training_usd, 2))} for r in full.rows],
+    }
+    (out_dir / "breakeven.json").write_text(json.dumps(report, indent=2))
+    from ml.costs.report import write_focus_csv, write_html
+
+    write_html(report, naive, full, entries, out_dir)
+    write_focus_csv(entries, out_dir / "costs_focus.csv")
+    print(f"{wf.name}: {verdict.verdict}\n  " + "\n  ".join(verdict.reasons))
+    return {"verdict": verdict.verdict, "report": str(out_dir / "breakeven.html"),
+            "break_even_month": full.break_even_month, "naive_break_even_month": naive.break_even_month}
+
+
+def _summary(result: breakeven.BreakEvenResult) -> dict:
+    return {"break_even_month": result.break_even_month,
+            "saving_at_horizon_usd": str(round(result.cumulative_saving_at_horizon_usd, 2)),
+            "break_even_calls_per_month": result.break_even_calls_per_month,
+            "horizon_months": result.inputs.horizon_months}

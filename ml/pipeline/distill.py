@@ -1,0 +1,290 @@
+"""Steps of the distill DAG: teacher targets → student → evaluation + gate → registry.
+
+1. `prepare_targets`: the teacher's probabilities for the current training set (a file in the
+   run folder; XCom carries its path).
+2. `train`: fine-tune the student on the distillation loss, in an MLflow run that a retry
+   re-opens (checkpoints make the retry resume, not restart).
+3. `evaluate_and_gate`: challenger and champion on the same frozen evaluation set, in one
+   process: quality, p99 latency at batch 1, cost per 1,000 calls; the gate's decision.
+4. `register_challenger`: log the model (safetensors, models-from-code pyfunc), register one
+   version per DAG run (idempotent), tag its lineage, point @challenger at it.
+5. `promote`: move @champion (compare-and-set) when the gate passed and approval is automatic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from ml import registry
+from ml.config import Settings
+from ml.data import contract
+from ml.evaluate.gate import decide
+from ml.evaluate.metrics import classification_report
+from ml.evaluate.serving import dir_size_bytes, load_classifier, measure_serving, predict_probs
+from ml.pipeline.ingest_validate import context, label_set, store_for
+from ml.workflows import Workflow
+
+
+def run_dir(settings: Settings, wf: Workflow, run_key: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_key)
+    path = settings.runs_dir / wf.name / safe
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _device(settings: Settings) -> str:
+    import torch
+
+    if settings.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return settings.device
+
+
+def git_sha(settings: Settings) -> str:
+    if settings.git_sha:
+        return settings.git_sha
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=settings.project_dir, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def prepare_targets(workflow: str, run_key: str) -> dict:
+    from ml.teachers import teacher_targets
+
+    settings, wf = context(workflow)
+    store = store_for(settings, wf)
+    train = store.load("train")
+    labels = label_set(settings, wf)
+    targets = teacher_targets(wf.teacher.kind, wf.teacher.model, train, labels,
+                              max_length=wf.training.max_length, device=_device(settings))
+    out = run_dir(settings, wf, run_key) / "targets.npz"
+    np.savez(out, probs=targets.probs, hard=targets.hard)
+    version = store.current("train")["version"]
+    (out.parent / "targets.json").write_text(json.dumps({"labels": labels, "teacher": targets.teacher,
+                                                         "dataset_version": version}))
+    return {"targets": str(out), "dataset_version": version, "n_train": len(train), "teacher": targets.teacher}
+
+
+def _open_run(settings: Settings, wf: Workflow, run_key: str):
+    """The MLflow run of this DAG run: created once, re-opened by a retry."""
+    import mlflow
+
+    client = registry.configure(settings)
+    exp_id = registry.ensure_experiment(settings, wf.name)
+    found = client.search_runs([exp_id], f"tags.airflow_run_key = '{run_key}'", max_results=1)
+    if found:
+        return mlflow.start_run(run_id=found[0].info.run_id, log_system_metrics=True)
+    return mlflow.start_run(experiment_id=exp_id, run_name=run_key.split("/")[-1], log_system_metrics=True,
+                            tags={"airflow_run_key": run_key, "workflow": wf.name})
+
+
+def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
+    import mlflow
+
+    from ml.train.loop import train_student
+    from ml.train.student import fingerprint_model_dir, resolve_base_model
+
+    settings, wf = context(workflow)
+    store = store_for(settings, wf)
+    meta = json.loads(Path(targets_ref["targets"]).with_suffix(".json").read_text())
+    data = np.load(targets_ref["targets"])
+    train_df = store.load("train")
+    if store.current("train")["version"] != meta["dataset_version"]:
+        raise RuntimeError("the training set changed after targets were prepared; clear this run and re-run it.")
+    base_dir = resolve_base_model(wf.base_model)
+    out_dir = run_dir(settings, wf, run_key)
+    with _open_run(settings, wf, run_key) as run:
+        dataset = mlflow.data.from_pandas(train_df, name=f"{wf.name}-train", digest=meta["dataset_version"][:36])
+        mlflow.log_input(dataset, context="training")
+        result = train_student(base_dir=base_dir, texts=list(train_df[contract.TEXT]), teacher_probs=data["probs"],
+                               hard_labels=data["hard"], label_names=meta["labels"], cfg=wf.training,
+                               out_dir=out_dir, device=_device(settings), seed=settings.seed,
+                               threads=settings.torch_threads, log=lambda m: print(m, flush=True))
+        base_fp = fingerprint_model_dir(base_dir)
+        params = {f"training.{k}": v for k, v in vars(wf.training).items()}
+        params.update({"base_model": wf.base_model, "base_fingerprint": base_fp[:16], "teacher": json.dumps(meta["teacher"]),
+                       "dataset_version": meta["dataset_version"], "device": result.device, "dtype": str(result.dtype),
+                       "n_train": len(train_df), "seed": settings.seed})
+        _log_batch(run.info.run_id, params=params, metrics={
+            "train.final_loss": result.final_loss, "train.samples_per_s": result.samples_per_s,
+            "train.seconds": result.train_seconds, "train.steps": result.steps})
+        return {"run_id": run.info.run_id, "model_dir": str(result.model_dir), "base_fingerprint": base_fp,
+                "dataset_version": meta["dataset_version"], "teacher": meta["teacher"], "device": result.device,
+                "train_seconds": result.train_seconds, "resumed_from_step": result.resumed_from_step}
+
+
+def _log_batch(run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None):
+    """One request per group rather than one per value (the registry may be a remote server)."""
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    client = registry.MlflowClient()
+    existing = client.get_run(run_id).data.params
+    params = [Param(k, str(v)[:6000]) for k, v in (params or {}).items() if k not in existing]
+    metric_list = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)]
+    client.log_batch(run_id, metrics=metric_list, params=params,
+                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def _frontier_cost_per_call_usd(settings: Settings, wf: Workflow) -> float | None:
+    """Mean tokens per call from the accepted call logs × today's price book."""
+    from ml.costs.pricebook import PriceBook
+
+    calls = tin = tout = 0
+    models: dict[str, int] = {}
+    for v in store_for(settings, wf).versions("train"):
+        s = v.get("stats", {})
+        calls += s.get("ok_calls", 0)
+        tin += s.get("tokens_in_sum", 0)
+        tout += s.get("tokens_out_sum", 0)
+        for m, n in s.get("models", {}).items():
+            models[m] = models.get(m, 0) + n
+    if not calls or not models:
+        return None
+    model = max(models, key=models.get)
+    price_in, price_out = PriceBook.load(settings.price_book_file).frontier_token_prices(model, date.today())
+    return float((price_in * tin + price_out * tout) / calls / 1_000_000)
+
+
+def _serving_cost_per_1k_usd(settings: Settings, wf: Workflow, throughput_calls_per_s: float) -> float:
+    from ml.costs.pricebook import PriceBook
+
+    hour_usd = PriceBook.load(settings.price_book_file).compute_hour_usd(wf.serving_resource, date.today())
+    return float(hour_usd) / (throughput_calls_per_s * 3600) * 1000
+
+
+def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels) -> dict:
+    device = _device(settings)
+    model, tokenizer = load_classifier(model_dir, device)
+    model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if model_labels != list(labels):
+        return {"error": f"label set differs: {model_labels}"}
+    probs = predict_probs(model, tokenizer, texts, max_length=wf.training.max_length, device=device)
+    report = classification_report(probs, y, labels)
+    report.update(measure_serving(model, tokenizer, texts, max_length=wf.training.max_length, device=device))
+    report["size_on_disk_bytes"] = dir_size_bytes(model_dir)
+    report["cost_per_1k_calls_usd"] = _serving_cost_per_1k_usd(settings, wf, report["throughput_calls_per_s"])
+    return report
+
+
+def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
+    import mlflow
+
+    settings, wf = context(workflow)
+    eval_df = store_for(settings, wf).load("eval")
+    labels = json.loads((run_dir(settings, wf, run_key) / "targets.json").read_text())["labels"]
+    index = {name: i for i, name in enumerate(labels)}
+    texts, y = list(eval_df[contract.TEXT]), [index[lab] for lab in eval_df[contract.LABEL]]
+    challenger = _score(settings, wf, Path(train_ref["model_dir"]), texts, y, labels)
+
+    client = registry.configure(settings)
+    champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
+    champion = None
+    if champ is not None:
+        champ_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{wf.model_name}/{champ.version}")) / "artifacts" / "model_dir"
+        champion = _score(settings, wf, champ_dir, texts, y, labels)
+        if "error" in champion:  # a champion on another label set cannot be compared: absolute thresholds
+            champion = None
+    frontier_per_call = _frontier_cost_per_call_usd(settings, wf)
+    decision = decide(challenger, champion, wf.gate, latency_sla_p99_ms=wf.latency_sla_p99_ms,
+                      max_cost_per_1k_calls_usd=frontier_per_call * 1000 if frontier_per_call else None,
+                      champion_version=champ.version if champ else None)
+    out = run_dir(settings, wf, run_key)
+    evaluation = {"challenger": challenger, "champion": champion, "decision": decision.to_dict(),
+                  "eval_version": store_for(settings, wf).current("eval")["version"],
+                  "frontier_cost_per_1k_calls_usd": frontier_per_call * 1000 if frontier_per_call else None}
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    _confusion_png(challenger["confusion_matrix"], labels, out / "confusion_matrix.png")
+    with mlflow.start_run(run_id=train_ref["run_id"]):
+        mlflow.log_artifact(str(out / "evaluation.json"))
+        mlflow.log_artifact(str(out / "confusion_matrix.png"))
+    scalar = {f"eval.{k}": v for k, v in challenger.items() if isinstance(v, (int, float))}
+    scalar.update({f"eval.f1.{k}": v for k, v in challenger["per_class_f1"].items()})
+    _log_batch(train_ref["run_id"], metrics=scalar, tags={"gate": "passed" if decision.passed else "failed"})
+    print(f"gate {'PASSED' if decision.passed else 'FAILED'}: " + "; ".join(c.detail for c in decision.checks))
+    return {"passed": decision.passed, "reasons": decision.reasons, "macro_f1": challenger["macro_f1"],
+            "latency_p99_ms": challenger["latency_p99_ms"], "champion_version": decision.champion_version,
+            "evaluation": str(out / "evaluation.json")}
+
+
+def _confusion_png(cm, labels, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(np.asarray(cm), cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (gold)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: dict) -> dict:
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    settings, wf = context(workflow)
+    client = registry.configure(settings)
+    run_id = train_ref["run_id"]
+    outputs = client.get_run(run_id).outputs
+    logged = list(outputs.model_outputs) if outputs else []
+    with mlflow.start_run(run_id=run_id):
+        if logged:  # a retry after logging: reuse the logged model
+            model_uri = f"models:/{logged[0].model_id}"
+        else:
+            example = pd.DataFrame({"text": ["my card was charged twice for the same order"]})
+            signature = infer_signature(example, pd.DataFrame({"label": ["x"], "score": [0.5], "probs": ["{}"]}))
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(Path(__file__).resolve().parent.parent / "serving_model.py"),
+                artifacts={"model_dir": train_ref["model_dir"]}, signature=signature, input_example=example,
+                model_config={"max_length": wf.training.max_length})
+            model_uri = info.model_uri
+    evaluation = json.loads(Path(gate_ref["evaluation"]).read_text())
+    tags = {"workflow": wf.name, "dataset_version": train_ref["dataset_version"],
+            "base_model": wf.base_model, "base_fingerprint": train_ref["base_fingerprint"],
+            "teacher": json.dumps(train_ref["teacher"]), "git_sha": git_sha(settings), "airflow_run_key": run_key,
+            "gate": "passed" if gate_ref["passed"] else "failed", "macro_f1": f"{gate_ref['macro_f1']:.4f}",
+            "latency_p99_ms": f"{gate_ref['latency_p99_ms']:.2f}",
+            "gate_decision": json.dumps(evaluation["decision"])[:4900]}
+    version = registry.register(client, wf.model_name, model_uri, run_id, idempotency_key=run_key, tags=tags)
+    current = registry.version_by_alias(client, wf.model_name, registry.CHALLENGER)
+    if current is None or current.version != version:
+        registry.move_alias(client, wf.model_name, registry.CHALLENGER, version,
+                            expected_from=current.version if current else None, why=f"trained by {run_key}")
+    return {"model": wf.model_name, "version": version, "passed": gate_ref["passed"],
+            "champion_version": gate_ref["champion_version"]}
+
+
+def promote(workflow: str, run_key: str, reg_ref: dict) -> dict:
+    settings, wf = context(workflow)
+    client = registry.configure(settings)
+    name, version = reg_ref["model"], reg_ref["version"]
+    current = registry.version_by_alias(client, name, registry.CHAMPION)
+    if current is not None and current.version == version:
+        return {"model": name, "champion": version, "promoted": True, "note": "already champion"}
+    if not reg_ref["passed"]:
+        print(f"v{version} failed the gate; @champion stays at v{reg_ref['champion_version']}.")
+        return {"model": name, "champion": reg_ref["champion_version"], "promoted": False}
+    if wf.gate.approval != "auto":
+        print(f"v{version} passed the gate; waiting for a model owner: mlops models approve {version} --workflow {wf.name}")
+        return {"model": name, "champion": reg_ref["champion_version"], "promoted": False, "awaiting_approval": True}
+    registry.move_alias(client, name, registry.CHAMPION, version, expected_from=reg_ref["champion_version"],
+                        why=f"gate passed (automatic approval), {run_key}", who="airflow")
+    return {"model": name, "champion": version, "promoted": True}

@@ -1,0 +1,135 @@
+"""Steps of the ingest_validate DAG: find dropped batches, gate each one, version what passes.
+
+1. `list_new_batches`: files waiting in `<state>/drop/<workflow>/` (eval/ holds gold data for
+   the frozen evaluation set).
+2. `ingest_batch`: read + curate, run the Great Expectations gate; a failing batch is moved to
+   quarantine with its report and `BatchRejected` names every failed expectation; a passing
+   batch joins the DVC-versioned dataset and its raw file is archived, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from ml.config import Settings, load_settings
+from ml.data import contract
+from ml.data.ingest import SUPPORTED_SUFFIXES, IngestError, read_batch, safe_drop_path
+from ml.data.contract import ContractError
+from ml.data.versioning import DatasetError, DatasetStore
+from ml.validation.quarantine import quarantine
+from ml.validation.suite import validate_batch
+from ml.workflows import Workflow, get_workflow
+
+
+class BatchRejected(RuntimeError):
+    """The batch failed the gate and is in quarantine; retrying will not change that."""
+
+
+def context(workflow: str, settings: Settings | None = None) -> tuple[Settings, Workflow]:
+    settings = settings or load_settings()
+    settings.ensure_dirs()
+    return settings, get_workflow(settings.workflows_file, workflow)
+
+
+def store_for(settings: Settings, wf: Workflow) -> DatasetStore:
+    return DatasetStore(settings.data_dir / wf.name, f"{settings.dvc_remote_url.rstrip('/')}/{wf.name}")
+
+
+def drop_dir_for(settings: Settings, wf: Workflow) -> Path:
+    path = settings.drop_dir / wf.name
+    (path / "eval").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def label_set(settings: Settings, wf: Workflow, fallback: list[str] | None = None) -> list[str]:
+    """Declared labels, else those of the frozen evaluation set, else of the batch at hand."""
+    if wf.labels:
+        return sorted(wf.labels)
+    store = store_for(settings, wf)
+    if store.current("eval") is not None:
+        return sorted(set(store.load("eval")[contract.LABEL]))
+    if store.current("train") is not None:
+        return sorted(set(store.load("train")[contract.LABEL]))
+    return sorted(set(fallback or []))
+
+
+def list_new_batches(workflow: str) -> list[str]:
+    settings, wf = context(workflow)
+    root = drop_dir_for(settings, wf)
+    names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*"))
+             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_SUFFIXES]
+    # Evaluation data first: it fixes the label set and the reference the training batches meet.
+    return sorted(names, key=lambda n: (not n.startswith("eval/"), n))
+
+
+def _reject(settings: Settings, wf: Workflow, path: Path, report: dict, reason: str) -> None:
+    qid = quarantine(path, report, settings.quarantine_dir / wf.name, reason=reason)
+    raise BatchRejected(f"{path.name} rejected and quarantined as {qid} "
+                        f"(inspect: mlops data quarantine show {qid} --workflow {wf.name}).\n{reason}")
+
+
+def ingest_batch(workflow: str, name: str) -> dict:
+    settings, wf = context(workflow)
+    root = drop_dir_for(settings, wf)
+    role = "eval" if name.startswith("eval/") else "train"
+    path = safe_drop_path(root, name)
+    try:
+        batch = read_batch(path, text_col=wf.text_column, label_col=wf.label_column)
+    except (IngestError, ContractError) as exc:
+        _reject(settings, wf, path, {"batch_id": path.name, "success": False, "error": str(exc)}, str(exc))
+    store = store_for(settings, wf)
+    seen = store.accepted_batch(batch.sha256)
+    if seen is not None:  # the same bytes again: accepted once, the duplicate is archived
+        _archive(settings, wf, path, batch.sha256)
+        return {"batch": name, "already_accepted": True, "version": seen["version"], "role": seen["role"]}
+    labels = label_set(settings, wf, fallback=list(batch.frame[contract.LABEL].dropna()))
+    reference = None
+    if role == "train" and store.current("train") is not None:
+        reference = Counter(store.load("train")[contract.LABEL])
+    report = validate_batch(batch.frame, labels=labels, rules=wf.validation, reference_label_counts=reference,
+                            batch_id=f"{wf.name}/{path.name}", docs_dir=settings.reports_dir / wf.name / "data_docs" / f"{path.stem}-{batch.sha256[:8]}")
+    print(report.summary())
+    if not report.success:
+        _reject(settings, wf, path, report.to_dict(), report.summary())
+    try:
+        record = store.accept(batch, role=role)
+    except DatasetError as exc:
+        _reject(settings, wf, path, {**report.to_dict(), "error": str(exc)}, str(exc))
+    _archive(settings, wf, path, batch.sha256)
+    return {"batch": name, "role": role, "version": record["version"], "rows": record["rows"],
+            "batch_rows": record["batch_rows"], "stats": batch.stats,
+            "data_docs": str(report.docs_index) if report.docs_index else None}
+
+
+def _archive(settings: Settings, wf: Workflow, path: Path, sha256: str) -> None:
+    # Raw data is immutable: the accepted file is kept byte for byte, named by its digest.
+    archive = settings.data_dir / wf.name / "raw"
+    archive.mkdir(parents=True, exist_ok=True)
+    os.replace(path, archive / f"{sha256[:16]}_{path.name}")
+
+
+def publish_if_changed(workflow: str) -> dict | None:
+    """The dataset event's extra when the training set changed since the last event, else None."""
+    settings, wf = context(workflow)
+    store = store_for(settings, wf)
+    current = store.current("train")
+    marker = store.root / "published.json"
+    last = json.loads(marker.read_text())["version"] if marker.exists() else None
+    if current is None or current["version"] == last:
+        return None
+    event = {"workflow": wf.name, "version": current["version"], "rows": current["rows"]}
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(event))
+    os.replace(tmp, marker)
+    return event
+
+
+def dataset_summary(workflow: str) -> dict:
+    settings, wf = context(workflow)
+    store = store_for(settings, wf)
+    train, ev = store.current("train"), store.current("eval")
+    return {"workflow": wf.name, "train_version": train and train["version"], "train_rows": train and train["rows"],
+            "eval_version": ev and ev["version"], "eval_rows": ev and ev["rows"]}

