@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -66,7 +67,7 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, id
     query = f"name='{name}' and tags.idempotency_key='{idempotency_key}'"
     existing = client.search_model_versions(query)
     if existing:
-        return min(existing, key=lambda v: int(v.version)).version
+        return str(min(existing, key=lambda v: int(v.version)).version)
     try:
         client.create_registered_model(name, tags={"workflow": tags.get("workflow", "")})
     except MlflowException:
@@ -74,10 +75,10 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, id
     mv = client.create_model_version(name, model_uri, run_id=run_id,
                                      tags={**tags, "idempotency_key": idempotency_key})
     winners = sorted(client.search_model_versions(query), key=lambda v: int(v.version))
-    if winners and winners[0].version != mv.version:
-        client.delete_model_version(name, mv.version)
-        return winners[0].version
-    return mv.version
+    if winners and str(winners[0].version) != str(mv.version):
+        client.delete_model_version(name, str(mv.version))
+        return str(winners[0].version)
+    return str(mv.version)
 
 
 def _history(client: MlflowClient, name: str) -> list[dict]:
@@ -96,8 +97,11 @@ def alias_history(client: MlflowClient, name: str) -> list[dict]:
 def move_alias(client: MlflowClient, name: str, alias: str, to_version: str, *, expected_from: str | None,
                why: str, who: str | None = None) -> dict:
     """Compare-and-set: move `alias` only if it still points at `expected_from`; record the move."""
+    # MLflow returns versions as int or str depending on the store: compare them as strings.
     current = version_by_alias(client, name, alias)
-    current_version = current.version if current else None
+    current_version = str(current.version) if current else None
+    expected_from = None if expected_from is None else str(expected_from)
+    to_version = str(to_version)
     if current_version != expected_from:
         raise PromotionConflict(
             f"@{alias} of {name} is now v{current_version}, not v{expected_from} as when the decision was made; "
@@ -120,10 +124,23 @@ def rollback(client: MlflowClient, name: str, *, why: str, who: str | None = Non
                       why=f"rollback: {why}", who=who)
 
 
+def download_weights(name: str, version: str) -> Path:
+    """Local folder of a version's Hugging Face weights (safetensors), wherever the artifacts live."""
+    from mlflow.models import Model
+
+    root = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    artifacts = Model.load(str(root)).flavors["python_function"]["artifacts"]
+    return root / artifacts["model_dir"]["path"]
+
+
 def list_versions(client: MlflowClient, name: str) -> list[dict]:
     out = []
+    # search results do not carry aliases on every store; the registered model does.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
     for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
-        out.append({"version": v.version, "aliases": list(v.aliases), "run_id": v.run_id,
+        out.append({"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
                     "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
                     "gate": v.tags.get("gate"), "macro_f1": v.tags.get("macro_f1"),
                     "dataset_version": v.tags.get("dataset_version")})

@@ -68,7 +68,7 @@ def summary(settings, wf) -> dict:
 
     client = registry.configure(settings)
     champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
-    out = {"workflow": wf.name, "model": wf.model_name, "champion": champ.version if champ else None,
+    out = {"workflow": wf.name, "model": wf.model_name, "champion": str(champ.version) if champ else None,
            "model_uri": f"models:/{wf.model_name}@champion" if champ else None,
            "macro_f1": champ.tags.get("macro_f1") if champ else None,
            "latency_p99_ms": champ.tags.get("latency_p99_ms") if champ else None,

@@ -17,9 +17,8 @@ def _client(args):
 def cmd_list(args) -> int:
     registry, client, wf = _client(args)
     rows = registry.list_versions(client, wf.model_name)
-    for r in rows:
-        r["aliases"] = ",".join("@" + a for a in r["aliases"])
-    emit(args, rows, f"{wf.model_name}\n" + table(rows, ["version", "aliases", "gate", "macro_f1", "dataset_version", "created"]))
+    shown = [{**r, "aliases": ",".join("@" + a for a in r["aliases"])} for r in rows]
+    emit(args, rows, f"{wf.model_name}\n" + table(shown, ["version", "aliases", "gate", "macro_f1", "dataset_version", "created"]))
     return 0
 
 
@@ -27,7 +26,7 @@ def cmd_show(args) -> int:
     registry, client, wf = _client(args)
     v = client.get_model_version(wf.model_name, str(args.version))
     decision = json.loads(v.tags.get("gate_decision", "{}"))
-    info = {"model": wf.model_name, "version": v.version, "aliases": list(v.aliases), "run_id": v.run_id,
+    info = {"model": wf.model_name, "version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
             "source": v.source, "tags": {k: val for k, val in v.tags.items() if k != "gate_decision"},
             "gate": decision}
     lines = [f"{wf.model_name} v{v.version}  {' '.join('@' + a for a in v.aliases)}",
@@ -53,7 +52,7 @@ def cmd_approve(args) -> int:
                          "pass --override-gate to promote it anyway (recorded)")
     current = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
     entry = registry.move_alias(client, wf.model_name, registry.CHAMPION, v.version,
-                                expected_from=current.version if current else None,
+                                expected_from=str(current.version) if current else None,
                                 why=f"approved: {args.reason}" + (" (gate overridden)" if args.override_gate else ""),
                                 who=args.who)
     client.set_model_version_tag(wf.model_name, v.version, "approval", json.dumps(

@@ -192,14 +192,14 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
     champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
     champion = None
     if champ is not None:
-        champ_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{wf.model_name}/{champ.version}")) / "artifacts" / "model_dir"
+        champ_dir = registry.download_weights(wf.model_name, str(champ.version))
         champion = _score(settings, wf, champ_dir, texts, y, labels)
         if "error" in champion:  # a champion on another label set cannot be compared: absolute thresholds
             champion = None
     frontier_per_call = _frontier_cost_per_call_usd(settings, wf)
     decision = decide(challenger, champion, wf.gate, latency_sla_p99_ms=wf.latency_sla_p99_ms,
                       max_cost_per_1k_calls_usd=frontier_per_call * 1000 if frontier_per_call else None,
-                      champion_version=champ.version if champ else None)
+                      champion_version=str(champ.version) if champ else None)
     out = run_dir(settings, wf, run_key)
     evaluation = {"challenger": challenger, "champion": champion, "decision": decision.to_dict(),
                   "eval_version": store_for(settings, wf).current("eval")["version"],
@@ -265,9 +265,9 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
             "gate_decision": json.dumps(evaluation["decision"])[:4900]}
     version = registry.register(client, wf.model_name, model_uri, run_id, idempotency_key=run_key, tags=tags)
     current = registry.version_by_alias(client, wf.model_name, registry.CHALLENGER)
-    if current is None or current.version != version:
+    if current is None or str(current.version) != version:
         registry.move_alias(client, wf.model_name, registry.CHALLENGER, version,
-                            expected_from=current.version if current else None, why=f"trained by {run_key}")
+                            expected_from=str(current.version) if current else None, why=f"trained by {run_key}")
     return {"model": wf.model_name, "version": version, "passed": gate_ref["passed"],
             "champion_version": gate_ref["champion_version"]}
 
@@ -277,7 +277,7 @@ def promote(workflow: str, run_key: str, reg_ref: dict) -> dict:
     client = registry.configure(settings)
     name, version = reg_ref["model"], reg_ref["version"]
     current = registry.version_by_alias(client, name, registry.CHAMPION)
-    if current is not None and current.version == version:
+    if current is not None and str(current.version) == str(version):
         return {"model": name, "champion": version, "promoted": True, "note": "already champion"}
     if not reg_ref["passed"]:
         print(f"v{version} failed the gate; @champion stays at v{reg_ref['champion_version']}.")

@@ -48,7 +48,8 @@ def mlops(env: dict, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, tiny_base_model):
     root = tmp_path_factory.mktemp("e2e")
-    env = {**os.environ, "MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml")}
+    env = {**os.environ, "MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
+           "MLOPS_TORCH_THREADS": "1"}  # a tiny model is slower with two threads fighting over two cores
     write_workflows(root / "workflows.yaml", tiny_base_model, min_f1=0.0)
     first = mlops(env, "demo", "--n-calls", "300", "--n-gold", "120", "--json")
     assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-2000:]
