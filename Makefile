@@ -30,7 +30,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e and not integration"
 
 bench: install
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/student_inference.py
 
 # Re-pin after changing pyproject.toml: a fresh venv, unconstrained install, freeze.
 lock:

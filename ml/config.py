@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,16 @@ _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 class SettingsError(ValueError):
     """A setting is invalid; the message names the environment variable and the fix."""
+
+
+# A scheme of two or more characters: s3://, http://, and MLflow's proxied "mlflow-artifacts:/",
+# which has no "//". A single letter is a Windows drive ("C:\\"), i.e. a path.
+_URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def is_url(value: str) -> bool:
+    """True for a URL (a remote store), False for a local path."""
+    return bool(_URL_SCHEME_RE.match(str(value)))
 
 
 def _help(text: str, default=dataclasses.MISSING):
@@ -45,6 +56,10 @@ class Settings:
     seed: int = _help("Seed for data splits, initialisation and training order.", 42)
     git_sha: str = _help("Code version recorded on every model (default: read from git).", "")
     user: str = _help("Name recorded with approvals and rollbacks (default: the login name).", "")
+    frontier_base_url: str = _help("OpenAI-compatible base URL `mlops proxy` forwards to, e.g. https://api.openai.com/v1.", "")
+    # Never in repr(), logs or the call log; `mlops config` must mask it too.
+    frontier_api_key: str = field(default="", repr=False, metadata={
+        "help": "API key `mlops proxy` sends upstream as a Bearer token (keep it in .env, never in code)."})
 
     def __post_init__(self):
         # Derived defaults are filled here so that overriding STATE_DIR moves everything.
@@ -104,7 +119,7 @@ class Settings:
             d.mkdir(parents=True, exist_ok=True)
         if self.mlflow_tracking_uri.startswith("sqlite:///"):
             Path(self.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        if "://" not in self.mlflow_artifact_root:
+        if not is_url(self.mlflow_artifact_root):
             Path(self.mlflow_artifact_root).mkdir(parents=True, exist_ok=True)
 
 

@@ -17,6 +17,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from ml.config import is_url
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "alias_history."
@@ -43,7 +45,9 @@ def ensure_experiment(settings, workflow: str) -> str:
     if exp is not None:
         return exp.experiment_id
     root = settings.mlflow_artifact_root
-    location = f"{root.rstrip('/')}/{workflow}" if "://" in root else f"file://{os.path.join(root, workflow)}"
+    # A URL root (s3://, mlflow-artifacts:/ of a proxying server) is used as is; a local folder
+    # becomes an absolute file:// URI.
+    location = f"{root.rstrip('/')}/{workflow}" if is_url(root) else (Path(root) / workflow).resolve().as_uri()
     try:
         return client.create_experiment(workflow, artifact_location=location, tags={"workflow": workflow})
     except MlflowException:  # created concurrently

@@ -69,6 +69,12 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class KeepCurrent:
+    probe_sample: int = field(default=200, metadata={"help": "Texts answered by both the old and the new teacher that the agreement probe compares."})
+    min_disagreement: float = field(default=0.02, metadata={"help": "Re-distil after a teacher change only when the teachers disagree on at least this share of the probe."})
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     description: str = ""
@@ -91,6 +97,7 @@ class Workflow:
     training: Training = Training()
     validation: Validation = Validation()
     gate: Gate = Gate()
+    keep_current: KeepCurrent = KeepCurrent()
 
     @property
     def model_name(self) -> str:
@@ -98,7 +105,8 @@ class Workflow:
         return f"{self.name}_student"
 
 
-_NESTED = {"teacher": Teacher, "schedule": Schedule, "training": Training, "validation": Validation, "gate": Gate}
+_NESTED = {"teacher": Teacher, "schedule": Schedule, "training": Training, "validation": Validation, "gate": Gate,
+           "keep_current": KeepCurrent}
 
 
 def _build(cls, raw: dict, where: str):
@@ -115,6 +123,9 @@ def _build(cls, raw: dict, where: str):
             if key in _NESTED:
                 values[key] = _build(_NESTED[key], value or {}, f"{where}.{key}")
             elif key == "labels":
+                # A bare string would become one label per character ("billing" → b, i, l, ...).
+                if value is not None and not isinstance(value, (list, tuple)):
+                    raise ValueError("expected a list, e.g. [billing, shipping]")
                 values[key] = tuple(str(v) for v in (value or ()))
             elif key == "monthly_budget_usd":
                 values[key] = Decimal(str(value))
@@ -127,6 +138,8 @@ def _build(cls, raw: dict, where: str):
                     raise ValueError("expected a whole number")
                 values[key] = int(value)
             elif isinstance(default, float):
+                if isinstance(value, bool):  # float(True) is 1.0: a typo, never a number
+                    raise ValueError("expected a number")
                 values[key] = float(value)
             else:
                 values[key] = None if value is None else str(value)
@@ -150,6 +163,13 @@ def _check(wf: Workflow, where: str) -> None:
         raise WorkflowError(f"{where}.serving_utilisation: {wf.serving_utilisation} must be in (0, 1], e.g. 0.5 for 50%.")
     if len(set(wf.labels)) != len(wf.labels):
         raise WorkflowError(f"{where}.labels: labels must be unique.")
+    if wf.schedule.cron is not None and not wf.schedule.cron.strip():
+        raise WorkflowError(f"{where}.schedule.cron: empty; write a cron expression, or null for none.")
+    if wf.keep_current.probe_sample < 1:
+        raise WorkflowError(f"{where}.keep_current.probe_sample: {wf.keep_current.probe_sample} must be at least 1.")
+    if not 0.0 <= wf.keep_current.min_disagreement <= 1.0:
+        raise WorkflowError(f"{where}.keep_current.min_disagreement: {wf.keep_current.min_disagreement} must be "
+                            "a share between 0 and 1, e.g. 0.02 for 2%.")
     if wf.schedule.cron is None and not wf.schedule.on_new_data:
         raise WorkflowError(f"{where}.schedule: set a cron, on_new_data: true, or both; otherwise it never retrains.")
 
@@ -166,9 +186,20 @@ def load_workflows(path: Path) -> dict[str, Workflow]:
     raw = doc.get("workflows") if isinstance(doc, dict) else None
     if not isinstance(raw, dict) or not raw:
         raise WorkflowError(f"{path}: expected a top-level 'workflows:' mapping with at least one workflow.")
+    # A workflow indented one level too little would otherwise silently never run. Keys named
+    # x-... are free for YAML anchors shared by several workflows (as in docker-compose files).
+    extra = sorted(str(k) for k in doc if k != "workflows" and not str(k).startswith("x-"))
+    if extra:
+        raise WorkflowError(f"{path}: unknown top-level key {extra[0]!r}; declare workflows under 'workflows:' "
+                            "(keys named x-... may hold YAML anchors).")
     out = {}
     for name, body in raw.items():
         where = f"{path.name}: workflows.{name}"
+        if body is not None and not isinstance(body, dict):
+            raise WorkflowError(f"{where}: expected a mapping of settings, got {type(body).__name__}.")
+        if body and "name" in body and body["name"] != name:
+            raise WorkflowError(f"{where}.name: {body['name']!r} differs from the key {name!r}; "
+                                "the key is the name, remove `name:`.")
         wf = _build(Workflow, {"name": name, **(body or {})}, where)
         _check(wf, where)
         out[wf.name] = wf

@@ -72,11 +72,27 @@ def summary(settings, wf) -> dict:
            "model_uri": f"models:/{wf.model_name}@champion" if champ else None,
            "macro_f1": champ.tags.get("macro_f1") if champ else None,
            "latency_p99_ms": champ.tags.get("latency_p99_ms") if champ else None,
+           "gate_failures": [] if champ else _latest_gate_failures(client, wf),
            "mlflow_tracking_uri": settings.mlflow_tracking_uri, "ledger": settings.ledger_url,
            "reports": str(settings.reports_dir / wf.name), "state_dir": str(settings.state_dir),
            "airflow_ui": "mlops airflow standalone   # then http://localhost:8080",
            "mlflow_ui": f"mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} --port 5000"}
     return out
+
+
+def _latest_gate_failures(client, wf) -> list[str]:
+    import json
+
+    from ml import registry
+
+    try:
+        versions = registry.list_versions(client, wf.model_name)
+    except Exception:  # noqa: BLE001 - no registered model yet
+        return ["no model version registered"]
+    if not versions:
+        return ["no model version registered"]
+    tags = client.get_model_version(wf.model_name, versions[-1]["version"]).tags
+    return json.loads(tags.get("gate_decision", "{}")).get("reasons", [])
 
 
 def cmd_demo(args) -> int:
@@ -86,6 +102,9 @@ def cmd_demo(args) -> int:
     staged = stage_demo_data(settings, wf, n_calls=args.n_calls, n_gold=args.n_gold, seed=args.seed, echo=log)
     runs = run_lifecycle(settings, wf, echo=log)
     result = {**summary(settings, wf), **staged, "dag_runs": runs}
+    if result["champion"] is None:
+        raise RuntimeError(f"the lifecycle ran but no version became @champion; the gate said: "
+                           f"{'; '.join(result['gate_failures'])} (see `mlops models show N`)")
     text = "\n".join([
         "", f"Lifecycle done for workflow '{wf.name}'.",
         f"  champion:      {result['model_uri']} (v{result['champion']}), macro-F1 {result['macro_f1']}, "

@@ -26,10 +26,14 @@ CALL_LOG_COLUMNS = ("request_text", "response_label", "status")
 
 # Masked before anything is stored for training: the student must not memorise customers.
 # Order matters: card numbers before phone numbers, which would otherwise match their tails.
+# The email pattern only starts where a run of address characters starts: starting anywhere
+# made it quadratic, so one 40 kB token without an "@" took seconds and a 10 MB one hung ingest.
+# A phone is 9+ characters holding 8+ digits, and not a date: "order 1234567" and "2024-01-15" are kept.
 PII_PATTERNS = (
-    ("<EMAIL>", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+    ("<EMAIL>", re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
     ("<CARD>", re.compile(r"\b(?:\d[ -]?){12,18}\d\b")),
-    ("<PHONE>", re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,}\d\b")),
+    ("<PHONE>", re.compile(r"(?<!\w)(?!\d{4}-\d\d-\d\d\b|\d\d?[./-]\d\d?[./-]\d{2,4}\b)"
+                           r"(?=\+?(?:[ ()./-]*\d){8})\+?\(?\d[\d ()./-]{7,}\d\b")),
 )
 
 
@@ -142,7 +146,10 @@ def read_batch(path: Path, *, text_col: str = "text", label_col: str = "label", 
         frame = contract.normalise_labelled(df, text_col=text_col, label_col=label_col, origin=path.name)
         stats = {"rows_read": len(df)}
     # Values are coerced to str only where present: nulls must stay null for the gate to see them.
-    for col in (contract.TEXT, contract.LABEL):
+    # A text column without a single string (numbers: most likely an ID column named by mistake)
+    # is left as it is, so the gate's text_is_string check rejects it instead of training on IDs.
+    text_has_strings = frame[contract.TEXT].map(lambda v: isinstance(v, str)).any()
+    for col in (contract.TEXT, contract.LABEL) if text_has_strings else (contract.LABEL,):
         frame[col] = frame[col].map(lambda v: v if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     if mask:
         frame[contract.TEXT] = frame[contract.TEXT].map(lambda t: mask_pii(t) if isinstance(t, str) else t)

@@ -9,8 +9,15 @@ import numpy as np
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
     """Rows are the true class, columns the predicted class."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions; score the whole evaluation set.")
+    # A -1 ("unknown") would silently count as the last class through numpy's negative indexing.
+    bad = sorted({int(v) for v in np.concatenate([y_true, y_pred]) if not 0 <= v < n_classes})
+    if bad:
+        raise ValueError(f"class indices {bad[:5]} are outside 0..{n_classes - 1}; map every label to the label set first.")
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    np.add.at(cm, (y_true, y_pred), 1)
     return cm
 
 
@@ -29,6 +36,8 @@ def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int], n_bins:
     y_true = np.asarray(y_true)
     if len(y_true) == 0:
         return 0.0
+    if not np.isfinite(probs).all():
+        return float("nan")  # a diverged model has no calibration to measure
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y_true
     bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
@@ -49,7 +58,7 @@ def classification_report(probs: np.ndarray, y_true: Sequence[int], label_names:
     cm = confusion_matrix(y_true, y_pred, len(label_names))
     f1 = per_class_f1(cm)
     n = int(cm.sum())
-    return {
+    report = {
         "n_examples": n,
         "accuracy": float(np.trace(cm) / n) if n else 0.0,
         "macro_f1": float(f1.mean()) if len(f1) else 0.0,
@@ -57,3 +66,9 @@ def classification_report(probs: np.ndarray, y_true: Sequence[int], label_names:
         "per_class_f1": {name: float(v) for name, v in zip(label_names, f1)},
         "confusion_matrix": cm.tolist(),
     }
+    if not np.isfinite(probs).all():
+        # A diverged model outputs NaN, and argmax of NaN is class 0: its scores would look
+        # merely poor. NaN figures fail every gate check instead, so it is never promoted.
+        nan = float("nan")
+        report.update(accuracy=nan, macro_f1=nan, ece=nan, per_class_f1={name: nan for name in label_names})
+    return report

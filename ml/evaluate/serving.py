@@ -37,7 +37,7 @@ def dir_size_bytes(path: Path) -> int:
 
 
 def measure_serving(model, tokenizer, texts: Sequence[str], *, max_length: int = 64, device: str = "cpu",
-                    n_single: int = 100, n_batches: int = 5, batch_size: int = 32) -> dict:
+                    n_single: int = 200, n_batches: int = 5, batch_size: int = 32) -> dict:
     """p50/p95/p99 latency at batch 1 and throughput at batch 32, after a warm-up."""
     texts = list(texts) or ["warm-up text"]
     predict_probs(model, tokenizer, texts[:batch_size], max_length=max_length, device=device)  # warm-up

@@ -81,15 +81,29 @@ def _frontier_per_call(settings, wf, book: PriceBook) -> Decimal:
     return breakeven.frontier_cost_per_call_usd(Decimal(tin) / n, Decimal(tout) / n, price_in, price_out)
 
 
-def _champion_throughput(settings, wf) -> float | None:
+def _serving_throughput(settings, wf) -> tuple[float | None, str | None]:
+    """Measured throughput of @champion, else of the newest version (the one that would serve)."""
     from ml import registry
 
     client = registry.configure(settings)
-    champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
-    if champ is None:
-        return None
-    run = client.get_run(champ.run_id)
-    return run.data.metrics.get("eval.throughput_calls_per_s")
+    version = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
+    if version is None:
+        versions = registry.list_versions(client, wf.model_name) if _registered(client, wf.model_name) else []
+        if not versions:
+            return None, None
+        version = client.get_model_version(wf.model_name, versions[-1]["version"])
+    run = client.get_run(version.run_id)
+    return run.data.metrics.get("eval.throughput_calls_per_s"), str(version.version)
+
+
+def _registered(client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
 
 
 def _observed_months(entries) -> Decimal:
@@ -104,9 +118,9 @@ def build_report(workflow: str) -> dict:
     settings, wf = context(workflow)
     book = PriceBook.load(settings.price_book_file)
     frontier_per_call = _frontier_per_call(settings, wf, book)
-    throughput = _champion_throughput(settings, wf)
+    throughput, serving_version = _serving_throughput(settings, wf)
     if not throughput:
-        raise ValueError(f"{wf.name}: no @champion with a measured throughput yet; run distill first.")
+        raise ValueError(f"{wf.name}: no model version with a measured throughput yet; run distill first.")
     hour_usd = book.compute_hour_usd(wf.serving_resource, date.today())
     self_hosted = breakeven.self_hosted_cost_per_call_usd(throughput, hour_usd, wf.serving_utilisation)
     with Ledger(settings.ledger_url) as ledger:
@@ -132,7 +146,7 @@ def build_report(workflow: str) -> dict:
         "price_book_version": book.version, "verdict": verdict.verdict, "reasons": verdict.reasons,
         "constraints_failing": verdict.constraints_failing, "measured": measured,
         "frontier_cost_per_call_usd": str(frontier_per_call), "self_hosted_cost_per_call_usd": str(self_hosted),
-        "throughput_calls_per_s": throughput, "ledger_totals_usd": {k: str(v) for k, v in sorted(totals.items())},
+        "throughput_calls_per_s": throughput, "serving_version": serving_version, "ledger_totals_usd": {k: str(v) for k, v in sorted(totals.items())},
         "one_time_usd": str(spend.fully_loaded()[0]), "recurring_usd_per_month": str(spend.fully_loaded()[1]),
         "naive": _summary(naive), "fully_loaded": _summary(full),
         "sensitivity": [{"parameter": r.parameter, "factor": str(r.factor), "break_even_month": r.break_even_month,

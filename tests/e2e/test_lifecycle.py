@@ -126,3 +126,17 @@ def _base(root: Path) -> str:
     import yaml
 
     return yaml.safe_load((root / "workflows.yaml").read_text())["workflows"]["tickets_e2e"]["base_model"]
+
+
+def test_cost_report_gives_a_verdict_from_the_ledger(platform):
+    root, env, _ = platform
+    report = mlops(env, "costs", "report", "--json")
+    assert report.returncode == 0, report.stderr
+    data = json.loads(report.stdout)
+    assert data["verdict"].startswith(("post-training pays from month", "stay on the frontier API"))
+    assert "frontier_api" not in data["ledger_totals_usd"]  # priced per call, not as MLOps spend
+    assert float(data["ledger_totals_usd"]["training_compute"]) > 0
+    reports = root / "state" / "reports" / "tickets_e2e"
+    assert "<img" in (reports / "breakeven.html").read_text()
+    header = (reports / "costs_focus.csv").read_text().splitlines()[0].split(",")
+    assert {"BilledCost", "EffectiveCost", "ChargeCategory", "ChargePeriodStart", "ServiceName", "ResourceId"} <= set(header)

@@ -1,0 +1,261 @@
+"""An instrumented client for any OpenAI-compatible chat completions endpoint.
+
+Every call, whatever becomes of it, is turned into one call-log row (the format ml.data.ingest
+reads) and handed to the sinks: the call log's queue, the shadow scorer. Failures are recorded by
+class (RateLimitError, ServerError, Timeout, ...) and never by message: provider error texts can
+echo headers, and the API key must not reach a log. The key lives only in the HTTP client's
+default headers.
+
+Retries: 429, 5xx and connection failures are retried with bounded exponential backoff (honouring
+Retry-After up to the cap); a timeout is not, because the caller's time is already spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import httpx
+
+from ml.costs.pricebook import PriceBook, PriceBookError
+
+log = logging.getLogger(__name__)
+TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
+
+
+@dataclass
+class Call:
+    """What one call did: the outcome, and the upstream body to relay to the caller."""
+
+    ts: str
+    started_s: float  # time.perf_counter() at the first attempt
+    status: str = "ok"  # ok | error | timeout, as ingest reads it
+    error: str | None = None  # the error's class, never its message
+    retries: int = 0
+    http_status: int | None = None
+    content_type: str = "application/json"
+    body: bytes = b""
+    response_text: str | None = None
+    model_version: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    ttft_ms: float | None = None
+    latency_ms: float = 0.0
+    row: dict = field(default_factory=dict)
+
+    def fail(self, status: str, error: str) -> None:
+        self.status, self.error = status, error
+
+
+def error_class(http_status: int) -> str:
+    if http_status == 429:
+        return "RateLimitError"
+    if http_status >= 500:
+        return "ServerError"
+    return "AuthenticationError" if http_status in (401, 403) else "BadRequestError"
+
+
+def request_text(body: dict) -> str:
+    """The text being classified: the last user message (text parts joined when it has several)."""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return "" if content is None else str(content)
+    return ""
+
+
+def parse_label(answer: str | None, labels: Sequence[str]) -> str | None:
+    """The workflow's label the answer names (stripped, any case), else None."""
+    if answer is None:
+        return None
+    wanted = answer.strip().casefold()
+    return next((label for label in labels if label.casefold() == wanted), None)
+
+
+class FrontierClient:
+    def __init__(self, base_url: str, api_key: str, *, workflow: str, labels: Sequence[str] = (),
+                 price_book: PriceBook | None = None, sinks: Sequence[Callable[[dict], None]] = (),
+                 timeout_s: float = 30.0, max_retries: int = 2, backoff_s: float = 0.5, max_backoff_s: float = 8.0):
+        if not base_url:
+            raise ValueError("no upstream URL; set MLOPS_FRONTIER_BASE_URL (e.g. https://api.openai.com/v1) "
+                             "or pass --upstream-url.")
+        if max_retries < 0 or timeout_s <= 0:
+            raise ValueError(f"max_retries={max_retries} must be >= 0 and timeout_s={timeout_s} > 0.")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.workflow, self.labels, self.price_book, self.sinks = workflow, tuple(labels), price_book, list(sinks)
+        self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=headers)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def complete(self, body: dict) -> Call:
+        """One non-streamed completion; the Call holds the upstream body (or why there is none)."""
+        call = _new_call()
+        resp = await self._send(body, call)
+        if resp is not None:
+            try:
+                call.body = await resp.aread()
+            except httpx.TimeoutException:
+                call.fail("timeout", "Timeout")
+            except httpx.TransportError:
+                call.fail("error", "ConnectionError")
+            finally:
+                await resp.aclose()
+            if call.status == "ok":
+                try:
+                    data = json.loads(call.body)
+                    call.response_text = data["choices"][0]["message"]["content"]
+                    self._usage(call, data)
+                except (ValueError, KeyError, IndexError, TypeError):
+                    call.fail("error", "MalformedResponse")
+        self._finish(call, body)
+        return call
+
+    async def stream(self, body: dict) -> tuple[Call, AsyncIterator[bytes] | None]:
+        """A streamed completion: (call, chunks to relay) once upstream answered 2xx, else (call, None).
+
+        Usage is requested in the stream (a last chunk with empty choices, as OpenAI documents)
+        unless the caller set stream_options itself; without it no tokens, so no cost.
+        """
+        body = {**body, "stream_options": body.get("stream_options") or {"include_usage": True}}
+        call = _new_call()
+        resp = await self._send(body, call)
+        if resp is not None and call.status != "ok":
+            try:
+                call.body = await resp.aread()
+            except httpx.HTTPError:
+                pass  # the error body is a courtesy to the caller; the call is recorded either way
+            finally:
+                await resp.aclose()
+        if call.status != "ok":
+            self._finish(call, body)
+            return call, None
+        return call, self._relay(call, body, resp)
+
+    async def _relay(self, call: Call, body: dict, resp: httpx.Response) -> AsyncIterator[bytes]:
+        pending, done, parts = b"", False, []
+        try:
+            async for chunk in resp.aiter_bytes():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    data = line.strip()[5:].strip() if line.startswith(b"data:") else b""
+                    if data == b"[DONE]":
+                        done = True
+                    elif data:
+                        try:
+                            event = json.loads(data)
+                            delta = (event.get("choices") or [{}])[0].get("delta") or {}
+                            self._usage(call, event)
+                        except (ValueError, AttributeError, TypeError, IndexError):
+                            call.fail("error", "MalformedResponse")
+                            continue
+                        if delta.get("content"):
+                            if call.ttft_ms is None:
+                                call.ttft_ms = (time.perf_counter() - call.started_s) * 1000
+                            parts.append(delta["content"])
+                yield chunk
+            if not done and call.status == "ok":
+                call.fail("error", "StreamInterrupted")  # upstream closed without [DONE]
+        except httpx.TimeoutException:
+            call.fail("timeout", "Timeout")
+        except httpx.TransportError:
+            call.fail("error", "StreamInterrupted")
+        except BaseException:  # the caller went away (cancelled): record it, then let it propagate
+            call.fail("error", "ClientDisconnected")
+            raise
+        finally:
+            call.response_text = "".join(parts)
+            self._finish(call, body)
+            await resp.aclose()
+
+    async def _send(self, body: dict, call: Call) -> httpx.Response | None:
+        """POST with bounded retries; a response (2xx, or the last failure) or None (call says why)."""
+        for attempt in range(self.max_retries + 1):
+            call.retries, call.status, call.error = attempt, "ok", None
+            resp = None
+            try:
+                resp = await self._http.send(self._http.build_request("POST", self.url, json=body), stream=True)
+            except httpx.TimeoutException:
+                call.fail("timeout", "Timeout")
+                return None
+            except httpx.TransportError:
+                call.fail("error", "ConnectionError")
+            if resp is not None:
+                call.http_status = resp.status_code
+                call.content_type = resp.headers.get("content-type", call.content_type)
+                if resp.status_code < 400:
+                    return resp
+                call.fail("error", error_class(resp.status_code))
+                if (resp.status_code != 429 and resp.status_code < 500) or attempt == self.max_retries:
+                    return resp
+                await resp.aclose()
+            if attempt == self.max_retries:
+                return None
+            await asyncio.sleep(self._backoff_s(attempt, resp))
+        return None
+
+    def _backoff_s(self, attempt: int, resp: httpx.Response | None) -> float:
+        try:
+            retry_after = float(resp.headers.get("retry-after")) if resp is not None else None
+        except (TypeError, ValueError):
+            retry_after = None
+        # Jitter, so that many callers rate-limited together do not come back together.
+        wait = retry_after if retry_after is not None else self.backoff_s * 2 ** attempt * random.uniform(0.5, 1.0)
+        return min(max(wait, 0.0), self.max_backoff_s)
+
+    def _usage(self, call: Call, data: dict) -> None:
+        usage = data.get("usage") or {}
+        call.tokens_in = int(usage.get("prompt_tokens") or call.tokens_in)
+        call.tokens_out = int(usage.get("completion_tokens") or call.tokens_out)
+        call.model_version = str(data.get("system_fingerprint") or data.get("model") or call.model_version)
+
+    def _cost_usd(self, model: str, tokens_in: int, tokens_out: int) -> float | None:
+        if self.price_book is None:
+            return None
+        try:
+            price_in, price_out = self.price_book.frontier_token_prices(model, datetime.now(timezone.utc).date())
+        except PriceBookError:
+            return None  # an unpriced model must not fail the call; the report names it
+        return round(float((tokens_in * price_in + tokens_out * price_out) / TOKENS_PER_PRICE_UNIT), 8)
+
+    def _finish(self, call: Call, body: dict) -> None:
+        call.latency_ms = (time.perf_counter() - call.started_s) * 1000
+        ok = call.status == "ok"
+        model = str(body.get("model") or "")
+        call.row = {
+            "call_id": str(uuid.uuid4()), "ts": call.ts, "workflow": self.workflow,
+            "request_text": request_text(body),
+            "response_label": parse_label(call.response_text, self.labels) if ok else None,
+            "label_probs": None, "model": model, "model_version": call.model_version,
+            "latency_ms": round(call.latency_ms, 1), "tokens_in": call.tokens_in,
+            "tokens_out": call.tokens_out if ok else 0,
+            "cost_usd": self._cost_usd(model, call.tokens_in, call.tokens_out) if ok else 0.0,
+            "status": call.status, "error": call.error, "retries": call.retries,
+            # Beyond what ingest reads: for the constraint report and for people reading the log.
+            "ttft_ms": None if call.ttft_ms is None else round(call.ttft_ms, 1),
+            "stream": bool(body.get("stream")), "http_status": call.http_status,
+            "response_text": call.response_text if ok else None,
+        }
+        for sink in self.sinks:
+            try:
+                sink(call.row)
+            except Exception:  # noqa: BLE001 - recording must never fail the caller's request
+                log.exception("frontier %s: a call-log sink failed for call %s", self.workflow, call.row["call_id"])
+
+
+def _new_call() -> Call:
+    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return Call(ts=ts, started_s=time.perf_counter())
