@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lock bench clean-state
+.PHONY: install browser demo test test-fast lock bench clean-state
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,14 @@ install: $(STAMP)
 demo: install
 	$(BIN)/mlops demo
 
-test: install
+# Headless Chromium for the cost-review page test (Debian's package; needs root). Without it
+# that test is skipped with a reason, everything else still runs.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null) ; } || \
+	  echo "chromium not installed: the browser test will be skipped"
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 test-fast: install

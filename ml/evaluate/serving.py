@@ -59,3 +59,19 @@ def measure_serving(model, tokenizer, texts: Sequence[str], *, max_length: int =
         "throughput_calls_per_s": float(n_batches * batch_size / elapsed_s),
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
     }
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantization of the Linear layers (CPU serving); the caller measures its accuracy cost."""
+    import copy
+
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def state_dict_bytes(model) -> int:
+    """Serialized size of a model's weights (what an int8 export would put on disk)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes

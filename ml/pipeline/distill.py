@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -26,7 +27,8 @@ from ml.config import Settings
 from ml.data import contract
 from ml.evaluate.gate import decide
 from ml.evaluate.metrics import classification_report
-from ml.evaluate.serving import dir_size_bytes, load_classifier, measure_serving, predict_probs
+from ml.evaluate.serving import (dir_size_bytes, load_classifier, measure_serving, predict_probs, quantize_int8,
+                                 state_dict_bytes)
 from ml.pipeline.ingest_validate import context, label_set, store_for
 from ml.workflows import Workflow
 
@@ -117,9 +119,11 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
         _log_batch(run.info.run_id, params=params, metrics={
             "train.final_loss": result.final_loss, "train.samples_per_s": result.samples_per_s,
             "train.seconds": result.train_seconds, "train.steps": result.steps})
-        return {"run_id": run.info.run_id, "model_dir": str(result.model_dir), "base_fingerprint": base_fp,
-                "dataset_version": meta["dataset_version"], "teacher": meta["teacher"], "device": result.device,
-                "train_seconds": result.train_seconds, "resumed_from_step": result.resumed_from_step}
+    # The final weights are saved; checkpoints (hundreds of MB each) only served a resume.
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    return {"run_id": run.info.run_id, "model_dir": str(result.model_dir), "base_fingerprint": base_fp,
+            "dataset_version": meta["dataset_version"], "teacher": meta["teacher"], "device": result.device,
+            "train_seconds": result.train_seconds, "resumed_from_step": result.resumed_from_step}
 
 
 def _log_batch(run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None):
@@ -164,7 +168,7 @@ def _serving_cost_per_1k_usd(settings: Settings, wf: Workflow, throughput_calls_
     return float(hour_usd) / (throughput_calls_per_s * 3600) * 1000
 
 
-def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels) -> dict:
+def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels, with_int8: bool = False) -> dict:
     device = _device(settings)
     model, tokenizer = load_classifier(model_dir, device)
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -175,6 +179,15 @@ def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels) 
     report.update(measure_serving(model, tokenizer, texts, max_length=wf.training.max_length, device=device))
     report["size_on_disk_bytes"] = dir_size_bytes(model_dir)
     report["cost_per_1k_calls_usd"] = _serving_cost_per_1k_usd(settings, wf, report["throughput_calls_per_s"])
+    if with_int8:  # the export option, with its accuracy cost measured on the same examples
+        q = quantize_int8(model)
+        q_report = classification_report(predict_probs(q, tokenizer, texts, max_length=wf.training.max_length), y, labels)
+        q_report.update(measure_serving(q, tokenizer, texts, max_length=wf.training.max_length, n_single=50))
+        report["int8"] = {"macro_f1": q_report["macro_f1"], "accuracy": q_report["accuracy"],
+                          "macro_f1_cost": report["macro_f1"] - q_report["macro_f1"],
+                          "latency_p99_ms": q_report["latency_p99_ms"],
+                          "throughput_calls_per_s": q_report["throughput_calls_per_s"],
+                          "weights_bytes": state_dict_bytes(q), "fp32_weights_bytes": state_dict_bytes(model)}
     return report
 
 
@@ -186,7 +199,7 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
     labels = json.loads((run_dir(settings, wf, run_key) / "targets.json").read_text())["labels"]
     index = {name: i for i, name in enumerate(labels)}
     texts, y = list(eval_df[contract.TEXT]), [index[lab] for lab in eval_df[contract.LABEL]]
-    challenger = _score(settings, wf, Path(train_ref["model_dir"]), texts, y, labels)
+    challenger = _score(settings, wf, Path(train_ref["model_dir"]), texts, y, labels, with_int8=True)
 
     client = registry.configure(settings)
     champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
@@ -211,6 +224,7 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
         mlflow.log_artifact(str(out / "confusion_matrix.png"))
     scalar = {f"eval.{k}": v for k, v in challenger.items() if isinstance(v, (int, float))}
     scalar.update({f"eval.f1.{k}": v for k, v in challenger["per_class_f1"].items()})
+    scalar.update({f"eval.int8.{k}": v for k, v in challenger.get("int8", {}).items()})
     _log_batch(train_ref["run_id"], metrics=scalar, tags={"gate": "passed" if decision.passed else "failed"})
     print(f"gate {'PASSED' if decision.passed else 'FAILED'}: " + "; ".join(c.detail for c in decision.checks))
     return {"passed": decision.passed, "reasons": decision.reasons, "macro_f1": challenger["macro_f1"],
