@@ -82,17 +82,20 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print) -> dict:
 
 
 def _task_states(text: str) -> dict[str, str]:
-    states = {}
-    for m in re.finditer(r"task_id=(\S+?) .*?(?:new_state|state)=(\w+)", text):
-        states[m.group(1)] = m.group(2)
-    for m in re.finditer(r"Marking task as (\w+)\. dag_id=\S+, task_id=(\S+?),", text):
-        states[m.group(2)] = m.group(1).lower()
+    """task_id → the state of its last try, read off the `dags test` log in order."""
+    states: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        started = re.search(r"\[DAG TEST\] starting task_id=(\S+)", line)
+        if started:
+            current = started.group(1)
+        updated = re.search(r"new_state=(\w+)", line)
+        if current and updated:
+            states[current] = updated.group(1)
     return states
 
 
 def _first_error(text: str) -> str:
-    for pattern in (r"(?:AirflowFailException|BatchRejected|Error|Exception): (.+)",):
-        m = re.search(pattern, text)
-        if m:
-            return m.group(0)[:400]
-    return ""
+    # The exception line of the last traceback names the problem and the fix.
+    found = re.findall(r"^(?:[\w.]*(?:Exception|Error|Rejected)): .+$", text, flags=re.MULTILINE)
+    return found[-1][:400] if found else ""

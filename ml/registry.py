@@ -3,6 +3,16 @@
 Aliases, not the deprecated stages: `@challenger` is the newest candidate, `@champion` is what
 serves. Every alias move is appended to the registered model's history (tags named
 `alias_history.<seq>`), so the registry alone answers "who moved champion, when, and why".
+
+Alias moves are compare-and-set. MLflow has no conditional update of an alias, but creating a
+registered model is atomic (its name is unique in the registry database, also behind
+`mlflow server`), so moves of one model are serialised by a lock that *is* a registered model,
+`<name>.alias-lock`, created with its holder's token and deleted when the move is done. Under
+it, the compare (read @alias), the set and the history append happen one mover at a time: of
+two promoters that saw the same champion, one moves it and the other gets PromotionConflict.
+What this does not cover: an alias moved outside `move_alias` (MLflow UI, a raw client), which
+the next move detects as a conflict, and a holder stalled for longer than LOCK_STALE_AFTER_S,
+whose lock is broken by the next mover (the holder refuses to write after half that time).
 """
 
 from __future__ import annotations
@@ -10,6 +20,12 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,6 +38,14 @@ from ml.config import is_url
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "alias_history."
+LOCK_SUFFIX = ".alias-lock"
+# A move holds the lock for a handful of registry requests (well under a second). A lock older
+# than this was left by a process that died mid-move; the next mover breaks it. Waiters wait
+# longer than that, so a dead holder delays a promotion but never fails it.
+LOCK_STALE_AFTER_S = 60.0
+LOCK_WAIT_S = 75.0
+# MLflow's codes for "no such model" and "no such alias on it".
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 class RegistryError(RuntimeError):
@@ -55,10 +79,24 @@ def ensure_experiment(settings, workflow: str) -> str:
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str):
+    """The version `alias` points at, or None when the model or the alias does not exist.
+
+    Any other failure (registry unreachable, permission denied) raises: reading it as "no
+    champion" would gate a challenger against nothing.
+    """
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
+
+
+def _logged_model_id(model_uri: str) -> str | None:
+    """`m-…` of a logged-model URI (`models:/m-…`). `mlflow server` refuses such a source unless
+    the request names the logged model too; a local SQLite store does not check."""
+    rest = model_uri.removeprefix("models:/")
+    return rest if rest != model_uri and rest.startswith("m-") and not any(c in rest for c in "/@") else None
 
 
 def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, idempotency_key: str,
@@ -76,7 +114,7 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, id
         client.create_registered_model(name, tags={"workflow": tags.get("workflow", "")})
     except MlflowException:
         pass  # exists already
-    mv = client.create_model_version(name, model_uri, run_id=run_id,
+    mv = client.create_model_version(name, model_uri, run_id=run_id, model_id=_logged_model_id(model_uri),
                                      tags={**tags, "idempotency_key": idempotency_key})
     winners = sorted(client.search_model_versions(query), key=lambda v: int(v.version))
     if winners and str(winners[0].version) != str(mv.version):
@@ -94,28 +132,93 @@ def _history(client: MlflowClient, name: str) -> list[dict]:
 def alias_history(client: MlflowClient, name: str) -> list[dict]:
     try:
         return _history(client, name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         raise RegistryError(f"no registered model {name!r}; train a first version (mlops run) first.") from None
+
+
+def _lock_holder(client: MlflowClient, lock: str):
+    """The lock's registered model, or None when nobody holds it."""
+    try:
+        return client.get_registered_model(lock)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
+
+
+@contextmanager
+def _alias_lock(client: MlflowClient, name: str, who: str) -> Iterator[float]:
+    """Hold `<name>.alias-lock`; yields the monotonic time it was taken (see the module docstring)."""
+    lock, token = name + LOCK_SUFFIX, uuid.uuid4().hex
+    tags = {"lock.token": token, "lock.who": who, "lock.host": f"{socket.gethostname()}:{os.getpid()}"}
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            client.create_registered_model(lock, tags=tags, description=(
+                f"Held while an alias of {name} moves (ml.registry.move_alias); deleted when the move ends."))
+            break
+        except MlflowException as exc:
+            held = _lock_holder(client, lock)
+            if held is not None and held.tags.get("lock.token") == token:
+                break  # our create went through; the client retried it after a lost response
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" and held is None:
+                raise
+        if held is not None:
+            # The registry stamps creation with its own clock; clocks are assumed NTP-close.
+            age_s = time.time() - held.creation_timestamp / 1000
+            if age_s > LOCK_STALE_AFTER_S:
+                try:
+                    client.delete_registered_model(lock)  # its holder died mid-move
+                except MlflowException:
+                    pass  # another mover broke it first
+                continue
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"{name}: another alias move holds {lock!r} ({held.tags.get('lock.who')} on "
+                    f"{held.tags.get('lock.host')}, {age_s:.0f} s ago); retry in a minute. A lock left by a crashed "
+                    f"process is broken automatically after {LOCK_STALE_AFTER_S:.0f} s.")
+        time.sleep(random.uniform(0.02, 0.1))  # jitter: waiters do not retry in lockstep
+    taken = time.monotonic()
+    try:
+        yield taken
+    finally:
+        # Past the stale age another mover may have broken our lock and taken its own: leave it.
+        if time.monotonic() - taken < LOCK_STALE_AFTER_S:
+            try:
+                held = _lock_holder(client, lock)
+                if held is not None and held.tags.get("lock.token") == token:
+                    client.delete_registered_model(lock)
+            except MlflowException:
+                pass  # left behind, it goes stale and the next mover breaks it
 
 
 def move_alias(client: MlflowClient, name: str, alias: str, to_version: str, *, expected_from: str | None,
                why: str, who: str | None = None) -> dict:
-    """Compare-and-set: move `alias` only if it still points at `expected_from`; record the move."""
+    """Compare-and-set: move `alias` only if it still points at `expected_from`; record the move.
+
+    Raises PromotionConflict when the alias points elsewhere (including when a concurrent mover
+    got there first), RegistryError when the lock cannot be had within LOCK_WAIT_S.
+    """
     # MLflow returns versions as int or str depending on the store: compare them as strings.
-    current = version_by_alias(client, name, alias)
-    current_version = str(current.version) if current else None
     expected_from = None if expected_from is None else str(expected_from)
     to_version = str(to_version)
-    if current_version != expected_from:
-        raise PromotionConflict(
-            f"@{alias} of {name} is now v{current_version}, not v{expected_from} as when the decision was made; "
-            "re-run the gate against the new champion.")
-    client.set_registered_model_alias(name, alias, to_version)
-    seq = len(_history(client, name)) + 1
-    entry = {"seq": seq, "alias": alias, "from": current_version, "to": to_version, "why": why,
-             "who": who or os.environ.get("MLOPS_USER") or getpass.getuser(),  # the `user` setting
-             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(entry))
+    who = who or os.environ.get("MLOPS_USER") or getpass.getuser()  # the `user` setting
+    with _alias_lock(client, name, who) as taken:
+        current = version_by_alias(client, name, alias)
+        current_version = str(current.version) if current else None
+        if current_version != expected_from:
+            raise PromotionConflict(
+                f"@{alias} of {name} is now v{current_version}, not v{expected_from} as when the decision was made; "
+                "re-run the gate against the new champion.")
+        if time.monotonic() - taken > LOCK_STALE_AFTER_S / 2:
+            raise RegistryError(f"{name}: the registry was too slow to move @{alias} safely (nothing moved); retry.")
+        client.set_registered_model_alias(name, alias, to_version)
+        seq = len(_history(client, name)) + 1
+        entry = {"seq": seq, "alias": alias, "from": current_version, "to": to_version, "why": why, "who": who,
+                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(entry))
     return entry
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 SOURCES = ("base_model", "teacher")
 # `org/name@revision`: a hub id pinned to a revision (a commit sha, a tag).
 _HUB_PINNED = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+@([\w.-]+)$")
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 _MLFLOW = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -77,10 +78,11 @@ def base_model_fingerprint(spec: str) -> Fingerprint:
     from ml.train.student import fingerprint_model_dir, resolve_base_model
 
     try:
-        path = resolve_base_model(spec)
+        path = resolve_base_model(spec)  # its errors name the problem and the fix
+    except (OSError, NotImplementedError) as exc:
+        raise UpstreamError(str(exc)) from None
+    try:
         value = fingerprint_model_dir(path)
-    except (FileNotFoundError, NotADirectoryError, NotImplementedError) as exc:
-        raise UpstreamError(f"base_model {spec!r} cannot be fingerprinted: {exc}") from None
     except OSError as exc:
         raise UpstreamError(f"base_model {spec!r}: cannot read the model directory ({exc}); make it readable "
                             "by the Airflow workers, or point base_model in the workflows file at a readable "
@@ -104,6 +106,8 @@ def _registered(spec: str, what: str) -> tuple[str, dict]:
         else:
             mv = client.get_model_version(m.group("name"), m.group("version"))
     except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise  # the registry is down or busy: the task's retries are for that
         raise UpstreamError(f"{what} {spec!r}: the registry has no such model version or alias "
                             f"({str(exc).splitlines()[0][:200]}); register it, set the alias "
                             "(`mlflow` UI or MlflowClient.set_registered_model_alias), or fix the URI in the "
@@ -199,7 +203,7 @@ def iter_ok_calls(path: Path):
 def _pairs_in(path: Path) -> list[dict]:
     pairs: dict[tuple[str, str], dict] = {}
     for row in iter_ok_calls(path):
-        key = (str(row.get("model") or ""), _version(row))
+        key = (str(row.get("model") or ""), call_version(row))
         pair = pairs.setdefault(key, {"model": key[0], "version": key[1], "calls": 0, "last_ts": None})
         pair["calls"] += 1
         ts = _ts(row.get("ts"))
@@ -230,7 +234,7 @@ def current_call_log_teacher(pairs: list[dict], model: str = "") -> dict | None:
     return {k: newest[k] for k in ("model", "version", "calls", "last_ts")}
 
 
-def _version(row: dict) -> str:
+def call_version(row: dict) -> str:
     # As ingestion stores it in the training set's teacher_version column (astype(str)).
     value = row.get("model_version")
     return "" if value is None else str(value)
@@ -286,15 +290,13 @@ def observe(acknowledged: dict | None, current: dict, emitted_keys=()) -> Observ
     return Observation("changed", current, changed, key, event)
 
 
-def merged_acknowledgement(acknowledged: dict | None, current: dict) -> dict:
-    """Sources seen for the first time join the acknowledged state (no event); others keep theirs."""
-    if acknowledged is None:
-        return current
-    fps = dict(acknowledged["fingerprints"])
-    for source, fp in current.items():
-        if fps.get(source, {}).get("value") is None and fp["value"] is not None:
-            fps[source] = fp
-    return fps
+def advance(fingerprints: dict | None, newer: dict) -> dict:
+    """The acknowledged fingerprints moved to the newer ones, except where a newer value is None.
+
+    A source seen for the first time joins without an event; one that cannot be seen any more
+    (the teacher's calls left the data) keeps its last value to compare with when it is back.
+    """
+    return {**(fingerprints or {}), **{s: fp for s, fp in newer.items() if fp and fp.get("value") is not None}}
 
 
 # The store ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from ml.cli import costs, data, lifecycle, models
+from ml.cli import costs, data, frontier, lifecycle, models
 from ml.cli.common import add_json, emit
 from ml.config import SettingsError, describe, load_settings
 
@@ -24,8 +24,11 @@ class CliError(RuntimeError):
 
 def cmd_config(args) -> int:
     settings = load_settings()
-    rows = [{"variable": var, "value": str(getattr(settings, var[len("MLOPS_"):].lower())), "help": help_}
-            for var, help_ in describe()]
+    def shown(var: str) -> str:
+        value = str(getattr(settings, var[len("MLOPS_"):].lower()))
+        return ("(set)" if value else "(unset)") if "KEY" in var or "PASSWORD" in var else value
+
+    rows = [{"variable": var, "value": shown(var), "help": help_} for var, help_ in describe()]
     emit(args, rows, "\n".join(f"{r['variable']:<24} {r['value']}\n{'':<24} {r['help']}" for r in rows))
     return EXIT_OK
 
@@ -38,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="show every setting, its value and its MLOPS_* variable")
     add_json(p)
     p.set_defaults(func=cmd_config)
-    for group in (lifecycle, data, models, costs):
+    for group in (lifecycle, data, models, costs, frontier):
         group.register(sub)
     return parser
 

@@ -13,7 +13,7 @@ from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, t
 from ml.config import load_settings
 from ml.workflows import load_workflows
 
-DAGS = ("ingest_validate", "distill", "cost_report")
+DAGS = ("ingest_validate", "distill", "frontier_report", "cost_report")
 
 
 def run_lifecycle(settings, wf, stages=DAGS, echo=print) -> list[dict]:

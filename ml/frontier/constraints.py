@@ -32,7 +32,8 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     ordered = sorted(values)
     if not ordered:
         return None
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+    # Rounded first: 99.9 / 100 * 1000 is 999.0000000000001 in binary, and must stay rank 999.
+    return ordered[max(1, math.ceil(round(q / 100 * len(ordered), 9))) - 1]
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:

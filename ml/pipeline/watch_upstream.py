@@ -16,8 +16,7 @@ import json
 from datetime import datetime, timezone
 
 from ml.config import Settings, load_settings
-from ml.upstream import (SOURCES, UpstreamStore, base_model_fingerprint, merged_acknowledgement, observe,
-                         teacher_fingerprint)
+from ml.upstream import SOURCES, UpstreamStore, advance, base_model_fingerprint, observe, teacher_fingerprint
 from ml.workflows import Workflow, get_workflow
 
 
@@ -54,17 +53,17 @@ def check(workflow: str, run_key: str, emitted_keys: list[str] | tuple = ()) -> 
         store.acknowledge(current, ack_id, run_key, "first observation: the baseline, no event")
         print(f"{wf.name}: first observation recorded as the baseline: {values}")
         return None
-    merged = merged_acknowledgement(acknowledged, current)
+    advanced = advance(acknowledged["fingerprints"], current)
     if obs.outcome == "unchanged":
         store.append({"event": "unchanged", "run_key": run_key, "values": values})
-        if merged != acknowledged["fingerprints"]:
-            store.acknowledge(merged, acknowledged["id"], run_key, "a source seen for the first time joins the baseline")
+        if _values(advanced) != _values(acknowledged["fingerprints"]):
+            store.acknowledge(advanced, acknowledged["id"], run_key, "a source seen for the first time joins in")
         print(f"{wf.name}: upstream unchanged: {values}")
         return None
     if obs.outcome == "already_emitted":
         store.append({"event": "already_emitted", "run_key": run_key, "change_key": obs.change_key,
                       "changed": list(obs.changed), "values": values})
-        store.acknowledge(merged, obs.change_key, run_key, "the asset already carries this change: not emitted again")
+        store.acknowledge(advanced, obs.change_key, run_key, "the asset already carries this change: not emitted again")
         print(f"{wf.name}: change {obs.change_key} was emitted before; acknowledged now, no new event")
         return None
     # Written before the event goes out: a crash between the two leaves a "changed" line and
@@ -89,8 +88,7 @@ def acknowledge(workflow: str, run_key: str, change: dict) -> dict:
         note = f"superseded: the acknowledged state is now {acknowledged and acknowledged['id']}"
         store.append({"event": "acknowledge_skipped", "run_key": run_key, "change_key": key, "note": note})
         return {"change_key": key, "acknowledged": False, "note": note}
-    new = {s: fp for s, fp in change["new"].items() if fp is not None}
-    store.acknowledge({**acknowledged["fingerprints"], **new}, key, run_key, "event emitted")
+    store.acknowledge(advance(acknowledged["fingerprints"], change["new"]), key, run_key, "event emitted")
     return {"change_key": key, "acknowledged": True}
 
 
@@ -100,6 +98,10 @@ def status(workflow: str) -> dict:
     acknowledged = store.acknowledged()
     return {"workflow": wf.name, "acknowledged": acknowledged, "history": store.history()[-10:],
             "store": str(store.history_path)}
+
+
+def _values(fingerprints: dict) -> dict:
+    return {s: (fp or {}).get("value") for s, fp in fingerprints.items()}
 
 
 def _now() -> str:

@@ -60,7 +60,7 @@ def test_demo_ends_with_a_champion(platform):
     _, env, result = platform
     assert result["champion"] == "1"
     assert result["model_uri"] == "models:/tickets_e2e_student@champion"
-    assert [r["state"] for r in result["dag_runs"]] == ["success"] * 3
+    assert [r["state"] for r in result["dag_runs"]] == ["success"] * 4
 
 
 def test_champion_serves_through_mlflow_pyfunc(platform):

@@ -35,6 +35,7 @@ mlflow.models.set_model(Echo())
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A settings object on a fresh state folder, its SQLite registry, and one logged model."""
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     state = tmp_path_factory.mktemp("state")
     settings = load_settings({"MLOPS_STATE_DIR": str(state)})
     settings.ensure_dirs()
@@ -44,8 +45,10 @@ def store(tmp_path_factory):
     code.write_text(TINY_MODEL)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=str(code), pip_requirements=[])
-    return {"settings": settings, "client": client, "model_uri": info.model_uri, "run_id": run.info.run_id,
-            "experiment_id": experiment_id}
+    yield {"settings": settings, "client": client, "model_uri": info.model_uri, "run_id": run.info.run_id,
+           "experiment_id": experiment_id}
+    mlflow.set_tracking_uri(before[0])  # the URIs are process-wide: leave them as other modules found them
+    mlflow.set_registry_uri(before[1])
 
 
 @pytest.fixture
