@@ -1,6 +1,9 @@
 """distill: teach a small student the teacher's behaviour, and promote it only if it is better.
 
-1. **prepare_targets** — the teacher's labels / probabilities for the current training set.
+1. **probe_teachers** — when an upstream change triggered the run: how often the new teacher
+   disagrees with the old one on a sample; below the workflow's threshold the run stops here
+   ("skipped: teachers agree"). A base-model change, new data or the cron always re-distil.
+   **prepare_targets** — the current teacher's labels / probabilities for the training set.
 2. **train_student** (`gpu` queue) — fine-tune the base model on the distillation loss;
    checkpoints let a retry resume; CUDA with bf16 where present, else the CPU.
 3. **evaluate_and_gate** — challenger vs @champion on the frozen evaluation set in one process:
@@ -9,7 +12,9 @@
 5. **promote** — moves `@champion` (compare-and-set) when the gate passed and approval is
    automatic, and emits the model Asset.
 
-Scheduled by the workflow's dataset Asset and/or its cron (`schedule:` in dags/workflows.yaml).
+Scheduled by the workflow's upstream Asset (watch_upstream), its dataset Asset and/or its cron
+(`schedule:` in dags/workflows.yaml). Runs triggered by an upstream change are booked as
+"keeping current" in the cost ledger.
 """
 
 from __future__ import annotations
@@ -22,30 +27,40 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 # Every Airflow component (dag-processor, workers, `dags test`) must find the sibling module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import DEFAULT_ARGS, START, cron, dataset_asset, doc_md, model_asset, run_key, workflows
+from _common import DEFAULT_ARGS, START, cron, dataset_asset, doc_md, model_asset, run_key, upstream_asset, workflows
 
 
 def schedule_for(wf):
-    """cron, data-driven, or both — declared per workflow, never edited here."""
-    data = dataset_asset(wf.name) if wf.schedule.on_new_data else None
+    """Upstream changes always; new data and/or cron as declared per workflow, never edited here."""
+    upstream = upstream_asset(wf.name)
+    assets = (dataset_asset(wf.name) | upstream) if wf.schedule.on_new_data else upstream
     timed = cron(wf.schedule.cron) if wf.schedule.cron else None
-    if data is not None and timed is not None:
-        return AssetOrTimeSchedule(timetable=timed, assets=data)
-    return data or timed
+    return AssetOrTimeSchedule(timetable=timed, assets=assets) if timed else assets
 
 
 def build(wf):
     model = model_asset(wf.name)
+    upstream = upstream_asset(wf.name)
 
     @dag(dag_id=f"distill__{wf.name}", schedule=schedule_for(wf), start_date=START, catchup=False,
          max_active_runs=1, default_args=DEFAULT_ARGS, tags=["mlops", "training", wf.name],
          doc_md=doc_md(__doc__, wf), params={"workflow": wf.name})
     def distill():
         @task
-        def prepare_targets(*, dag_run=None) -> dict:
+        def probe_teachers(*, dag_run=None, triggering_asset_events=None) -> dict:
+            from ml.pipeline.redistill import probe_teachers
+
+            events = [e.extra for e in (triggering_asset_events or {}).get(upstream, [])]
+            result = probe_teachers(wf.name, run_key(dag_run), events)
+            if result.get("skipped"):
+                raise AirflowSkipException(f"skipped: {result['skipped']} ({result.get('reason')})")
+            return result
+
+        @task
+        def prepare_targets(probe: dict, *, dag_run=None) -> dict:
             from ml.pipeline.distill import prepare_targets
 
-            return prepare_targets(wf.name, run_key(dag_run))
+            return prepare_targets(wf.name, run_key(dag_run), probe)
 
         @task(queue="gpu")
         def train_student(targets: dict, *, dag_run=None) -> dict:
@@ -75,7 +90,7 @@ def build(wf):
             outlet_events[model].extra = {"model": result["model"], "version": result["champion"]}
             return result
 
-        trained = train_student(prepare_targets())
+        trained = train_student(prepare_targets(probe_teachers()))
         promote(register_challenger(trained, evaluate_and_gate(trained)))
 
     return distill()

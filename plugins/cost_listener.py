@@ -28,6 +28,12 @@ def on_task_instance_success(previous_state, task_instance):
 
 
 @hookimpl
+def on_task_instance_skipped(previous_state, task_instance):
+    # A task that decided to skip (no change upstream, teachers agree) still ran and cost.
+    _book(task_instance)
+
+
+@hookimpl
 def on_task_instance_failed(previous_state, task_instance, error):
     # Called for a failed try that will be retried as well as for the last one: each try ran
     # on a machine someone pays for.

@@ -48,24 +48,21 @@ def book_metered(workflow: str) -> dict:
     return {"frontier_entries": len(frontier), "storage_entries": len(storage)}
 
 
-def _constraints(settings, wf, frontier_per_call: Decimal) -> tuple[breakeven.Constraints, dict]:
-    calls = ok = 0
-    latencies = []
-    for row in _call_log_rows(settings, wf):
-        calls += 1
-        if row.get("status") == "ok":
-            ok += 1
-            latencies.append(float(row["latency_ms"]))
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0.0
-    monthly_cost = frontier_per_call * wf.monthly_calls
-    measured = {"calls": calls, "ok_calls": ok, "latency_p99_ms": p99,
-                "availability": ok / calls if calls else 1.0, "monthly_cost_usd": str(monthly_cost)}
-    return breakeven.Constraints(
-        p99_latency_ms=p99, sla_ms=wf.latency_sla_p99_ms,
-        monthly_cost_usd=monthly_cost, monthly_budget_usd=wf.monthly_budget_usd,
-        availability=measured["availability"], availability_target=wf.availability_target,
-        proprietary_data=wf.proprietary_data, inference_cost_is_budget_line=wf.inference_cost_is_budget_line), measured
+def _constraints(settings, wf, book: PriceBook) -> tuple[breakeven.Constraints, dict]:
+    """The ninety-day test, measured exactly as `mlops frontier report` measures it."""
+    from dataclasses import asdict
+
+    from ml.frontier import calllog, constraints
+
+    log_dir = calllog.calllog_dir(settings.state_dir, wf.name)
+    rows = calllog.read_rows(log_dir) + list(_call_log_rows(settings, wf))
+    now = datetime.now(timezone.utc)
+    try:
+        m = constraints.measure(rows, wf, book, now=now, window_days=90)
+    except constraints.NoCallsError:  # an old log only: measure all of it rather than nothing
+        oldest = min(datetime.fromisoformat(str(r["ts"]).replace("Z", "+00:00")) for r in rows)
+        m = constraints.measure(rows, wf, book, now=now, window_days=(now - oldest).days + 1)
+    return constraints.constraints(m, wf), json.loads(json.dumps(asdict(m), default=str))
 
 
 def _frontier_per_call(settings, wf, book: PriceBook) -> Decimal:
@@ -125,17 +122,18 @@ def build_report(workflow: str) -> dict:
     self_hosted = breakeven.self_hosted_cost_per_call_usd(throughput, hour_usd, wf.serving_utilisation)
     with Ledger(settings.ledger_url) as ledger:
         entries = ledger.entries(workflow=wf.name)
+    # Frontier spend and serving are priced per call by the break-even itself, not MLOps spend.
+    mlops = [e for e in entries if e.category not in (Category.FRONTIER_API.value, Category.SERVING.value)]
     totals: dict[str, Decimal] = {}
-    for e in entries:
-        if e.category not in (Category.FRONTIER_API.value, Category.SERVING.value):
-            totals[e.category] = totals.get(e.category, Decimal(0)) + e.amount
-    spend = breakeven.spend_from_category_totals(totals, _observed_months(entries))
+    for e in mlops:
+        totals[e.category] = totals.get(e.category, Decimal(0)) + e.amount
+    spend = breakeven.spend_from_category_totals(totals, _observed_months(mlops))
     inputs = breakeven.BreakEvenInputs(
         calls_per_month=wf.monthly_calls, growth_per_month=Decimal(str(wf.monthly_growth)),
         frontier_cost_per_call_usd=frontier_per_call, self_hosted_cost_per_call_usd=self_hosted, spend=spend,
         serving_fixed_usd_per_month=hour_usd * 730 if wf.serving_always_on else Decimal(0))
     naive, full = breakeven.naive_vs_fully_loaded(inputs)
-    constraints, measured = _constraints(settings, wf, frontier_per_call)
+    constraints, measured = _constraints(settings, wf, book)
     verdict = breakeven.decide(constraints, full, naive)
     sensitivity = breakeven.sensitivity(inputs)
 

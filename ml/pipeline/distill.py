@@ -59,20 +59,23 @@ def git_sha(settings: Settings) -> str:
         return "unknown"
 
 
-def prepare_targets(workflow: str, run_key: str) -> dict:
+def prepare_targets(workflow: str, run_key: str, probe: dict | None = None) -> dict:
+    from ml.pipeline.redistill import relabel_for_current_teacher
     from ml.teachers import teacher_targets
 
     settings, wf = context(workflow)
     store = store_for(settings, wf)
-    train = store.load("train")
+    # Where a newer teacher answered the same texts, its answers replace the older ones.
+    train, relabel = relabel_for_current_teacher(wf.name, store.load("train"))
     labels = label_set(settings, wf)
     targets = teacher_targets(wf.teacher.kind, wf.teacher.model, train, labels,
                               max_length=wf.training.max_length, device=_device(settings))
     out = run_dir(settings, wf, run_key) / "targets.npz"
-    np.savez(out, probs=targets.probs, hard=targets.hard)
+    np.savez(out, probs=targets.probs, hard=targets.hard, rows=train.index.to_numpy())
     version = store.current("train")["version"]
     (out.parent / "targets.json").write_text(json.dumps({"labels": labels, "teacher": targets.teacher,
-                                                         "dataset_version": version}))
+                                                         "dataset_version": version, "relabel": relabel,
+                                                         "probe": probe or {}}))
     return {"targets": str(out), "dataset_version": version, "n_train": len(train), "teacher": targets.teacher}
 
 
@@ -99,7 +102,7 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
     store = store_for(settings, wf)
     meta = json.loads(Path(targets_ref["targets"]).with_suffix(".json").read_text())
     data = np.load(targets_ref["targets"])
-    train_df = store.load("train")
+    train_df = store.load("train").iloc[data["rows"]]  # the rows the targets were computed for
     if store.current("train")["version"] != meta["dataset_version"]:
         raise RuntimeError("the training set changed after targets were prepared; clear this run and re-run it.")
     base_dir = resolve_base_model(wf.base_model)

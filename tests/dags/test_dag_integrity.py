@@ -96,9 +96,12 @@ def test_dataset_asset_links_ingest_to_distill(bag):
 
 
 def test_schedule_comes_from_the_workflows_file(bag):
-    # ticket_routing: cron + data → both; clause_classification: data only.
+    # ticket_routing: cron + data (+ upstream) → both; clause_classification: data + upstream only.
     assert bag["dags"]["distill__ticket_routing"]["schedule"] == "AssetOrTimeSchedule"
     assert bag["dags"]["distill__clause_classification"]["schedule"] == "AssetTriggeredTimetable"
+    for wf in ("ticket_routing", "clause_classification"):
+        assert f"{wf}.upstream" in bag["dags"][f"distill__{wf}"]["assets_in"]
+        assert f"{wf}.upstream" in bag["dags"][f"watch_upstream__{wf}"]["outlets"]
 
 
 def test_training_runs_on_the_gpu_queue(bag):
@@ -111,7 +114,8 @@ def test_changing_the_schedule_in_the_file_changes_the_dag(tmp_path):
     changed = tmp_path / "workflows.yaml"
     changed.write_text(text)
     dag = parse(tmp_path, changed)["dags"]["distill__ticket_routing"]
-    assert dag["schedule"] == "CronTriggerTimetable" and "30 1 * * *" in dag["timetable"]
+    assert dag["schedule"] == "AssetOrTimeSchedule" and "30 1 * * *" in dag["timetable"]
+    assert "ticket_routing.dataset" not in dag["assets_in"] and "ticket_routing.upstream" in dag["assets_in"]
 
 
 def test_ml_never_imports_airflow():

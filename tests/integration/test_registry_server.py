@@ -80,7 +80,7 @@ print(registry.register(client, name, model_uri, run_id, idempotency_key="distil
 
 
 def test_processes_registering_one_key_at_once_leave_one_version(srv, name, tmp_path):
-    racers = Racers(tmp_path, REGISTER_RACER, [[name, srv["model_uri"], srv["run_id"]]] * 3, srv["env"])
+    racers = Racers(tmp_path, REGISTER_RACER, [[name, srv["model_uri"], srv["run_id"]]] * 2, srv["env"])
     returned = racers.run()
     versions = srv["client"].search_model_versions(f"name='{name}'")
     assert len(versions) == 1, f"{len(versions)} versions for one idempotency key"
@@ -160,7 +160,7 @@ except registry.PromotionConflict as exc:
 
 
 def test_of_concurrent_promoters_from_one_champion_exactly_one_wins(srv, name, tmp_path):
-    versions = [register(srv, name, f"run-{i}") for i in range(1, 6)]
+    versions = [register(srv, name, f"run-{i}") for i in range(1, 5)]
     v1, targets = versions[0], versions[1:]
     registry.move_alias(srv["client"], name, CHAMPION, v1, expected_from=None, why="first")
     racers = Racers(tmp_path, PROMOTE_RACER, [[name, v1, target] for target in targets], srv["env"])
