@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -160,8 +161,6 @@ class ChampionWatcher:
             self.served, self.previous = self.previous, self.served  # a rollback: no load needed
             log.info("%s: @champion back to v%s (kept loaded)", self.model_name, version)
             return
-        import mlflow
-
         started = time.perf_counter()
         try:
             model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
@@ -216,6 +215,8 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    # JSON spends at most 12 bytes on a character (an escaped surrogate pair), plus keys around each text.
+    max_body_bytes = max_batch * (12 * max_text_chars + 64) + 1024
     watcher = ChampionWatcher(settings, workflow.model_name, refresh_s)
     latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
     counts = {"requests": 0, "rejected": 0}
@@ -247,8 +248,16 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
         served = watcher.served  # this request's model, whatever a refresh does meanwhile
         if served is None:
             return unavailable()
+        raw = b""
+        async for chunk in request.stream():  # read no more than a valid request can need
+            raw += chunk
+            if len(raw) > max_body_bytes:
+                counts["rejected"] += 1
+                return JSONResponse({"detail": f"the body is over {max_body_bytes} bytes, more than {max_batch} texts "
+                                               f"of {max_text_chars} characters need; split the batch."},
+                                    status_code=413)
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError as exc:
             counts["rejected"] += 1
             return JSONResponse({"detail": f"the body is not valid JSON ({exc}); "
@@ -317,8 +326,6 @@ def predict_file(settings: Settings, workflow: Workflow, path: Path, *, out: Pat
     @champion is resolved to a version once, and that version is loaded, so the whole file is
     scored by one model and the summary can name it.
     """
-    import mlflow
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; pass a CSV, Parquet or JSONL file with a text column.")

@@ -131,7 +131,8 @@ class Racers:
             while not all(r.exists() for r in self.ready):
                 failed = [p for p in self.procs if p.poll() not in (None, 0)]
                 if failed or time.monotonic() > deadline:
-                    raise RuntimeError("a racer did not get ready: " + (failed[0].stderr.read()[-3000:] if failed else "timeout"))
+                    why = failed[0].stderr.read()[-3000:] if failed else "timeout"
+                    raise RuntimeError(f"a racer did not get ready: {why}")
                 time.sleep(0.02)
             self.go.touch()
             outputs = []

@@ -119,6 +119,8 @@ BAD_REQUESTS = {
                                  ["instances[1] has no 'text'", "text: string"]),
     "an instance that is a string": ({"instances": ["a"]}, 422, ["instances[0] is a JSON str, not an object"]),
     "a boolean text": ({"instances": [{"text": True}]}, 422, ["instances[0].text is a JSON bool"]),
+    "a body no valid request needs": (json.dumps({"texts": ["x" * 13 * MAX_TEXT_CHARS] * MAX_BATCH}).encode(), 413,
+                                      ["bytes", "split the batch"]),
     "a text over the limit": ({"texts": ["x" * (MAX_TEXT_CHARS + 1)]}, 422,
                               [f"texts[0] has {MAX_TEXT_CHARS + 1} characters", f"at most {MAX_TEXT_CHARS}"]),
 }
@@ -176,7 +178,8 @@ def test_predict_file_writes_the_rows_back_with_the_champion_s_answers(srv, tmp_
 
 
 PREDICT_FILE_ERRORS = {
-    "no such text column": ("tickets.csv", {"body": ["hi"]}, "no column 'text' (it has body); name the text column with --text-col"),
+    "no such text column": ("tickets.csv", {"body": ["hi"]},
+                            "no column 'text' (it has body); name the text column with --text-col"),
     "a label column already": ("gold.csv", {"text": ["hi"], "label": ["billing_refund"]}, "already has a 'label' column"),
     "empty texts": ("tickets.csv", {"text": ["hi", None, "yo"]}, "1 rows have no 'text' (rows [1]); drop or fill them"),
     "unknown file type": ("tickets.xlsx", None, "unknown file type '.xlsx'; use .csv, .parquet or .jsonl"),
