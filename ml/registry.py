@@ -11,8 +11,9 @@ registered model is atomic (its name is unique in the registry database, also be
 it, the compare (read @alias), the set and the history append happen one mover at a time: of
 two promoters that saw the same champion, one moves it and the other gets PromotionConflict.
 What this does not cover: an alias moved outside `move_alias` (MLflow UI, a raw client), which
-the next move detects as a conflict, and a holder stalled for longer than LOCK_STALE_AFTER_S,
-whose lock is broken by the next mover (the holder refuses to write after half that time).
+the next move detects as a conflict; and locks older than LOCK_STALE_AFTER_S, which count as
+left by a dead process and are broken: a holder refuses to write after half that age, and two
+movers breaking the same dead lock at once could, within one request's time, both proceed.
 """
 
 from __future__ import annotations
@@ -163,22 +164,27 @@ def _alias_lock(client: MlflowClient, name: str, who: str) -> Iterator[float]:
             held = _lock_holder(client, lock)
             if held is not None and held.tags.get("lock.token") == token:
                 break  # our create went through; the client retried it after a lost response
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS" and held is None:
+            # The store answers a create that collided with a lock released at that moment with
+            # RESOURCE_DOES_NOT_EXIST (it looks the existing one up after the insert failed).
+            if held is None and exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
-        if held is not None:
-            # The registry stamps creation with its own clock; clocks are assumed NTP-close.
-            age_s = time.time() - held.creation_timestamp / 1000
-            if age_s > LOCK_STALE_AFTER_S:
-                try:
-                    client.delete_registered_model(lock)  # its holder died mid-move
-                except MlflowException:
-                    pass  # another mover broke it first
-                continue
-            if time.monotonic() > deadline:
-                raise RegistryError(
-                    f"{name}: another alias move holds {lock!r} ({held.tags.get('lock.who')} on "
-                    f"{held.tags.get('lock.host')}, {age_s:.0f} s ago); retry in a minute. A lock left by a crashed "
-                    f"process is broken automatically after {LOCK_STALE_AFTER_S:.0f} s.")
+        # The registry stamps creation with its own clock; clocks are assumed NTP-close.
+        age_s = time.time() - held.creation_timestamp / 1000 if held is not None else 0.0
+        if age_s > LOCK_STALE_AFTER_S:
+            # Its holder died mid-move. Delete that very lock, not one another mover took after
+            # breaking it too (a window of one request remains; see the module docstring).
+            try:
+                again = _lock_holder(client, lock)
+                if again is not None and again.tags.get("lock.token") == held.tags.get("lock.token"):
+                    client.delete_registered_model(lock)
+            except MlflowException:
+                pass  # another mover broke it first
+            continue
+        if time.monotonic() > deadline:
+            holder = f"{held.tags.get('lock.who')} on {held.tags.get('lock.host')}, {age_s:.0f} s ago" if held else "?"
+            raise RegistryError(
+                f"{name}: another alias move holds {lock!r} ({holder}); retry in a minute. A lock left by a "
+                f"crashed process is broken automatically after {LOCK_STALE_AFTER_S:.0f} s.")
         time.sleep(random.uniform(0.02, 0.1))  # jitter: waiters do not retry in lockstep
     taken = time.monotonic()
     try:
