@@ -24,7 +24,6 @@ still at meta["original_path"].
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from ml.data.ingest import sha256_file
 
 ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}$")
 META, REPORT, RELEASED = "meta.json", "report.json", "released.json"
@@ -80,7 +81,7 @@ def quarantine(batch_path: Path, report: Mapping | object, quarantine_dir: Path,
     if not isinstance(report, Mapping):
         raise QuarantineError(f"report must be a mapping (ValidationReport.to_dict()), got {type(report).__name__}.")
 
-    sha256, size_bytes = _sha256(batch_path), batch_path.stat().st_size
+    sha256, size_bytes = sha256_file(batch_path), batch_path.stat().st_size
     quarantine_dir = Path(quarantine_dir)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     entry, now = _new_entry(quarantine_dir, sha256)
@@ -139,7 +140,7 @@ def release(quarantine_dir: Path, id: str, drop_dir: Path) -> Path:
     if target.exists():
         raise QuarantineError(f"{target} already exists; move it aside (or re-submit it first), then release {id} again.")
 
-    sha256 = _sha256(entry.batch_file)
+    sha256 = sha256_file(entry.batch_file)
     record = {
         "released_at": datetime.now(timezone.utc).isoformat(),
         "released_to": str(target.resolve()),
@@ -218,7 +219,7 @@ def _move_file(src: Path, dst: Path, sha256: str) -> None:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             os.fsync(fout.fileno())
-        if _sha256(partial) != sha256:
+        if sha256_file(partial) != sha256:
             partial.unlink()
             raise QuarantineError(f"copy of {src} to {dst.parent} does not match its sha256 (was it still being "
                                   "written?); the source was left in place. Retry when it is complete.") from None
@@ -239,14 +240,6 @@ def _write_json(path: Path, data: dict) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
