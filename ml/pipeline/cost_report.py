@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,13 +39,23 @@ def book_metered(workflow: str) -> dict:
     today = datetime.now(timezone.utc).date()
     with Ledger(settings.ledger_url) as ledger:
         frontier = capture.book_frontier_calls(ledger, _call_log_rows(settings, wf), book, wf.name)
-        month_start = today.replace(day=1)
         stored = {"datasets": settings.data_dir / wf.name, "remote": Path(settings.dvc_remote_url) / wf.name,
                   "artifacts": Path(settings.mlflow_artifact_root) / wf.name}
-        storage = [capture.book_storage(ledger, path, workflow=wf.name, price_book=book, period_start=month_start,
-                                        period_end=today, resource=f"storage:{name}")
-                   for name, path in stored.items() if path.exists() and today > month_start]
+        storage = []
+        for name, path in stored.items():
+            start = _metered_until(ledger, wf.name, f"storage:{name}") or today - timedelta(days=1)
+            if path.exists() and start < today:  # each day is metered once, at the size seen after it
+                storage.append(capture.book_storage(ledger, path, workflow=wf.name, price_book=book,
+                                                    period_start=start, period_end=today, resource=f"storage:{name}"))
     return {"frontier_entries": len(frontier), "storage_entries": len(storage)}
+
+
+def _metered_until(ledger: Ledger, workflow: str, resource: str) -> date | None:
+    """End of the last storage period booked for this resource (its key ends with the period's end)."""
+    ends = [date.fromisoformat(e.idempotency_key.rsplit(":", 1)[1])
+            for e in ledger.entries(workflow=workflow, category=Category.VERSIONING_STORAGE.value)
+            if e.resource == resource and e.source_kind == "system"]
+    return max(ends, default=None)
 
 
 def _constraints(settings, wf, book: PriceBook) -> tuple[breakeven.Constraints, dict]:
