@@ -140,3 +140,13 @@ def test_cost_report_gives_a_verdict_from_the_ledger(platform):
     assert "<img" in (reports / "breakeven.html").read_text()
     header = (reports / "costs_focus.csv").read_text().splitlines()[0].split(",")
     assert {"BilledCost", "EffectiveCost", "ChargeCategory", "ChargePeriodStart", "ServiceName", "ResourceId"} <= set(header)
+
+
+def test_demo_runs_again_without_clean_up(platform):
+    # Last on purpose: a second `mlops demo` on the same state re-runs every DAG (cost_report too).
+    _, env, _ = platform
+    again = mlops(env, "demo", "--n-calls", "300", "--n-gold", "120", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    result = json.loads(again.stdout)
+    assert result["champion"] == "1"  # the gate is at 0.999 since the test above: v3 is kept out
+    assert [r["state"] for r in result["dag_runs"]] == ["success"] * 4
