@@ -6,6 +6,7 @@ No test leaves the machine; every request has a timeout; the fake never sleeps m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -190,7 +191,13 @@ def test_the_log_is_what_ingest_reads_and_curation_exports(fake, tmp_path):
     drop, labeling = tmp_path / "drop", tmp_path / "labeling"
     waiting = export_for_curation(tmp_path / "log", drop, labeling, min_rows=10, gold_share=0.0, now=tomorrow)
     assert waiting["exported_days"] == [] and waiting["waiting_labelled_rows"] == 3
-    result = export_for_curation(tmp_path / "log", drop, labeling, min_rows=2, gold_share=0.5, now=tomorrow)
+    # Call ids are random, so pick the share that sets exactly one of the three answered calls aside.
+    ok_ids = [json.loads(ln)["call_id"] for p in (tmp_path / "log").glob("*.jsonl")
+              for ln in p.read_text().splitlines() if json.loads(ln)["status"] == "ok"]
+    draws = sorted(int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) / 2 ** 32 for i in ok_ids)
+    share = (draws[0] + draws[1]) / 2
+    result = export_for_curation(tmp_path / "log", drop, labeling, min_rows=2, gold_share=share, now=tomorrow)
+    assert result["gold_rows"] == 1
     exported = [json.loads(line) for line in Path(result["batch"]).read_text().splitlines()]
     assert len(exported) == 5 and result["exported_days"] == [datetime.now(timezone.utc).date().isoformat()]
     gold_ids = {r["call_id"] for r in exported if r["status"] == "ok" and r["response_label"] is None}
