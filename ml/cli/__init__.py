@@ -8,7 +8,6 @@ exit 1; `--json` prints machine-readable output where a script would read it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ml.cli import costs, data, frontier, lifecycle, models, serve

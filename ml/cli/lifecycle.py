@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata as md
-import os
 import shutil
 import sys
-from pathlib import Path
 
 from ml.airflow_runner import migrate, run_airflow, test_dag
 from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, table

@@ -18,7 +18,7 @@ from ml import breakeven
 from ml.costs import capture
 from ml.costs.ledger import Category, Ledger
 from ml.costs.pricebook import PriceBook
-from ml.pipeline.ingest_validate import context, store_for
+from ml.pipeline.ingest_validate import context
 
 
 def _call_log_rows(settings, wf):
