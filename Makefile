@@ -36,8 +36,10 @@ test: install browser
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e and not integration"
 
+# Every benchmarks/*.py runs once, side by side in its own process, and writes its ratios as
+# JSON to benchmarks/results/<name>.json (each script's --out default).
 bench: install
-	$(BIN)/python benchmarks/student_inference.py
+	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 # Re-pin after changing pyproject.toml: a fresh venv, unconstrained install, freeze.
 lock:
