@@ -61,6 +61,14 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Curation:
+    mask_pii: tuple[str, ...] = field(default=("email", "card", "phone"), metadata={
+        "help": "Built-in personal-data rules masked before anything is stored for training: email, card, phone."})
+    pii_patterns: tuple[tuple[str, str], ...] = field(default=(), metadata={
+        "help": "More to mask, as {TOKEN: regular expression}, e.g. {\"<ORDER>\": \"ORD-\\\\d{6}\"}; applied after the built-ins."})
+
+
+@dataclass(frozen=True)
 class Gate:
     min_macro_f1: float = field(default=0.5, metadata={"help": "Absolute floor (applies always; alone when no champion exists)."})
     max_macro_f1_drop: float = field(default=0.01, metadata={"help": "A challenger may be at most this much worse than the champion."})
@@ -96,6 +104,7 @@ class Workflow:
     schedule: Schedule = Schedule()
     training: Training = Training()
     validation: Validation = Validation()
+    curation: Curation = Curation()
     gate: Gate = Gate()
     keep_current: KeepCurrent = KeepCurrent()
 
@@ -106,7 +115,7 @@ class Workflow:
 
 
 _NESTED = {"teacher": Teacher, "schedule": Schedule, "training": Training, "validation": Validation, "gate": Gate,
-           "keep_current": KeepCurrent}
+           "keep_current": KeepCurrent, "curation": Curation}
 
 
 def _build(cls, raw: dict, where: str):
@@ -127,6 +136,14 @@ def _build(cls, raw: dict, where: str):
                 if value is not None and not isinstance(value, (list, tuple)):
                     raise ValueError("expected a list, e.g. [billing, shipping]")
                 values[key] = tuple(str(v) for v in (value or ()))
+            elif key == "mask_pii":
+                if not isinstance(value, (list, tuple)):
+                    raise ValueError("expected a list of rule names, e.g. [email, card, phone], or [] for none")
+                values[key] = tuple(str(v) for v in value)
+            elif key == "pii_patterns":
+                if not isinstance(value, dict):
+                    raise ValueError('expected a mapping {TOKEN: regex}, e.g. {"<ORDER>": "ORD-\\\\d{6}"}')
+                values[key] = tuple((str(k), str(v)) for k, v in value.items())
             elif key == "monthly_budget_usd":
                 values[key] = Decimal(str(value))
             elif isinstance(default, bool):
@@ -170,6 +187,12 @@ def _check(wf: Workflow, where: str) -> None:
     if not 0.0 <= wf.keep_current.min_disagreement <= 1.0:
         raise WorkflowError(f"{where}.keep_current.min_disagreement: {wf.keep_current.min_disagreement} must be "
                             "a share between 0 and 1, e.g. 0.02 for 2%.")
+    try:
+        from ml.data.ingest import PiiMasker
+
+        PiiMasker.for_workflow(wf)
+    except ValueError as exc:
+        raise WorkflowError(f"{where}.curation: {exc}.") from None
     if wf.schedule.cron is None and not wf.schedule.on_new_data:
         raise WorkflowError(f"{where}.schedule: set a cron, on_new_data: true, or both; otherwise it never retrains.")
 

@@ -29,12 +29,46 @@ CALL_LOG_COLUMNS = ("request_text", "response_label", "status")
 # The email pattern only starts where a run of address characters starts: starting anywhere
 # made it quadratic, so one 40 kB token without an "@" took seconds and a 10 MB one hung ingest.
 # A phone is 9+ characters holding 8+ digits, and not a date: "order 1234567" and "2024-01-15" are kept.
-PII_PATTERNS = (
-    ("<EMAIL>", re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
-    ("<CARD>", re.compile(r"\b(?:\d[ -]?){12,18}\d\b")),
-    ("<PHONE>", re.compile(r"(?<!\w)(?!\d{4}-\d\d-\d\d\b|\d\d?[./-]\d\d?[./-]\d{2,4}\b)"
-                           r"(?=\+?(?:[ ()./-]*\d){8})\+?\(?\d[\d ()./-]{7,}\d\b")),
-)
+# A workflow picks which of these apply and may add its own (`curation:` in dags/workflows.yaml).
+BUILTIN_PII_RULES = {
+    "email": ("<EMAIL>", re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+    "card": ("<CARD>", re.compile(r"\b(?:\d[ -]?){12,18}\d\b")),
+    "phone": ("<PHONE>", re.compile(r"(?<!\w)(?!\d{4}-\d\d-\d\d\b|\d\d?[./-]\d\d?[./-]\d{2,4}\b)"
+                                    r"(?=\+?(?:[ ()./-]*\d){8})\+?\(?\d[\d ()./-]{7,}\d\b")),
+}
+
+
+@dataclass(frozen=True)
+class PiiMasker:
+    """Replaces what looks like personal data with a token, rule by rule in order."""
+    patterns: tuple[tuple[str, re.Pattern], ...]
+
+    @classmethod
+    def from_rules(cls, rules=tuple(BUILTIN_PII_RULES), extra=()) -> "PiiMasker":
+        """Built-in rules by name, then the workflow's own {token: regex}. Raises ValueError naming a bad one."""
+        unknown = [r for r in rules if r not in BUILTIN_PII_RULES]
+        if unknown:
+            raise ValueError(f"unknown PII rule {unknown[0]!r}; built-in rules: {', '.join(BUILTIN_PII_RULES)}")
+        # The built-in order whatever the listed order: a phone rule first would eat card numbers' tails.
+        patterns = [BUILTIN_PII_RULES[r] for r in BUILTIN_PII_RULES if r in rules]
+        for token, regex in dict(extra).items():
+            try:
+                patterns.append((str(token), re.compile(regex)))
+            except (re.error, TypeError) as exc:
+                raise ValueError(f"PII pattern for {token!r} is not a valid regular expression ({exc})") from None
+        return cls(tuple(patterns))
+
+    @classmethod
+    def for_workflow(cls, wf) -> "PiiMasker":
+        return cls.from_rules(wf.curation.mask_pii, wf.curation.pii_patterns)
+
+    def __call__(self, text: str) -> str:
+        for token, pattern in self.patterns:
+            text = pattern.sub(token, text)
+        return text
+
+
+DEFAULT_MASKER = PiiMasker.from_rules()
 
 
 class IngestError(ValueError):
@@ -74,10 +108,8 @@ def safe_drop_path(drop_dir: Path, name: str | Path) -> Path:
     return full
 
 
-def mask_pii(text: str) -> str:
-    for token, pattern in PII_PATTERNS:
-        text = pattern.sub(token, text)
-    return text
+def mask_pii(text: str, masker: PiiMasker = DEFAULT_MASKER) -> str:
+    return masker(text)
 
 
 def _read_raw(path: Path) -> pd.DataFrame:
@@ -132,7 +164,8 @@ def _curate_call_log(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, dict]:
     return out.reset_index(drop=True), stats
 
 
-def read_batch(path: Path, *, text_col: str = "text", label_col: str = "label", mask: bool = True) -> Batch:
+def read_batch(path: Path, *, text_col: str = "text", label_col: str = "label", mask: bool = True,
+               masker: PiiMasker = DEFAULT_MASKER) -> Batch:
     """Read, curate and normalise one dropped file. Raises IngestError / ContractError."""
     path = Path(path)
     df = _read_raw(path)
@@ -152,7 +185,7 @@ def read_batch(path: Path, *, text_col: str = "text", label_col: str = "label", 
     for col in (contract.TEXT, contract.LABEL) if text_has_strings else (contract.LABEL,):
         frame[col] = frame[col].map(lambda v: v if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     if mask:
-        frame[contract.TEXT] = frame[contract.TEXT].map(lambda t: mask_pii(t) if isinstance(t, str) else t)
+        frame[contract.TEXT] = frame[contract.TEXT].map(lambda t: masker(t) if isinstance(t, str) else t)
     before = len(frame)
     frame = frame.drop_duplicates(subset=[contract.TEXT, contract.LABEL]).reset_index(drop=True)
     stats["duplicates_removed"] = before - len(frame)

@@ -28,10 +28,13 @@ def export_for_curation(workflow: str, *, gold_share: float = 0.05, settings: Se
                         now: datetime | None = None) -> dict:
     """Completed days of the proxy's log → a call-log batch in the drop folder (ingest_validate
     picks it up) and a request sample under <state>/labeling/<wf>/ for human gold labels."""
+    from ml.data.ingest import PiiMasker
+
     settings, wf = _context(workflow, settings)
     return calllog.export_for_curation(
         calllog.calllog_dir(settings.state_dir, wf.name), settings.drop_dir / wf.name,
-        settings.state_dir / "labeling" / wf.name, min_rows=wf.validation.min_rows, gold_share=gold_share, now=now)
+        settings.state_dir / "labeling" / wf.name, min_rows=wf.validation.min_rows, gold_share=gold_share, now=now,
+        mask=PiiMasker.for_workflow(wf))
 
 
 def build_report(workflow: str, *, window_days: int = 90, settings: Settings | None = None,

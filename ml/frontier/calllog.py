@@ -113,7 +113,7 @@ def in_gold_sample(call_id: str, gold_share: float) -> bool:
 
 
 def export_for_curation(directory: Path, drop_dir: Path, labeling_dir: Path, *, min_rows: int,
-                        gold_share: float = 0.05, now: datetime | None = None) -> dict:
+                        gold_share: float = 0.05, now: datetime | None = None, mask=None) -> dict:
     """Hand completed days to ingestion: one call-log batch into the drop folder, and a sample of
     requests (without the teacher's answer, so annotators are not anchored on it) for gold labels.
 
@@ -141,12 +141,14 @@ def export_for_curation(directory: Path, drop_dir: Path, labeling_dir: Path, *, 
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch), encoding="utf-8")
     tmp.replace(drop_dir / f"{name}.jsonl")
     if gold:
-        from ml.data.ingest import mask_pii  # annotators need the intent, not the customer's details
+        from ml.data.ingest import DEFAULT_MASKER  # annotators need the intent, not the customer's details
+
+        mask = mask or DEFAULT_MASKER
 
         with open(labeling_dir / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(["call_id", "text", "label"])
-            writer.writerows([r["call_id"], mask_pii(str(r["request_text"])), ""] for r in gold)
+            writer.writerows([r["call_id"], mask(str(r["request_text"])), ""] for r in gold)
     exported = directory / "exported"
     exported.mkdir(exist_ok=True)
     for path in days:

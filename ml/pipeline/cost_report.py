@@ -39,15 +39,35 @@ def book_metered(workflow: str) -> dict:
     today = datetime.now(timezone.utc).date()
     with Ledger(settings.ledger_url) as ledger:
         frontier = capture.book_frontier_calls(ledger, _call_log_rows(settings, wf), book, wf.name)
-        stored = {"datasets": settings.data_dir / wf.name, "remote": Path(settings.dvc_remote_url) / wf.name,
-                  "artifacts": Path(settings.mlflow_artifact_root) / wf.name}
+        stored = {"datasets": str(settings.data_dir / wf.name),
+                  "remote": f"{settings.dvc_remote_url.rstrip('/')}/{wf.name}",
+                  "artifacts": f"{settings.mlflow_artifact_root.rstrip('/')}/{wf.name}"}
         storage = []
-        for name, path in stored.items():
+        for name, location in stored.items():
             start = _metered_until(ledger, wf.name, f"storage:{name}") or today - timedelta(days=1)
-            if path.exists() and start < today:  # each day is metered once, at the size seen after it
-                storage.append(capture.book_storage(ledger, path, workflow=wf.name, price_book=book,
+            if start >= today:  # each day is metered once, at the size seen after it
+                continue
+            n_bytes = stored_bytes(location)
+            if n_bytes is not None:
+                storage.append(capture.book_storage(ledger, n_bytes, workflow=wf.name, price_book=book,
                                                     period_start=start, period_end=today, resource=f"storage:{name}"))
     return {"frontier_entries": len(frontier), "storage_entries": len(storage)}
+
+
+def stored_bytes(location: str) -> int | None:
+    """Bytes kept in a local folder or under an s3:// prefix (MinIO in production); None where nothing is.
+
+    Other remote schemes are not metered here: book them by hand (`mlops costs add`).
+    """
+    if location.startswith("s3://"):
+        import fsspec  # s3fs, installed with dvc-s3; endpoint and keys from the AWS_* environment
+
+        fs = fsspec.filesystem("s3")
+        return int(fs.du(location)) if fs.exists(location) else None
+    if "://" in location:
+        return None
+    path = Path(location)
+    return capture.size_bytes(path) if path.exists() else None
 
 
 def _metered_until(ledger: Ledger, workflow: str, resource: str) -> date | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ml.config import Settings, load_settings
 from ml.data import contract
-from ml.data.ingest import SUPPORTED_SUFFIXES, IngestError, read_batch, safe_drop_path
+from ml.data.ingest import SUPPORTED_SUFFIXES, IngestError, PiiMasker, read_batch, safe_drop_path
 from ml.data.contract import ContractError
 from ml.data.versioning import DatasetError, DatasetStore
 from ml.validation.quarantine import quarantine
@@ -77,7 +77,7 @@ def ingest_batch(workflow: str, name: str) -> dict:
     role = "eval" if name.startswith("eval/") else "train"
     path = safe_drop_path(root, name)
     try:
-        batch = read_batch(path, text_col=wf.text_column, label_col=wf.label_column)
+        batch = read_batch(path, text_col=wf.text_column, label_col=wf.label_column, masker=PiiMasker.for_workflow(wf))
     except (IngestError, ContractError) as exc:
         _reject(settings, wf, path, {"batch_id": path.name, "success": False, "error": str(exc)}, str(exc))
     store = store_for(settings, wf)

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ml.config import load_settings
 from ml.data import contract
+from ml.data.ingest import DEFAULT_MASKER, PiiMasker
 from ml.upstream import (UpstreamStore, call_log_teachers, call_version, iter_ok_calls, raw_call_log,
                          teacher_fingerprint)
 from ml.workflows import get_workflow
@@ -54,7 +55,7 @@ def probe_teachers(workflow: str, run_key: str, upstream_events: list[dict]) -> 
         new = [e["new"]["teacher"] for e in events if "teacher" in e.get("changed", ())][-1]
         result.update(old_teacher=old.get("value"), new_teacher=new.get("value"))
         if wf.teacher.kind in ("call_log", "openai"):
-            result.update(call_log_disagreement(settings.data_dir / wf.name, old, new,
+            result.update(call_log_disagreement(settings.data_dir / wf.name, old, new, mask=PiiMasker.for_workflow(wf),
                                                 sample=wf.keep_current.probe_sample, cache_path=store.cache_path))
     if "base_model" in changed:
         reason = "the base model changed"
@@ -80,10 +81,11 @@ def _record(store: UpstreamStore, run_key: str, result: dict) -> dict:
 
 
 def call_log_disagreement(data_root: Path, old: dict, new: dict, *, sample: int,
-                          cache_path: Path | None = None) -> dict:
+                          cache_path: Path | None = None, mask=DEFAULT_MASKER) -> dict:
     """The old and new recorded teachers' disagreement on texts both answered (else vs the training set).
 
     old / new: the teacher fingerprints of the change ({"model", "version", ...}).
+    mask: the workflow's PII rule; the training set holds texts masked as ingestion stored them.
     """
     if not all(fp.get(k) is not None for fp in (old, new) for k in ("model", "version")):
         return {"disagreement": None, "n_compared": 0, "compared_with": None}  # not two recorded teachers
@@ -94,7 +96,7 @@ def call_log_disagreement(data_root: Path, old: dict, new: dict, *, sample: int,
     if n:
         return {"disagreement": share, "n_compared": n, "compared_with": "old teacher"}
     share, n = disagreement(training_labels(data_root, exclude_version=new["version"]),
-                            {_masked(t): label for t, label in new_answers.items()}, sample=sample)
+                            {mask(t): label for t, label in new_answers.items()}, sample=sample)
     if n:
         return {"disagreement": share, "n_compared": n, "compared_with": "training labels"}
     return {"disagreement": None, "n_compared": 0, "compared_with": None}
@@ -162,10 +164,3 @@ def relabel_for_current_teacher(workflow: str, train: pd.DataFrame) -> tuple[pd.
         return train, info
     relabelled = prefer_teacher_version(train, fp.detail["version"])
     return relabelled, {**info, "teacher": fp.value, "rows_after": len(relabelled)}
-
-
-def _masked(text: str) -> str:
-    # The training set holds texts with PII masked, as ingestion stored them.
-    from ml.data.ingest import mask_pii
-
-    return mask_pii(text)

@@ -11,7 +11,7 @@ import pytest
 
 from ml.data import contract
 from ml.data.contract import ContractError
-from ml.data.ingest import IngestError, mask_pii, read_batch, safe_drop_path, sha256_file
+from ml.data.ingest import IngestError, PiiMasker, mask_pii, read_batch, safe_drop_path, sha256_file
 from ml.workflows import Validation
 
 LABELED = pd.DataFrame({"text": ["my parcel is late", "refund my order please", "cannot log in at all"],
@@ -283,3 +283,23 @@ def test_a_call_log_with_only_failed_calls_is_an_empty_batch(tmp_path):
     batch = read_batch(path)
     assert batch.stats["rows"] == 0 and batch.stats["failed_excluded"] == 2 and len(batch.frame) == 0
     assert list(batch.frame.columns) == list(contract.COLUMNS)
+
+
+def test_a_workflow_chooses_its_pii_rules_and_adds_its_own(tmp_path):
+    text = "mail ana@example.com, card 4111 1111 1111 1111, order ORD-123456"
+    only_email_and_orders = PiiMasker.from_rules(["email"], {"<ORDER>": r"ORD-\d{6}"})
+    assert mask_pii(text, only_email_and_orders) == "mail <EMAIL>, card 4111 1111 1111 1111, order <ORDER>"
+    assert mask_pii(text, PiiMasker.from_rules([])) == text
+    assert mask_pii(text) == "mail <EMAIL>, card <CARD>, order ORD-123456"
+
+
+def test_the_built_in_order_holds_whatever_order_the_rules_are_listed_in():
+    # Listed phone-first, the phone rule would eat a card number's tail.
+    assert mask_pii("card 4111 1111 1111 1111", PiiMasker.from_rules(["phone", "card"])) == "card <CARD>"
+
+
+def test_read_batch_masks_with_the_given_rule(tmp_path):
+    path = tmp_path / "batch.csv"
+    path.write_text("text,label\nwhere is ORD-123456 mail ana@example.com,shipping\n", encoding="utf-8")
+    batch = read_batch(path, masker=PiiMasker.from_rules(["email"], {"<ORDER>": r"ORD-\d{6}"}))
+    assert batch.frame["text"].tolist() == ["where is <ORDER> mail <EMAIL>"]

@@ -104,6 +104,14 @@ def test_yaml_anchors_under_x_keys_are_allowed(tmp_path):
     assert workflows["two"].gate.approval == "manual" and workflows["two"].description == "second"
 
 
+def test_curation_rules_are_read_per_workflow(tmp_path):
+    doc = with_changes(curation={"mask_pii": ["email"], "pii_patterns": {"<ORDER>": r"ORD-\d{6}"}})
+    wf = load_workflows(write(tmp_path, doc))["tickets"]
+    assert wf.curation.mask_pii == ("email",)
+    assert wf.curation.pii_patterns == (("<ORDER>", r"ORD-\d{6}"),)
+    assert load_workflows(write(tmp_path, VALID))["tickets"].curation.mask_pii == ("email", "card", "phone")
+
+
 # Every mistake names its key ---------------------------------------------------------------
 
 @pytest.mark.parametrize("doc, names", [
@@ -143,6 +151,11 @@ def test_yaml_anchors_under_x_keys_are_allowed(tmp_path):
     (with_changes(schedule={"cron": None, "on_new_data": False}), "schedule: set a cron"),
     (with_changes(schedule={"on_new_data": False}), "schedule: set a cron"),
     (with_changes(schedule__cron="  "), "schedule.cron"),
+    (with_changes(curation__mask_pii=["email", "passport"]), "curation: unknown PII rule 'passport'"),
+    (with_changes(curation__mask_pii="email"), "curation.mask_pii: 'email' is invalid (expected a list"),
+    (with_changes(curation__pii_patterns={"<ORDER>": "ORD-(\\d"}), "curation: PII pattern for '<ORDER>' is not a valid"),
+    (with_changes(curation__pii_patterns=["ORD-\\d+"]), "curation.pii_patterns"),
+    (with_changes(curation__mask=["email"]), "curation: unknown key 'mask'"),
     ({"workflows": {"tickets": ["labels", "a"]}}, "workflows.tickets: expected a mapping"),
     # the file itself
     ({"workflows": {}}, "top-level 'workflows:'"),
