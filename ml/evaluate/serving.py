@@ -7,12 +7,14 @@ latency the gate checks is the latency of the model that was scored.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from ml.export import quantize_int8, state_dict_bytes  # noqa: F401  (re-exported: they moved to ml.export)
 
 
 def load_classifier(model_dir: Path, device: str = "cpu"):
@@ -36,20 +38,23 @@ def dir_size_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def measure_serving(model, tokenizer, texts: Sequence[str], *, max_length: int = 64, device: str = "cpu",
-                    n_single: int = 200, n_batches: int = 5, batch_size: int = 32) -> dict:
-    """p50/p95/p99 latency at batch 1 and throughput at batch 32, after a warm-up."""
+def measure_latency(predict: Callable[[list[str]], object], texts: Sequence[str], *, n_single: int = 200,
+                    n_batches: int = 5, batch_size: int = 32) -> dict:
+    """p50/p95/p99 latency at batch 1 and throughput at batch 32 of any `predict(texts)`, after a warm-up.
+
+    One function for torch, int8 and ONNX models, so their figures are measured the same way.
+    """
     texts = list(texts) or ["warm-up text"]
-    predict_probs(model, tokenizer, texts[:batch_size], max_length=max_length, device=device)  # warm-up
+    predict(texts[:batch_size])  # warm-up: first-call allocations and kernel selection
     latencies_ms = []
     for i in range(n_single):
         t0 = time.perf_counter()
-        predict_probs(model, tokenizer, [texts[i % len(texts)]], max_length=max_length, device=device)
+        predict([texts[i % len(texts)]])
         latencies_ms.append((time.perf_counter() - t0) * 1000)
     batch = [texts[i % len(texts)] for i in range(batch_size)]
     t0 = time.perf_counter()
     for _ in range(n_batches):
-        predict_probs(model, tokenizer, batch, max_length=max_length, batch_size=batch_size, device=device)
+        predict(batch)
     elapsed_s = time.perf_counter() - t0
     p50, p95, p99 = np.percentile(latencies_ms, [50, 95, 99])
     return {
@@ -57,21 +62,15 @@ def measure_serving(model, tokenizer, texts: Sequence[str], *, max_length: int =
         "latency_p95_ms": float(p95),
         "latency_p99_ms": float(p99),
         "throughput_calls_per_s": float(n_batches * batch_size / elapsed_s),
-        "n_parameters": int(sum(p.numel() for p in model.parameters())),
     }
 
 
-def quantize_int8(model):
-    """Dynamic int8 quantization of the Linear layers (CPU serving); the caller measures its accuracy cost."""
-    import copy
+def measure_serving(model, tokenizer, texts: Sequence[str], *, max_length: int = 64, device: str = "cpu",
+                    n_single: int = 200, n_batches: int = 5, batch_size: int = 32) -> dict:
+    """measure_latency of a torch classifier, plus its parameter count."""
+    def predict(batch: list[str]):
+        return predict_probs(model, tokenizer, batch, max_length=max_length, batch_size=len(batch), device=device)
 
-    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu(), {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def state_dict_bytes(model) -> int:
-    """Serialized size of a model's weights (what an int8 export would put on disk)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.getbuffer().nbytes
+    figures = measure_latency(predict, texts, n_single=n_single, n_batches=n_batches, batch_size=batch_size)
+    figures["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
+    return figures

@@ -1,0 +1,130 @@
+"""Serving exports of a trained classifier: ONNX (run by onnxruntime) and dynamic int8 (torch).
+
+Each export changes the numbers a little, so its accuracy cost is measured, never assumed:
+the caller scores the export on the same frozen evaluation set as the fp32 model (see
+ml/pipeline/distill.py `_score` and benchmarks/distill_vs_finetune.py).
+
+- ONNX: the fp32 graph with dynamic batch and sequence axes, written by torch's dynamo
+  exporter and run by onnxruntime on the CPU. A scoring host then needs neither torch nor
+  transformers' modelling code, only onnxruntime and the tokenizer.
+- int8: torch.ao dynamic quantization of the Linear layers (weights int8, activations
+  quantized per call). CPU only; it is what a CPU serving host gains most from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what BERT-family tokenizers give
+ONNX_OPSET = 18  # the dynamo exporter's own default; onnxruntime >= 1.16 runs it
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported, or the export does not compute what the model computes."""
+
+
+def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> Path:
+    """Write `model` as an ONNX file at `path` (atomically: a reader never sees half a file).
+
+    The model is copied to the CPU in fp32 eval mode first, so a model in use on a GPU is
+    left as it was. Batch and sequence length are dynamic; one file serves any batch.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu_model = copy.deepcopy(model).cpu().float().eval()
+    # Two rows of different length, so the exporter sees padding and a batch > 1 (torch.export
+    # would otherwise specialise a size-1 axis to a constant).
+    sample = tokenizer(["a sample support ticket for the export", "hi"], padding=True, return_tensors="pt")
+    inputs = {name: sample[name] for name in ONNX_INPUTS if name in sample}
+    if "input_ids" not in inputs:
+        raise ExportError(f"the tokenizer gives {sorted(sample)}; ONNX export needs input_ids (a BERT-style "
+                          "tokenizer). Serve this model with torch instead.")
+    batch = torch.export.Dim("batch")
+    sequence = torch.export.Dim("sequence", max=int(getattr(cpu_model.config, "max_position_embeddings", 512)))
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(cpu_model, (), str(tmp), kwargs=inputs, input_names=list(inputs),
+                              output_names=["logits"], dynamic_shapes={n: {0: batch, 1: sequence} for n in inputs},
+                              opset_version=ONNX_OPSET, dynamo=True, external_data=False, verbose=False)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"ONNX export of {type(model).__name__} failed: {str(exc).splitlines()[0][:300]}; "
+                          "serve the model with torch, or report the model type.") from exc
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    # The exporter prints progress lines and warns about renamed dynamic axes; in a task log
+    # that is noise around the figures that matter. Errors still raise.
+    exporter_logger = logging.getLogger("torch.onnx")
+    level = exporter_logger.level
+    exporter_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        exporter_logger.setLevel(level)
+
+
+class OnnxClassifier:
+    """An exported classifier under onnxruntime (CPU), with the tokenizer it was trained with."""
+
+    def __init__(self, path: Path, tokenizer, *, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = tokenizer
+
+    def logits(self, texts: Sequence[str], *, max_length: int = 64, batch_size: int = 64) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=max_length,
+                                   padding=True, return_tensors="np")
+            feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
+            out.append(self.session.run(["logits"], feed)[0].astype(np.float32))
+        return np.concatenate(out) if out else np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
+
+    def predict_probs(self, texts: Sequence[str], *, max_length: int = 64, batch_size: int = 64) -> np.ndarray:
+        logits = self.logits(texts, max_length=max_length, batch_size=batch_size).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)  # softmax without overflow
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def n_parameters(self) -> int:
+        """Numbers stored as graph initializers: the weights, less a few the exporter folded into constants."""
+        import onnx
+
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        return int(sum(np.prod(t.dims, dtype=np.int64) for t in graph.initializer))
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of the Linear layers, on a CPU copy (the model itself is left alone)."""
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().float().eval(), {torch.nn.Linear},
+                                                  dtype=torch.qint8)
+
+
+def state_dict_bytes(model: torch.nn.Module) -> int:
+    """Serialized size of a model's weights (what an int8 export would put on disk)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
