@@ -53,7 +53,7 @@ class Training:
 @dataclass(frozen=True)
 class Validation:
     min_rows: int = field(default=50, metadata={"help": "A batch smaller than this is rejected."})
-    min_per_class: int = field(default=3, metadata={"help": "Every known label needs this many rows in the training set."})
+    min_per_class: int = field(default=3, metadata={"help": "Every known label needs this many rows in the training set (a batch plus what was accepted before)."})
     max_duplicate_ratio: float = field(default=0.2, metadata={"help": "Share of exact duplicate texts allowed in a batch."})
     min_text_chars: int = field(default=3, metadata={"help": "Shorter texts are rejected."})
     max_text_chars: int = field(default=2000, metadata={"help": "Longer texts are rejected."})

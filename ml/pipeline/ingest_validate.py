@@ -89,7 +89,9 @@ def ingest_batch(workflow: str, name: str) -> dict:
     reference = None
     if role == "train" and store.current("train") is not None:
         reference = Counter(store.load("train")[contract.LABEL])
+    # reference: the drift test's baseline, and what the per-class minimum counts besides the batch.
     report = validate_batch(batch.frame, labels=labels, rules=wf.validation, reference_label_counts=reference,
+                            existing_label_counts=reference,
                             batch_id=f"{wf.name}/{path.name}", docs_dir=settings.reports_dir / wf.name / "data_docs" / f"{path.stem}-{batch.sha256[:8]}")
     print(report.summary())
     if not report.success:

@@ -7,8 +7,10 @@ docs_dir is given, GX Data Docs for the run.
 Most checks are real GX expectations (see gate_expectations). Two have no GX 1.x expectation and
 run beside the suite, reported in the same Failure shape:
 
-- ``label_min_per_class``: every known label has at least rules.min_per_class rows (a custom
-  check; GX has no "value count of each value" expectation).
+- ``label_min_per_class``: every known label has at least rules.min_per_class rows in the set the
+  batch joins: the batch's own rows plus existing_label_counts (the training set so far), so a
+  day's call log without a rare intent is not quarantined once the training set has enough of it
+  (a custom check; GX has no "value count of each value" expectation).
 - ``label_distribution_drift``: a chi-square test of homogeneity (scipy's chi2_contingency) of
   the batch's label counts against reference_label_counts; drift when p < rules.drift_p_value.
   A test of homogeneity rather than goodness of fit, because the reference is itself a sample.
@@ -159,7 +161,8 @@ def build_suite(labels: Sequence[str], rules: Validation, *, missing_columns: Se
 
 def validate_batch(df: pd.DataFrame, *, labels: Sequence[str], rules: Validation,
                    reference_label_counts: Mapping[str, int] | None, batch_id: str,
-                   docs_dir: Path | None = None) -> ValidationReport:
+                   docs_dir: Path | None = None,
+                   existing_label_counts: Mapping[str, int] | None = None) -> ValidationReport:
     """Run the gate on one batch. Bad data gives a failed report, never an exception; a bad
     argument (no labels, impossible rules, a broken reference) raises ValueError naming the fix."""
     labels = [str(label) for label in labels]
@@ -212,7 +215,7 @@ def validate_batch(df: pd.DataFrame, *, labels: Sequence[str], rules: Validation
                     f"label_distribution_drift [label]: column {why}"]
     else:
         label_counts = {str(k): int(v) for k, v in df[LABEL].value_counts(dropna=True).items()}
-        per_class = _min_per_class(label_counts, labels, rules.min_per_class)
+        per_class = _min_per_class(label_counts, labels, rules.min_per_class, existing_label_counts or {})
         custom["label_min_per_class"] = per_class["statistics"]
         evaluated += 1
         if per_class["failure"] is None:
@@ -425,16 +428,19 @@ def _exception_message(result) -> str | None:
 
 # --- checks GX has no expectation for --------------------------------------------------------
 
-def _min_per_class(label_counts: dict[str, int], labels: list[str], min_per_class: int) -> dict:
-    counts = {label: label_counts.get(label, 0) for label in labels}
+def _min_per_class(label_counts: dict[str, int], labels: list[str], min_per_class: int,
+                   existing: Mapping[str, int]) -> dict:
+    counts = {label: label_counts.get(label, 0) + int(existing.get(label, 0)) for label in labels}
     below = {label: n for label, n in counts.items() if n < min_per_class}
     failure = None
     if below:
+        where = "this batch plus the training set so far" if existing else "this batch"
         failure = Failure(
             "label_min_per_class", LABEL,
-            _short_text(f"classes below min_per_class={min_per_class}: {below}", 400),
+            _short_text(f"classes below min_per_class={min_per_class} in {where}: {below}", 400),
             f"add labelled rows for these classes, or remove them from the workflow's labels in {WORKFLOWS_FILE}")
-    return {"statistics": {"min_per_class": min_per_class, "counts": counts, "below": below}, "failure": failure}
+    return {"statistics": {"min_per_class": min_per_class, "counts": counts, "below": below,
+                           "existing_counted": bool(existing)}, "failure": failure}
 
 
 def _label_drift(label_counts: dict[str, int], labels: list[str], reference: Mapping[str, int],

@@ -273,3 +273,18 @@ def test_bad_arguments_raise_naming_the_fix(case, override, words):
     kwargs.update(override)
     with pytest.raises(ValueError, match=words):
         validate_batch(good_batch(), **kwargs)
+
+
+def test_the_per_class_minimum_counts_the_training_set_the_batch_joins():
+    # A day's batch with only 1 'other' row: rejected on its own, accepted when the training set has 2 already.
+    batch = relabel(good_batch(), good_batch()["label"].eq("other") & (good_batch().index > 3), "billing")
+    assert batch["label"].value_counts()["other"] == 1
+    alone = run(batch)
+    assert ("label_min_per_class", "label") in found(alone) and "in this batch:" in alone.summary()
+    joined = validate_batch(batch, labels=LABELS, rules=RULES, reference_label_counts=None, batch_id="b",
+                            existing_label_counts={"other": 2, "billing": 40})
+    assert joined.success, joined.summary()
+    assert joined.statistics["custom_checks"]["label_min_per_class"]["counts"]["other"] == 3
+    short = validate_batch(batch, labels=LABELS, rules=RULES, reference_label_counts=None, batch_id="b",
+                           existing_label_counts={"other": 1})
+    assert "'other': 2" in short.summary() and "plus the training set so far" in short.summary()
