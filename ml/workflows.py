@@ -17,6 +17,8 @@ from pathlib import Path
 import yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+# A run waiting longer holds back every later run of its workflow (one active run per DAG).
+MAX_APPROVAL_TIMEOUT_HOURS = 720
 
 
 class WorkflowError(ValueError):
@@ -74,6 +76,9 @@ class Gate:
     max_macro_f1_drop: float = field(default=0.01, metadata={"help": "A challenger may be at most this much worse than the champion."})
     per_class_f1_floor: float = field(default=0.0, metadata={"help": "Every class needs at least this F1."})
     approval: str = field(default="auto", metadata={"help": "auto: promote when the gate passes; manual: wait for a model owner."})
+    approval_timeout_hours: float = field(default=72.0, metadata={"help": (
+        "With approval: manual, how long the DAG run waits for `mlops models approve|reject`; then it fails "
+        "and @champion stays. The next scheduled run of the workflow queues behind a waiting one.")})
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,9 @@ def _check(wf: Workflow, where: str) -> None:
         raise WorkflowError(f"{where}.teacher.kind: {wf.teacher.kind!r} is not call_log, local_model or openai.")
     if wf.gate.approval not in ("auto", "manual"):
         raise WorkflowError(f"{where}.gate.approval: {wf.gate.approval!r} is not auto or manual.")
+    if not 0 < wf.gate.approval_timeout_hours <= MAX_APPROVAL_TIMEOUT_HOURS:  # NaN fails this too
+        raise WorkflowError(f"{where}.gate.approval_timeout_hours: {wf.gate.approval_timeout_hours} must be more than 0 "
+                            f"and at most {MAX_APPROVAL_TIMEOUT_HOURS} (30 days), e.g. 72 for a weekend.")
     if not 0.0 <= wf.training.alpha <= 1.0:
         raise WorkflowError(f"{where}.training.alpha: {wf.training.alpha} must be between 0 and 1.")
     if wf.training.temperature <= 0:

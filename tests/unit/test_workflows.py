@@ -132,6 +132,11 @@ def test_curation_rules_are_read_per_workflow(tmp_path):
     # values
     (with_changes(teacher__kind="gpt4"), "teacher.kind: 'gpt4'"),
     (with_changes(gate__approval="yes please"), "gate.approval"),
+    (with_changes(gate__approval_timeout_hours=0), "gate.approval_timeout_hours: 0.0 must be more than 0"),
+    (with_changes(gate__approval_timeout_hours=-1), "gate.approval_timeout_hours"),
+    (with_changes(gate__approval_timeout_hours=721), "at most 720 (30 days)"),
+    (with_changes(gate__approval_timeout_hours=float("nan")), "gate.approval_timeout_hours: nan must be more than 0"),
+    (with_changes(gate__approval_timeout_hours="a day"), "gate.approval_timeout_hours: 'a day' is invalid"),
     (with_changes(training__alpha=1.5), "training.alpha"),
     (with_changes(training__alpha=-0.1), "training.alpha"),
     (with_changes(training__temperature=0), "training.temperature"),
