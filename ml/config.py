@@ -157,3 +157,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 def describe() -> list[tuple[str, str]]:
     """(variable, help) for every setting, for `mlops config` and the README."""
     return [(ENV_PREFIX + f.name.upper(), f.metadata["help"]) for f in dataclasses.fields(Settings)]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The MLOPS_* variables that make `load_settings()` in a child process return `settings`."""
+    return {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
