@@ -119,8 +119,12 @@ class OnnxClassifier:
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantization of the Linear layers, on a CPU copy (the model itself is left alone)."""
-    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().float().eval(), {torch.nn.Linear},
-                                                  dtype=torch.qint8)
+    with warnings.catch_warnings():
+        # torch 2.13 announces that torch.ao's quantized tensors will move to torchao; they
+        # still work, and torchao is not a dependency of this platform (yet).
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().float().eval(), {torch.nn.Linear},
+                                                      dtype=torch.qint8)
 
 
 def state_dict_bytes(model: torch.nn.Module) -> int:
