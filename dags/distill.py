@@ -9,8 +9,21 @@
 3. **evaluate_and_gate** — challenger vs @champion on the frozen evaluation set in one process:
    macro-F1, per-class F1, p99 latency at batch 1 against the SLA, cost per 1,000 calls.
 4. **register_challenger** — one MLflow model version per DAG run, lineage tags, `@challenger`.
-5. **promote** — moves `@champion` (compare-and-set) when the gate passed and approval is
-   automatic, and emits the model Asset.
+5. **wait_for_approval** — with `approval: manual` in the workflow's gate, waits for a model
+   owner's `mlops models approve|reject VERSION --reason TEXT`, recorded on the version in the
+   MLflow registry; passes at once with automatic approval or a failed gate. A rejection skips
+   promote (the reason is in this task's log); no decision within `approval_timeout_hours`
+   fails the run, @champion unchanged.
+6. **promote** — moves `@champion` (compare-and-set against the champion the gate saw) when the
+   gate passed and the version is approved, and emits the model Asset.
+
+Why a sensor and not Airflow 3's HITL ApprovalOperator: the decision must be recordable with
+the registry alone (`mlops models approve` needs no Airflow API, token or UI), and the registry
+must stay the one record of who approved what. The HITL operator keeps its answer in Airflow's
+metadata DB and takes it through the Airflow UI or REST API. So the waiting task is a sensor in
+reschedule mode, which holds no worker slot between looks: it looks after 5 s, then ever less
+often (exponential backoff), at least every 5 minutes. `airflow dags test` (`mlops run`)
+runs it the same way: its loop re-runs the sensor when its reschedule time has come.
 
 Scheduled by the workflow's upstream Asset (watch_upstream), its dataset Asset and/or its cron
 (`schedule:` in dags/workflows.yaml). Runs triggered by an upstream change are booked as
@@ -22,12 +35,19 @@ from __future__ import annotations
 import os
 import sys
 
-from airflow.sdk import AssetOrTimeSchedule, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import AssetOrTimeSchedule, PokeReturnValue, dag, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 # Every Airflow component (dag-processor, workers, `dags test`) must find the sibling module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import DEFAULT_ARGS, START, cron, dataset_asset, doc_md, model_asset, run_key, upstream_asset, workflows
+
+
+# How the approval sensor looks at the registry: first after this many seconds, then with
+# exponential backoff up to ml.registry.WAIT_POLL_MAX_S (kept equal: the CLI reads a wait whose
+# deadline passed that long ago as abandoned).
+APPROVAL_FIRST_LOOK_S = 5
+APPROVAL_LOOK_EVERY_S = 300
 
 
 def schedule_for(wf):
@@ -80,8 +100,23 @@ def build(wf):
 
             return register_challenger(wf.name, run_key(dag_run), trained, gate)
 
+        # The deadline is the one on the version (await_approval fails the run with a clear
+        # message); the sensor's own timeout only backs it up, a few looks later.
+        @task.sensor(mode="reschedule", poke_interval=APPROVAL_FIRST_LOOK_S, exponential_backoff=True,
+                     max_wait=APPROVAL_LOOK_EVERY_S, timeout=wf.gate.approval_timeout_hours * 3600 + 3 * APPROVAL_LOOK_EVERY_S)
+        def wait_for_approval(registered: dict, *, dag_run=None) -> PokeReturnValue:
+            from ml.pipeline.distill import await_approval
+
+            result = await_approval(wf.name, run_key(dag_run), registered)
+            print(result["message"])
+            if result["state"] == "rejected":
+                raise AirflowSkipException(f"promote skipped: {result['message']}")
+            if result["state"] == "timed_out":
+                raise AirflowFailException(result["message"])  # no retry: the wait is over
+            return PokeReturnValue(is_done=result["state"] != "waiting", xcom_value=result)
+
         @task(outlets=[model])
-        def promote(registered: dict, *, dag_run=None, outlet_events=None) -> dict:
+        def promote(registered: dict, approval: dict, *, dag_run=None, outlet_events=None) -> dict:
             from ml.pipeline.distill import promote
 
             result = promote(wf.name, run_key(dag_run), registered)
@@ -91,7 +126,8 @@ def build(wf):
             return result
 
         trained = train_student(prepare_targets(probe_teachers()))
-        promote(register_challenger(trained, evaluate_and_gate(trained)))
+        registered = register_challenger(trained, evaluate_and_gate(trained))
+        promote(registered, wait_for_approval(registered))
 
     return distill()
 

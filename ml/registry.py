@@ -14,6 +14,21 @@ What this does not cover: an alias moved outside `move_alias` (MLflow UI, a raw 
 the next move detects as a conflict; and locks older than LOCK_STALE_AFTER_S, which count as
 left by a dead process and are broken: a holder refuses to write after half that age, and two
 movers breaking the same dead lock at once could, within one request's time, both proceed.
+
+Rollback walks that history as a stack of champions: a promotion pushes, a rollback pops. So a
+second rollback goes one champion further back, never back to the version the first one left.
+
+Approval lives on the version too, so the registry stays the one place to look: the model
+owner's decision (tag `approval`: approved or rejected, who, when, why) and, while a DAG run
+waits for it, that wait (tag `approval_wait`: which run, since when, until when). Who moves
+@champion after an approval: the waiting DAG run's `promote` task when a run waits for the
+version; `mlops models approve` only when none does (the wait timed out, or a failed gate is
+overridden). Each side writes its own record first and reads the other's second (the CLI its
+decision, then the wait; the DAG its end of the wait, then the decision), so at least one of
+them sees the other and an approval is never stranded. Should both see each other, both move
+@champion to the same version from the same champion: the lock lets one move it, and the
+other's move finds it done (`move_alias` treats a move to where the alias already points as
+done, without a second history entry).
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import mlflow
@@ -39,6 +54,12 @@ from ml.config import is_url
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "alias_history."
+APPROVAL_TAG = "approval"        # the model owner's decision on a version
+WAIT_TAG = "approval_wait"       # a DAG run waiting for that decision
+DECISIONS = ("approved", "rejected")
+# A waiting run looks at the registry at least this often (the DAG's sensor caps its backoff at
+# it); a wait whose deadline is older than this and still open was left by a run that stopped.
+WAIT_POLL_MAX_S = 300.0
 LOCK_SUFFIX = ".alias-lock"
 # A move holds the lock for a handful of registry requests (well under a second). A lock older
 # than this was left by a process that died mid-move; the next mover breaks it. Waiters wait
@@ -200,20 +221,35 @@ def _alias_lock(client: MlflowClient, name: str, who: str) -> Iterator[float]:
                 pass  # left behind, it goes stale and the next mover breaks it
 
 
+def _who(who: str | None) -> str:
+    return who or os.environ.get("MLOPS_USER") or getpass.getuser()  # the `user` setting
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def move_alias(client: MlflowClient, name: str, alias: str, to_version: str, *, expected_from: str | None,
-               why: str, who: str | None = None) -> dict:
+               why: str, who: str | None = None, kind: str = "move") -> dict:
     """Compare-and-set: move `alias` only if it still points at `expected_from`; record the move.
 
-    Raises PromotionConflict when the alias points elsewhere (including when a concurrent mover
-    got there first), RegistryError when the lock cannot be had within LOCK_WAIT_S.
+    `kind` goes into the history entry: "promote", "rollback", "challenger" or a plain "move".
+    A move to where the alias already points is done already: it returns that alias's last
+    history entry with `"unchanged": True` and records nothing (a retry, or a second mover
+    of the same decision). Raises PromotionConflict when the alias points elsewhere (including
+    when a concurrent mover got there first), RegistryError when the lock cannot be had within
+    LOCK_WAIT_S.
     """
     # MLflow returns versions as int or str depending on the store: compare them as strings.
     expected_from = None if expected_from is None else str(expected_from)
     to_version = str(to_version)
-    who = who or os.environ.get("MLOPS_USER") or getpass.getuser()  # the `user` setting
+    who = _who(who)
     with _alias_lock(client, name, who) as taken:
         current = version_by_alias(client, name, alias)
         current_version = str(current.version) if current else None
+        if current_version == to_version:
+            last = [e for e in _history(client, name) if e["alias"] == alias and e["to"] == to_version]
+            return {**(last[-1] if last else {"alias": alias, "from": None, "to": to_version}), "unchanged": True}
         if current_version != expected_from:
             raise PromotionConflict(
                 f"@{alias} of {name} is now v{current_version}, not v{expected_from} as when the decision was made; "
@@ -223,18 +259,130 @@ def move_alias(client: MlflowClient, name: str, alias: str, to_version: str, *, 
         client.set_registered_model_alias(name, alias, to_version)
         seq = len(_history(client, name)) + 1
         entry = {"seq": seq, "alias": alias, "from": current_version, "to": to_version, "why": why, "who": who,
-                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 "at": _now(), "kind": kind}
         client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(entry))
     return entry
 
 
+def _is_rollback(entry: dict) -> bool:
+    # Entries written before `kind` existed say so in their reason.
+    return entry.get("kind") == "rollback" or str(entry.get("why", "")).startswith("rollback:")
+
+
+def champion_stack(history: list[dict]) -> list[str]:
+    """The champions still to fall back on, oldest first, the current one last.
+
+    A promotion pushes its version, a rollback pops the version it left: what a rollback left
+    is never a rollback target again (until it is promoted anew), so rolling back twice goes two
+    champions back instead of flipping between two versions.
+    """
+    stack: list[str] = []
+    for entry in history:
+        if entry["alias"] != CHAMPION:
+            continue
+        if _is_rollback(entry) and stack and stack[-1] == entry["from"]:
+            stack.pop()
+        # A rollback to a version not below the top (the rollback of older releases could flip
+        # back to the version it had left) puts that version on top: it serves now.
+        if not stack or stack[-1] != entry["to"]:
+            stack.append(entry["to"])
+    return stack
+
+
 def rollback(client: MlflowClient, name: str, *, why: str, who: str | None = None) -> dict:
-    """Move @champion back to the version it held before its last move."""
-    moves = [e for e in _history(client, name) if e["alias"] == CHAMPION]
-    if not moves or moves[-1]["from"] is None:
-        raise RegistryError(f"{name}: @champion has no previous version to roll back to.")
-    return move_alias(client, name, CHAMPION, moves[-1]["from"], expected_from=moves[-1]["to"],
-                      why=f"rollback: {why}", who=who)
+    """Move @champion back to the champion before the current one (see champion_stack).
+
+    Versions deleted from the registry since are passed over. Raises RegistryError naming
+    what the history holds when there is nothing to roll back to.
+    """
+    history = alias_history(client, name)
+    stack = champion_stack(history)
+    current = version_by_alias(client, name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name}: no version is @champion, so there is nothing to roll back; "
+                            "promote one with `mlops models approve VERSION --reason TEXT`.")
+    current_version = str(current.version)
+    if not stack or stack[-1] != current_version:
+        raise RegistryError(f"{name}: @champion is v{current_version}, but the alias history says "
+                            f"v{stack[-1] if stack else None}: the alias was moved outside the platform (MLflow UI or "
+                            "client). Move it back with `mlops models approve`, or set it by hand, then roll back.")
+    candidates = stack[:-1]
+    while candidates:
+        target = candidates[-1]
+        try:
+            client.get_model_version(name, target)
+            break
+        except MlflowException as exc:
+            if exc.error_code not in _NOT_FOUND:
+                raise
+            candidates.pop()  # deleted since it served: fall back further
+    else:
+        rolled_back = sorted({e["from"] for e in history if e["alias"] == CHAMPION and _is_rollback(e)}, key=int)
+        earlier = (f"; the champions before it were rolled back from already (v{', v'.join(rolled_back)})"
+                   if rolled_back else "")
+        raise RegistryError(f"{name}: @champion v{current_version} has no previous version to roll back to: it is "
+                            f"the first champion still standing in the alias history{earlier}. See "
+                            "`mlops models history`; to serve another version, `mlops models approve VERSION`.")
+    return move_alias(client, name, CHAMPION, target, expected_from=current_version, why=f"rollback: {why}",
+                      who=who, kind="rollback")
+
+
+def record_decision(client: MlflowClient, name: str, version: str, decision: str, *, why: str,
+                    who: str | None = None) -> dict:
+    """The model owner's decision on a version, kept on the version; the latest one counts."""
+    if decision not in DECISIONS:
+        raise ValueError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
+    if not why or not why.strip():
+        raise RegistryError("a decision needs a reason (--reason TEXT); it is recorded with it.")
+    record = {"decision": decision, "who": _who(who), "why": why.strip(), "at": _now()}
+    client.set_model_version_tag(name, str(version), APPROVAL_TAG, json.dumps(record))
+    return record
+
+
+def _json_tag(client: MlflowClient, name: str, version: str, tag: str) -> dict | None:
+    raw = client.get_model_version(name, str(version)).tags.get(tag)
+    return json.loads(raw) if raw else None
+
+
+def decision_of(client: MlflowClient, name: str, version: str) -> dict | None:
+    """{"decision", "who", "why", "at"} recorded on the version, or None while nobody decided."""
+    return _json_tag(client, name, version, APPROVAL_TAG)
+
+
+def wait_of(client: MlflowClient, name: str, version: str) -> dict | None:
+    """{"run_key", "state": "waiting"|"ended", "since", "deadline", "outcome"} of a DAG run's wait."""
+    return _json_tag(client, name, version, WAIT_TAG)
+
+
+def is_waiting(wait: dict | None, now: datetime | None = None) -> bool:
+    """A DAG run still waits: the wait is open and its deadline (plus one look) not long past."""
+    if not wait or wait.get("state") != "waiting":
+        return False
+    now = now or datetime.now(timezone.utc)
+    return (now - datetime.fromisoformat(wait["deadline"])).total_seconds() < WAIT_POLL_MAX_S * 2
+
+
+def open_wait(client: MlflowClient, name: str, version: str, *, run_key: str, timeout_s: float) -> dict:
+    """Record that the DAG run `run_key` waits for a decision on the version, until a deadline.
+
+    Idempotent per run: a later look (or an Airflow retry) of the same run keeps the deadline
+    set by the first; a run cleared after its wait ended starts a new wait.
+    """
+    wait = wait_of(client, name, version)
+    if wait and wait.get("run_key") == run_key and wait.get("state") == "waiting":
+        return wait
+    since = datetime.now(timezone.utc).replace(microsecond=0)
+    wait = {"run_key": run_key, "state": "waiting", "since": since.isoformat(),
+            "deadline": (since + timedelta(seconds=timeout_s)).isoformat(), "outcome": None}
+    client.set_model_version_tag(name, str(version), WAIT_TAG, json.dumps(wait))
+    return wait
+
+
+def close_wait(client: MlflowClient, name: str, version: str, outcome: str) -> dict:
+    """The waiting run stops waiting: `outcome` is approved, rejected or timed out."""
+    wait = {**(wait_of(client, name, version) or {}), "state": "ended", "outcome": outcome, "ended": _now()}
+    client.set_model_version_tag(name, str(version), WAIT_TAG, json.dumps(wait))
+    return wait
 
 
 def download_weights(name: str, version: str) -> Path:
@@ -256,5 +404,7 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
         out.append({"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
                     "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
                     "gate": v.tags.get("gate"), "macro_f1": v.tags.get("macro_f1"),
-                    "dataset_version": v.tags.get("dataset_version")})
+                    "latency_p99_ms": v.tags.get("latency_p99_ms"), "dataset_version": v.tags.get("dataset_version"),
+                    "approval": json.loads(v.tags[APPROVAL_TAG]) if v.tags.get(APPROVAL_TAG) else None,
+                    "approval_wait": json.loads(v.tags[WAIT_TAG]) if v.tags.get(WAIT_TAG) else None})
     return out

@@ -14,25 +14,115 @@ def _client(args):
     return registry, registry.configure(settings), wf
 
 
+def _version(client, wf, version):
+    """The model version, or a LookupError naming the versions there are."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(wf.model_name, str(version))
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+    from ml import registry
+
+    try:
+        known = [r["version"] for r in registry.list_versions(client, wf.model_name)]
+    except MlflowException:
+        known = []
+    raise LookupError(f"{wf.model_name} has no version {version}; versions: {', '.join(known) or 'none yet'} "
+                      "(see `mlops models list`).")
+
+
+def _json_tag(tags: dict, key: str) -> dict | None:
+    return json.loads(tags[key]) if tags.get(key) else None
+
+
+def _approval_text(approval: dict | None, wait: dict | None, registry) -> str:
+    if approval:
+        return f"{approval['decision']} by {approval['who']} at {approval['at']}: {approval['why']}"
+    if registry.is_waiting(wait):
+        return f"waiting for a model owner (DAG run {wait['run_key']}) until {wait['deadline']}"
+    if wait:
+        return f"not decided; the DAG run stopped waiting ({wait.get('outcome')}, {wait.get('ended')})"
+    return ""
+
+
 def cmd_list(args) -> int:
     registry, client, wf = _client(args)
     rows = registry.list_versions(client, wf.model_name)
-    shown = [{**r, "aliases": ",".join("@" + a for a in r["aliases"])} for r in rows]
-    emit(args, rows, f"{wf.model_name}\n" + table(shown, ["version", "aliases", "gate", "macro_f1", "dataset_version", "created"]))
+    shown = [{**r, "aliases": ",".join("@" + a for a in r["aliases"]), "approval": (r["approval"] or {}).get("decision")
+              or ("waiting" if registry.is_waiting(r["approval_wait"]) else "")} for r in rows]
+    emit(args, rows, f"{wf.model_name}\n" + table(
+        shown, ["version", "aliases", "gate", "approval", "macro_f1", "latency_p99_ms", "dataset_version", "created"]))
     return 0
+
+
+def _evaluation(run_id: str | None) -> dict | None:
+    """The evaluation.json evaluate_and_gate logged on the training run: every number the gate saw."""
+    if not run_id:
+        return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation.json")
+    except (MlflowException, OSError):
+        return None  # a version registered outside the distill DAG
+    return json.loads(open(path, encoding="utf-8").read())
+
+
+def _number(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _numbers_lines(evaluation: dict) -> list[str]:
+    """Challenger and champion side by side: every scalar, then the F1 of every class."""
+    challenger, champion = evaluation.get("challenger") or {}, evaluation.get("champion") or {}
+    versus = evaluation.get("decision", {}).get("champion_version")
+    head = f"champion v{versus}" if champion else "champion"
+    lines = [f"  numbers on the frozen eval set {evaluation.get('eval_version', '?')}:",
+             f"    {'':26} {'challenger':>12} {head:>12}"]
+    scalars = [k for k, v in challenger.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for key in scalars:
+        lines.append(f"    {key:26} {_number(challenger.get(key)):>12} {_number(champion.get(key)):>12}")
+    for label, f1 in (challenger.get("per_class_f1") or {}).items():
+        lines.append(f"    {'F1 ' + label:26} {_number(f1):>12} {_number((champion.get('per_class_f1') or {}).get(label)):>12}")
+    for key, value in (challenger.get("int8") or {}).items():
+        lines.append(f"    {'int8 ' + key:26} {_number(value):>12}")
+    if evaluation.get("frontier_cost_per_1k_calls_usd") is not None:
+        lines.append(f"    {'frontier cost_per_1k_usd':26} {_number(evaluation['frontier_cost_per_1k_calls_usd']):>12}")
+    return lines
 
 
 def cmd_show(args) -> int:
     registry, client, wf = _client(args)
-    v = client.get_model_version(wf.model_name, str(args.version))
-    decision = json.loads(v.tags.get("gate_decision", "{}"))
+    v = _version(client, wf, args.version)
+    hidden = ("gate_decision", registry.APPROVAL_TAG, registry.WAIT_TAG)
+    decision = _json_tag(v.tags, "gate_decision") or {}
+    approval, wait = _json_tag(v.tags, registry.APPROVAL_TAG), _json_tag(v.tags, registry.WAIT_TAG)
+    evaluation = _evaluation(v.run_id)
     info = {"model": wf.model_name, "version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
-            "source": v.source, "tags": {k: val for k, val in v.tags.items() if k != "gate_decision"},
-            "gate": decision}
+            "source": v.source, "tags": {k: val for k, val in v.tags.items() if k not in hidden},
+            "gate": decision, "approval": approval, "approval_wait": wait, "evaluation": evaluation}
+    against = f" against champion v{decision['champion_version']}" if decision.get("champion_version") else \
+        " (no champion: absolute thresholds)"
     lines = [f"{wf.model_name} v{v.version}  {' '.join('@' + a for a in v.aliases)}",
              *(f"  {k}: {val}" for k, val in sorted(info["tags"].items())),
-             f"  gate: {'PASSED' if decision.get('passed') else 'FAILED'}",
-             *(f"    {'ok  ' if c['passed'] else 'FAIL'} {c['detail']}" for c in decision.get("checks", []))]
+             f"  gate: {'PASSED' if decision.get('passed') else 'FAILED' if decision else 'not recorded'}"
+             f"{against if decision else ''}",
+             *(f"    {'ok  ' if c['passed'] else 'FAIL'} {c['detail']}  (observed {_number(c['observed'])}, "
+               f"threshold {_number(c['threshold'])})" for c in decision.get("checks", []))]
+    if evaluation:
+        lines += _numbers_lines(evaluation)
+    approval_text = _approval_text(approval, wait, registry)
+    if approval_text:
+        lines.append(f"  approval: {approval_text}")
     emit(args, info, "\n".join(lines))
     return 0
 
@@ -40,44 +130,67 @@ def cmd_show(args) -> int:
 def cmd_history(args) -> int:
     registry, client, wf = _client(args)
     rows = registry.alias_history(client, wf.model_name)
-    emit(args, rows, table(rows, ["seq", "at", "alias", "from", "to", "who", "why"]))
+    emit(args, rows, table(rows, ["seq", "at", "alias", "from", "to", "kind", "who", "why"]))
     return 0
 
 
 def cmd_approve(args) -> int:
+    """Record the approval; move @champion here only when no DAG run waits for the version.
+
+    A waiting run's promote task moves it (ml/registry.py explains the hand-over).
+    """
     registry, client, wf = _client(args)
-    v = client.get_model_version(wf.model_name, str(args.version))
-    if v.tags.get("gate") != "passed" and not args.override_gate:
-        raise ValueError(f"v{v.version} failed its gate ({v.tags.get('gate')}); see `mlops models show {v.version}`; "
-                         "pass --override-gate to promote it anyway (recorded)")
-    current = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
-    entry = registry.move_alias(client, wf.model_name, registry.CHAMPION, v.version,
-                                expected_from=str(current.version) if current else None,
-                                why=f"approved: {args.reason}" + (" (gate overridden)" if args.override_gate else ""),
-                                who=args.who)
-    client.set_model_version_tag(wf.model_name, v.version, "approval", json.dumps(
-        {"decision": "approved", "who": entry["who"], "why": args.reason, "at": entry["at"]}))
-    emit(args, entry, f"@champion of {wf.model_name}: v{entry['from']} → v{entry['to']} ({entry['who']}: {args.reason})")
+    v = _version(client, wf, args.version)
+    version = str(v.version)
+    gate = _json_tag(v.tags, "gate_decision") or {}
+    overridden = v.tags.get("gate") != "passed"
+    if overridden and not args.override_gate:
+        raise ValueError(f"v{version} failed its gate ({v.tags.get('gate') or 'no gate recorded'}); see "
+                         f"`mlops models show {version}`; pass --override-gate to promote it anyway (recorded)")
+    reason = args.reason + (" (gate overridden)" if overridden else "")
+    record = registry.record_decision(client, wf.model_name, version, "approved", why=reason, who=args.who)
+    wait = registry.wait_of(client, wf.model_name, version)  # read after writing the decision: see ml/registry.py
+    if registry.is_waiting(wait):
+        payload = {"version": version, "decision": record, "moved": False, "promoted_by": wait["run_key"]}
+        emit(args, payload, f"v{version} approved by {record['who']}: {args.reason}\n"
+                            f"DAG run {wait['run_key']} is waiting for it and moves @champion at its next look "
+                            f"(within {registry.WAIT_POLL_MAX_S / 60:.0f} minutes): `mlops models history` shows it.")
+        return 0
+    # No run waits: this command is the one that moves @champion. Compare-and-set against the
+    # champion the gate compared with; overriding a gate decides against what serves now.
+    if overridden or not gate:
+        current = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
+        expected = str(current.version) if current else None
+    else:
+        expected = gate.get("champion_version")
+    entry = registry.move_alias(client, wf.model_name, registry.CHAMPION, version, expected_from=expected,
+                                why=f"approved: {reason}", who=record["who"], kind="promote")
+    payload = {"version": version, "decision": record, "moved": not entry.get("unchanged"), "move": entry}
+    emit(args, payload, f"v{version} is @champion already ({record['who']}: {args.reason})" if entry.get("unchanged")
+         else f"@champion of {wf.model_name}: v{entry['from']} → v{entry['to']} ({entry['who']}: {args.reason})")
     return 0
 
 
 def cmd_reject(args) -> int:
     registry, client, wf = _client(args)
-    v = client.get_model_version(wf.model_name, str(args.version))
-    import getpass
-    from datetime import datetime, timezone
-
-    record = {"decision": "rejected", "who": args.who or getpass.getuser(), "why": args.reason,
-              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    client.set_model_version_tag(wf.model_name, v.version, "approval", json.dumps(record))
-    emit(args, record, f"v{v.version} rejected by {record['who']}: {args.reason}")
+    v = _version(client, wf, args.version)
+    version = str(v.version)
+    record = registry.record_decision(client, wf.model_name, version, "rejected", why=args.reason, who=args.who)
+    wait = registry.wait_of(client, wf.model_name, version)
+    lines = [f"v{version} rejected by {record['who']}: {args.reason}"]
+    if registry.is_waiting(wait):
+        lines.append(f"DAG run {wait['run_key']} ends at its next look with promote skipped.")
+    if registry.CHAMPION in v.aliases:
+        lines.append(f"v{version} is @champion and keeps serving: `mlops models rollback --reason TEXT` to replace it.")
+    emit(args, {"version": version, "decision": record, "promoted_by": None}, "\n".join(lines))
     return 0
 
 
 def cmd_rollback(args) -> int:
     registry, client, wf = _client(args)
     entry = registry.rollback(client, wf.model_name, why=args.reason, who=args.who)
-    emit(args, entry, f"@champion of {wf.model_name} rolled back: v{entry['from']} → v{entry['to']}")
+    emit(args, entry, f"@champion of {wf.model_name} rolled back: v{entry['from']} → v{entry['to']} "
+                      f"({entry['who']}: {args.reason})")
     return 0
 
 
@@ -95,8 +208,10 @@ def register(sub) -> None:
     add_workflow(p)
     add_json(p)
     p.set_defaults(func=cmd_show)
-    for name, func, helptext in (("approve", cmd_approve, "promote VERSION to @champion (a model owner's decision)"),
-                                 ("reject", cmd_reject, "record that VERSION must not serve")):
+    for name, func, helptext in (
+            ("approve", cmd_approve, "approve VERSION: a DAG run waiting for it promotes it, otherwise this moves "
+                                     "@champion (compare-and-set against the champion its gate saw)"),
+            ("reject", cmd_reject, "record that VERSION must not serve; a DAG run waiting for it skips promote")):
         p = msub.add_parser(name, help=helptext)
         p.add_argument("version", type=int)
         p.add_argument("--reason", required=True, help="why; recorded with the decision")
@@ -106,7 +221,7 @@ def register(sub) -> None:
         add_workflow(p)
         add_json(p)
         p.set_defaults(func=func)
-    p = msub.add_parser("rollback", help="move @champion back to the version it held before")
+    p = msub.add_parser("rollback", help="move @champion back to the champion before it (again: one further back)")
     p.add_argument("--reason", required=True, help="why; recorded in the alias history")
     p.add_argument("--who", help="who decides (default: $MLOPS_USER or the login name)")
     add_workflow(p)

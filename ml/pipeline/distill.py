@@ -8,7 +8,9 @@
    process: quality, p99 latency at batch 1, cost per 1,000 calls; the gate's decision.
 4. `register_challenger`: log the model (safetensors, models-from-code pyfunc), register one
    version per DAG run (idempotent), tag its lineage, point @challenger at it.
-5. `promote`: move @champion (compare-and-set) when the gate passed and approval is automatic.
+5. `await_approval`: with `approval: manual`, one look at the model owner's decision per poke of
+   the DAG's waiting task; automatic approval passes at once.
+6. `promote`: move @champion (compare-and-set) when the gate passed and the version is approved.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -284,24 +286,78 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
     current = registry.version_by_alias(client, wf.model_name, registry.CHALLENGER)
     if current is None or str(current.version) != version:
         registry.move_alias(client, wf.model_name, registry.CHALLENGER, version,
-                            expected_from=str(current.version) if current else None, why=f"trained by {run_key}")
+                            expected_from=str(current.version) if current else None, why=f"trained by {run_key}",
+                            kind="challenger")
     return {"model": wf.model_name, "version": version, "passed": gate_ref["passed"],
             "champion_version": gate_ref["champion_version"]}
 
 
+def await_approval(workflow: str, run_key: str, reg_ref: dict) -> dict:
+    """One look at the model owner's decision on the version this run registered.
+
+    Returns {"state": ...}: "approved" (also at once for automatic approval), "not_needed"
+    (the gate failed: nothing to approve, promote reports why), "rejected", "waiting" or
+    "timed_out", with a `message` to log. The first look opens the wait on the version, with
+    its deadline, so `mlops models approve` knows this run will promote (see ml/registry.py).
+    """
+    settings, wf = context(workflow)
+    name, version = reg_ref["model"], str(reg_ref["version"])
+    if not reg_ref["passed"]:
+        return {"state": "not_needed", "message": f"v{version} failed the gate: nothing to approve."}
+    if wf.gate.approval == "auto":
+        return {"state": "approved", "who": "airflow", "why": "gate passed (automatic approval)",
+                "message": f"v{version} passed the gate; approval is automatic."}
+    client = registry.configure(settings)
+    wait = registry.open_wait(client, name, version, run_key=run_key, timeout_s=wf.gate.approval_timeout_hours * 3600)
+    decision = registry.decision_of(client, name, version)
+    if decision is None and datetime.now(timezone.utc) >= datetime.fromisoformat(wait["deadline"]):
+        registry.close_wait(client, name, version, "timed out")
+        # Written our end of the wait first, read the decision second: an approval recorded
+        # meanwhile is seen here, or its CLI sees the wait ended and promotes (ml/registry.py).
+        decision = registry.decision_of(client, name, version)
+        if decision is None:
+            return {"state": "timed_out", "message": (
+                f"nobody approved or rejected {name} v{version} within approval_timeout_hours="
+                f"{wf.gate.approval_timeout_hours:g} (waiting since {wait['since']}); @champion is unchanged. "
+                f"To promote it now: mlops models approve {version} --reason TEXT --workflow {wf.name} "
+                "(with no run waiting, the command moves @champion itself).")}
+    if decision is None:
+        return {"state": "waiting", "deadline": wait["deadline"], "message": (
+            f"{name} v{version} passed the gate and waits for a model owner until {wait['deadline']}: "
+            f"mlops models approve|reject {version} --reason TEXT --workflow {wf.name}")}
+    registry.close_wait(client, name, version, decision["decision"])
+    verdict = "approved" if decision["decision"] == "approved" else "rejected"
+    return {"state": verdict, "who": decision["who"], "why": decision["why"], "at": decision["at"],
+            "message": f"{name} v{version} {verdict} by {decision['who']} at {decision['at']}: {decision['why']}"}
+
+
 def promote(workflow: str, run_key: str, reg_ref: dict) -> dict:
+    """Move @champion to the registered version when the gate passed and it is approved.
+
+    With manual approval the decision is read from the registry here again, not taken from
+    XCom: the registry is the record of who approved, and this task moves the alias for the
+    run that waited (ml/registry.py says who moves @champion when).
+    """
     settings, wf = context(workflow)
     client = registry.configure(settings)
-    name, version = reg_ref["model"], reg_ref["version"]
+    name, version = reg_ref["model"], str(reg_ref["version"])
     current = registry.version_by_alias(client, name, registry.CHAMPION)
-    if current is not None and str(current.version) == str(version):
+    if current is not None and str(current.version) == version:
         return {"model": name, "champion": version, "promoted": True, "note": "already champion"}
     if not reg_ref["passed"]:
         print(f"v{version} failed the gate; @champion stays at v{reg_ref['champion_version']}.")
         return {"model": name, "champion": reg_ref["champion_version"], "promoted": False}
-    if wf.gate.approval != "auto":
-        print(f"v{version} passed the gate; waiting for a model owner: mlops models approve {version} --workflow {wf.name}")
-        return {"model": name, "champion": reg_ref["champion_version"], "promoted": False, "awaiting_approval": True}
-    registry.move_alias(client, name, registry.CHAMPION, version, expected_from=reg_ref["champion_version"],
-                        why=f"gate passed (automatic approval), {run_key}", who="airflow")
-    return {"model": name, "champion": version, "promoted": True}
+    if wf.gate.approval == "auto":
+        who, why = "airflow", f"gate passed (automatic approval), {run_key}"
+    else:
+        decision = registry.decision_of(client, name, version)
+        if decision is None or decision["decision"] != "approved":
+            state = decision["decision"] if decision else "not decided"
+            print(f"v{version} is {state}; @champion stays at v{reg_ref['champion_version']}.")
+            return {"model": name, "champion": reg_ref["champion_version"], "promoted": False, "approval": state}
+        who, why = decision["who"], f"approved: {decision['why']} (gate passed, {run_key})"
+    # Compare-and-set against the champion the gate compared with, not the one there now.
+    entry = registry.move_alias(client, name, registry.CHAMPION, version, expected_from=reg_ref["champion_version"],
+                                why=why, who=who, kind="promote")
+    return {"model": name, "champion": version, "promoted": True, **({"note": "moved meanwhile by the same decision"}
+                                                                       if entry.get("unchanged") else {})}

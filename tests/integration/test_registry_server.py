@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import time
+from datetime import datetime, timezone
 
 import mlflow
 import pytest
@@ -20,7 +24,7 @@ from mlflow_server import RACER_PRELUDE, ROOT, Racers, client_env, log_tiny_clas
 from ml import registry
 from ml.config import load_settings
 from ml.evaluate.gate import decide
-from ml.pipeline.distill import promote
+from ml.pipeline.distill import await_approval, promote
 from ml.registry import CHAMPION, PromotionConflict, RegistryError
 from ml.workflows import get_workflow
 
@@ -196,3 +200,140 @@ def test_a_lock_left_by_a_dead_promoter_is_broken_and_a_live_one_is_waited_for(s
     with pytest.raises(PromotionConflict):
         registry.move_alias(client, name, CHAMPION, v2, expected_from=None, why="stale gate")
     assert not lock_left(srv, name)  # a refused move releases the lock too
+
+
+# Approval and rollback as a model owner does them: `mlops models ...` in its own process -------
+
+def owner_workflow(tmp_path, srv, model: str, *, timeout_hours: float = 1.0) -> dict:
+    """A workflow whose model is `model`, approval manual; the env a `mlops` child needs for it."""
+    path = tmp_path / "workflows.yaml"
+    path.write_text(f"workflows:\n  {model.removesuffix('_student')}:\n    labels: [billing, shipping, login]\n"
+                    f"    gate: {{approval: manual, approval_timeout_hours: {timeout_hours}}}\n")
+    return {**srv["env"], "MLOPS_WORKFLOWS_FILE": str(path)}
+
+
+def mlops(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ml.cli", *args], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+
+
+def gated(srv, name: str, key: str, *, champion_version: str | None, passed: bool = True) -> dict:
+    """A version registered as register_challenger does: its gate result and decision in tags."""
+    decision = decide(metrics(0.9 if passed else 0.1), metrics(0.8) if champion_version else None, WORKFLOW.gate,
+                      latency_sla_p99_ms=WORKFLOW.latency_sla_p99_ms, champion_version=champion_version)
+    version = registry.register(srv["client"], name, srv["model_uri"], srv["run_id"], idempotency_key=key, tags={
+        "workflow": "tickets", "gate": "passed" if decision.passed else "failed",
+        "gate_decision": json.dumps(decision.to_dict())})
+    return {"model": name, "version": version, "passed": decision.passed, "champion_version": champion_version}
+
+
+@pytest.fixture
+def owner(srv, monkeypatch, tmp_path, request):
+    """A model of its own (short enough for a workflow name) with v1 as @champion, and its `mlops` env."""
+    name = "own_" + hashlib.sha1(request.node.name.encode()).hexdigest()[:10] + "_student"
+    timeout_hours = getattr(request, "param", 1.0)
+    env = owner_workflow(tmp_path, srv, name, timeout_hours=timeout_hours)
+    monkeypatch.setenv("MLOPS_WORKFLOWS_FILE", env["MLOPS_WORKFLOWS_FILE"])
+    v1 = register(srv, name, "run-1")
+    registry.move_alias(srv["client"], name, CHAMPION, v1, expected_from=None, why="first", kind="promote")
+    return {"name": name, "workflow": name.removesuffix("_student"), "env": env, "v1": v1}
+
+
+def test_a_waiting_run_promotes_what_the_owner_approves_and_the_cli_does_not(srv, owner):
+    name, wf, env = owner["name"], owner["workflow"], owner["env"]
+    reg = gated(srv, name, f"distill__{wf}/run-2", champion_version=owner["v1"])
+    run = f"distill__{wf}/run-2"
+    looked = await_approval(wf, run, reg)
+    assert looked["state"] == "waiting" and f"mlops models approve|reject {reg['version']}" in looked["message"]
+    assert not promote(wf, run, reg)["promoted"]  # nothing decided: promote never moves
+
+    approved = mlops(env, "models", "approve", reg["version"], "--reason", "reviewed the confusion matrix",
+                     "--who", "ada", "--workflow", wf, "--json")
+    assert approved.returncode == 0, approved.stderr
+    out = json.loads(approved.stdout)
+    assert (out["moved"], out["promoted_by"], out["decision"]["who"]) == (False, run, "ada")
+    assert champion(srv, name) == owner["v1"]  # the CLI left the move to the waiting run
+
+    looked = await_approval(wf, run, reg)
+    assert (looked["state"], looked["who"], looked["why"]) == ("approved", "ada", "reviewed the confusion matrix")
+    assert promote(wf, run, reg)["promoted"] and champion(srv, name) == reg["version"]
+    last = registry.alias_history(srv["client"], name)[-1]
+    assert (last["from"], last["to"], last["who"], last["kind"]) == (owner["v1"], reg["version"], "ada", "promote")
+    assert last["why"].startswith("approved: reviewed the confusion matrix")
+    assert registry.wait_of(srv["client"], name, reg["version"])["outcome"] == "approved"
+
+    shown = json.loads(mlops(env, "models", "show", reg["version"], "--workflow", wf, "--json").stdout)
+    assert shown["approval"]["who"] == "ada" and shown["gate"]["passed"] is True
+    listed = json.loads(mlops(env, "models", "list", "--workflow", wf, "--json").stdout)
+    assert [(v["version"], v["aliases"], v["gate"], (v["approval"] or {}).get("decision")) for v in listed] == [
+        (owner["v1"], [], None, None), (reg["version"], ["champion"], "passed", "approved")]
+
+
+def test_a_rejection_ends_the_wait_and_promote_moves_nothing(srv, owner):
+    name, wf = owner["name"], owner["workflow"]
+    reg = gated(srv, name, f"distill__{wf}/run-2", champion_version=owner["v1"])
+    run = f"distill__{wf}/run-2"
+    assert await_approval(wf, run, reg)["state"] == "waiting"
+    rejected = mlops(owner["env"], "models", "reject", reg["version"], "--reason", "misroutes refunds", "--who", "bob",
+                     "--workflow", wf)
+    assert rejected.returncode == 0, rejected.stderr
+    assert f"DAG run {run} ends at its next look with promote skipped" in rejected.stdout
+    looked = await_approval(wf, run, reg)
+    assert looked["state"] == "rejected" and "rejected by bob" in looked["message"] and "misroutes refunds" in looked["message"]
+    assert not promote(wf, run, reg)["promoted"] and champion(srv, name) == owner["v1"]
+
+
+@pytest.mark.parametrize("owner", [0.0005], indirect=True)  # 1.8 s
+def test_after_the_timeout_the_run_gives_up_and_approve_moves_champion_itself(srv, owner):
+    name, wf = owner["name"], owner["workflow"]
+    reg = gated(srv, name, f"distill__{wf}/run-2", champion_version=owner["v1"])
+    run = f"distill__{wf}/run-2"
+    wait = await_approval(wf, run, reg)
+    assert wait["state"] == "waiting"
+    time.sleep(max(0.0, (datetime.fromisoformat(wait["deadline"]) - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+    looked = await_approval(wf, run, reg)
+    assert looked["state"] == "timed_out"
+    assert "nobody approved or rejected" in looked["message"] and "approval_timeout_hours=0.0005" in looked["message"]
+    assert champion(srv, name) == owner["v1"]
+
+    approved = mlops(owner["env"], "models", "approve", reg["version"], "--reason", "late but fine", "--workflow", wf,
+                     "--json")
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout)["moved"] is True and champion(srv, name) == reg["version"]
+
+
+def test_approve_refuses_a_failed_gate_and_a_champion_that_moved_since_the_gate(srv, owner):
+    name, wf, env = owner["name"], owner["workflow"], owner["env"]
+    failed = gated(srv, name, "run-2", champion_version=owner["v1"], passed=False)
+    refused = mlops(env, "models", "approve", failed["version"], "--reason", "x", "--workflow", wf)
+    assert refused.returncode != 0 and f"v{failed['version']} failed its gate" in refused.stderr
+    assert "--override-gate" in refused.stderr and registry.decision_of(srv["client"], name, failed["version"]) is None
+
+    stale = gated(srv, name, "run-3", champion_version=owner["v1"])
+    v4 = register(srv, name, "run-4")
+    registry.move_alias(srv["client"], name, CHAMPION, v4, expected_from=owner["v1"], why="meanwhile")
+    conflict = mlops(env, "models", "approve", stale["version"], "--reason", "x", "--workflow", wf)
+    assert conflict.returncode != 0 and f"is now v{v4}, not v{owner['v1']}" in conflict.stderr
+    assert champion(srv, name) == v4
+
+    missing = mlops(env, "models", "approve", "999", "--reason", "x", "--workflow", wf)
+    assert missing.returncode != 0 and f"{name} has no version 999" in missing.stderr
+
+
+def test_mlops_models_rollback_twice_goes_two_champions_back(srv, owner):
+    name, wf, env = owner["name"], owner["workflow"], owner["env"]
+    v1, v2, v3 = owner["v1"], register(srv, name, "run-2"), register(srv, name, "run-3")
+    registry.move_alias(srv["client"], name, CHAMPION, v2, expected_from=v1, why="promoted", kind="promote")
+    registry.move_alias(srv["client"], name, CHAMPION, v3, expected_from=v2, why="promoted", kind="promote")
+    steps = []
+    for reason in ("v3 misroutes refunds", "v2 is no better"):
+        done = mlops(env, "models", "rollback", "--reason", reason, "--who", "ada", "--workflow", wf, "--json")
+        assert done.returncode == 0, done.stderr
+        steps.append((json.loads(done.stdout)["from"], json.loads(done.stdout)["to"], champion(srv, name)))
+    assert steps == [(v3, v2, v2), (v2, v1, v1)]
+    nothing = mlops(env, "models", "rollback", "--reason", "again", "--workflow", wf)
+    assert nothing.returncode != 0 and f"v{v1} has no previous version to roll back to" in nothing.stderr
+    assert champion(srv, name) == v1
+    history = json.loads(mlops(env, "models", "history", "--workflow", wf, "--json").stdout)
+    assert [(e["from"], e["to"], e["kind"]) for e in history] == [
+        (None, v1, "promote"), (v1, v2, "promote"), (v2, v3, "promote"), (v3, v2, "rollback"), (v2, v1, "rollback")]

@@ -179,21 +179,123 @@ def test_rollback_restores_the_previous_champion_and_records_it(client, store, n
     assert registry.alias_history(client, name)[-1] == entry and entry["seq"] == 4
 
 
-@pytest.mark.parametrize("moves", [
-    [],                              # never promoted
-    [(CHAMPION, None, "first")],     # the first champion has nothing before it
-    [(CHALLENGER, None, "cand")],    # only the challenger ever moved
+@pytest.mark.parametrize("moves, refusal", [
+    ([], "no version is @champion, so there is nothing to roll back"),                 # never promoted
+    ([(CHAMPION, None, "first")], "v1 has no previous version to roll back to"),      # nothing before it
+    ([(CHALLENGER, None, "cand")], "no version is @champion"),                         # only the challenger moved
 ])
-def test_rollback_without_a_previous_champion_is_refused(client, store, name, moves):
+def test_rollback_without_a_previous_champion_is_refused(client, store, name, moves, refusal):
     v1 = register(store, client, name, "k1")
     for alias, expected, why in moves:
         registry.move_alias(client, name, alias, v1, expected_from=expected, why=why)
-    with pytest.raises(RegistryError, match="no previous version to roll back to"):
+    with pytest.raises(RegistryError, match=refusal):
         registry.rollback(client, name, why="oops")
     assert len(registry.alias_history(client, name)) == len(moves)
+
+
+def test_rolling_back_twice_goes_two_champions_back_then_says_there_is_nothing_left(client, store, name):
+    v1, v2, v3 = (register(store, client, name, f"k{i}") for i in (1, 2, 3))
+    for expected, to in ((None, v1), (v1, v2), (v2, v3)):
+        registry.move_alias(client, name, CHAMPION, to, expected_from=expected, why="promoted", kind="promote")
+    first = registry.rollback(client, name, why="v3 misroutes refunds", who="ada")
+    second = registry.rollback(client, name, why="v2 too", who="ada")
+    assert (first["from"], first["to"], second["from"], second["to"]) == (v3, v2, v2, v1)  # not back to v3
+    assert str(registry.version_by_alias(client, name, CHAMPION).version) == v1
+    with pytest.raises(RegistryError, match=r"v1 has no previous version.*rolled back from already \(v2, v3\)"):
+        registry.rollback(client, name, why="once more")
+    # A new promotion is a champion to fall back from again.
+    registry.move_alias(client, name, CHAMPION, v3, expected_from=v1, why="fixed and re-approved", kind="promote")
+    assert registry.rollback(client, name, why="no, still bad")["to"] == v1
+
+
+def test_rollback_passes_over_a_deleted_version(client, store, name):
+    v1, v2, v3 = (register(store, client, name, f"k{i}") for i in (1, 2, 3))
+    for expected, to in ((None, v1), (v1, v2), (v2, v3)):
+        registry.move_alias(client, name, CHAMPION, to, expected_from=expected, why="promoted")
+    client.delete_model_version(name, v2)
+    assert registry.rollback(client, name, why="v3 is bad")["to"] == v1
+
+
+def test_rollback_refuses_when_the_alias_was_moved_outside_the_history(client, store, name):
+    v1, v2, v3 = (register(store, client, name, f"k{i}") for i in (1, 2, 3))
+    registry.move_alias(client, name, CHAMPION, v1, expected_from=None, why="first")
+    registry.move_alias(client, name, CHAMPION, v2, expected_from=v1, why="second")
+    client.set_registered_model_alias(name, CHAMPION, v3)  # the MLflow UI, say
+    with pytest.raises(RegistryError, match="@champion is v3, but the alias history says v2"):
+        registry.rollback(client, name, why="oops")
+    assert str(registry.version_by_alias(client, name, CHAMPION).version) == v3
+
+
+def _moves(*moves) -> list[dict]:
+    return [{"alias": alias, "from": frm, "to": to, "kind": kind} for alias, frm, to, kind in moves]
+
+
+# (history, champions left to fall back on): a promotion pushes, a rollback pops.
+STACKS = {
+    "nothing": ([], []),
+    "promotions": (_moves((CHAMPION, None, "1", "promote"), (CHAMPION, "1", "2", "promote")), ["1", "2"]),
+    "challenger moves do not count": (_moves((CHALLENGER, None, "1", "challenger"),
+                                             (CHAMPION, None, "1", "promote")), ["1"]),
+    "a rollback pops": (_moves((CHAMPION, None, "1", "promote"), (CHAMPION, "1", "2", "promote"),
+                               (CHAMPION, "2", "1", "rollback")), ["1"]),
+    "promoted again after a rollback": (_moves((CHAMPION, None, "1", "promote"), (CHAMPION, "1", "2", "promote"),
+                                               (CHAMPION, "2", "1", "rollback"), (CHAMPION, "1", "3", "promote")),
+                                        ["1", "3"]),
+    # Entries written before `kind` existed: the reason says rollback.
+    "an old rollback entry": ([{"alias": CHAMPION, "from": None, "to": "1", "why": "gate passed"},
+                               {"alias": CHAMPION, "from": "1", "to": "2", "why": "gate passed"},
+                               {"alias": CHAMPION, "from": "2", "to": "1", "why": "rollback: bad"}], ["1"]),
+    # The old rollback flipped back to the version it had left: both were rolled back from.
+    "an old flip": (_moves((CHAMPION, None, "1", "promote"), (CHAMPION, "1", "2", "promote"),
+                           (CHAMPION, "2", "1", "rollback"), (CHAMPION, "1", "2", "rollback")), ["2"]),
+}
+
+
+@pytest.mark.parametrize("history, stack", STACKS.values(), ids=STACKS.keys())
+def test_champion_stack(history, stack):
+    assert registry.champion_stack(history) == stack
 
 
 def test_a_model_that_does_not_exist_gives_registry_errors(client):
     assert registry.version_by_alias(client, "never_registered_student", CHAMPION) is None
     with pytest.raises(RegistryError, match="no registered model 'never_registered_student'"):
         registry.alias_history(client, "never_registered_student")
+
+
+def test_a_move_to_where_the_alias_points_already_is_done_and_recorded_once(client, store, name):
+    v1 = register(store, client, name, "k1")
+    first = registry.move_alias(client, name, CHAMPION, v1, expected_from=None, why="approved", kind="promote")
+    # The same decision carried out a second time (a retry, or the CLI and the DAG both): no move.
+    again = registry.move_alias(client, name, CHAMPION, v1, expected_from=None, why="approved", kind="promote")
+    assert again == {**first, "unchanged": True}
+    assert registry.alias_history(client, name) == [first]
+
+
+def test_a_decision_and_a_wait_are_kept_on_the_version(client, store, name, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    v1 = register(store, client, name, "k1")
+    assert registry.decision_of(client, name, v1) is None and registry.wait_of(client, name, v1) is None
+    wait = registry.open_wait(client, name, v1, run_key="distill__t/run-1", timeout_s=3600)
+    assert registry.is_waiting(wait) and wait["state"] == "waiting"
+    assert datetime.fromisoformat(wait["deadline"]) - datetime.fromisoformat(wait["since"]) == timedelta(hours=1)
+    # A later look of the same run keeps its deadline; nothing is decided yet.
+    assert registry.open_wait(client, name, v1, run_key="distill__t/run-1", timeout_s=60) == wait
+
+    monkeypatch.setenv("MLOPS_USER", "ada")
+    record = registry.record_decision(client, name, v1, "approved", why="  reviewed the confusion matrix ")
+    assert registry.decision_of(client, name, v1) == record
+    assert (record["decision"], record["who"], record["why"]) == ("approved", "ada", "reviewed the confusion matrix")
+    with pytest.raises(RegistryError, match="needs a reason"):
+        registry.record_decision(client, name, v1, "rejected", why=" ")
+    with pytest.raises(ValueError, match="not one of approved, rejected"):
+        registry.record_decision(client, name, v1, "maybe", why="x")
+
+    ended = registry.close_wait(client, name, v1, "approved")
+    assert registry.wait_of(client, name, v1) == ended and ended["outcome"] == "approved"
+    assert not registry.is_waiting(ended)
+    # A run cleared after its wait ended waits anew.
+    assert registry.open_wait(client, name, v1, run_key="distill__t/run-1", timeout_s=60)["state"] == "waiting"
+    # A wait whose deadline is long past was left by a run that stopped: nobody waits.
+    past = datetime.now(timezone.utc) + timedelta(seconds=60 + 2 * registry.WAIT_POLL_MAX_S + 1)
+    assert not registry.is_waiting(registry.wait_of(client, name, v1), now=past)
