@@ -29,8 +29,8 @@ from ml.config import Settings
 from ml.data import contract
 from ml.evaluate.gate import decide
 from ml.evaluate.metrics import classification_report
-from ml.evaluate.serving import (dir_size_bytes, load_classifier, measure_serving, predict_probs, quantize_int8,
-                                 state_dict_bytes)
+from ml.evaluate.serving import dir_size_bytes, load_classifier, measure_latency, measure_serving, predict_probs
+from ml.export import ExportError, quantize_int8, state_dict_bytes
 from ml.pipeline.ingest_validate import context, label_set, store_for
 from ml.workflows import Workflow
 
@@ -107,7 +107,8 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
     train_df = store.load("train").iloc[data["rows"]]  # the rows the targets were computed for
     if store.current("train")["version"] != meta["dataset_version"]:
         raise RuntimeError("the training set changed after targets were prepared; clear this run and re-run it.")
-    base_dir = resolve_base_model(wf.base_model)
+    registry.configure(settings)  # a models:/ base model is looked up in the platform's registry
+    base_dir = resolve_base_model(wf.base_model, cache_dir=settings.state_dir / "base_models")
     out_dir = run_dir(settings, wf, run_key)
     with _open_run(settings, wf, run_key) as run:
         dataset = mlflow.data.from_pandas(train_df, name=f"{wf.name}-train", digest=meta["dataset_version"][:36])
@@ -173,7 +174,7 @@ def _serving_cost_per_1k_usd(settings: Settings, wf: Workflow, throughput_calls_
     return float(hour_usd) / (throughput_calls_per_s * 3600) * 1000
 
 
-def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels, with_int8: bool = False) -> dict:
+def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels, export_dir: Path | None = None) -> dict:
     device = _device(settings)
     model, tokenizer = load_classifier(model_dir, device)
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -184,16 +185,45 @@ def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels, 
     report.update(measure_serving(model, tokenizer, texts, max_length=wf.training.max_length, device=device))
     report["size_on_disk_bytes"] = dir_size_bytes(model_dir)
     report["cost_per_1k_calls_usd"] = _serving_cost_per_1k_usd(settings, wf, report["throughput_calls_per_s"])
-    if with_int8:  # the export option, with its accuracy cost measured on the same examples
-        q = quantize_int8(model)
-        q_report = classification_report(predict_probs(q, tokenizer, texts, max_length=wf.training.max_length), y, labels)
-        q_report.update(measure_serving(q, tokenizer, texts, max_length=wf.training.max_length, n_single=50))
-        report["int8"] = {"macro_f1": q_report["macro_f1"], "accuracy": q_report["accuracy"],
-                          "macro_f1_cost": report["macro_f1"] - q_report["macro_f1"],
-                          "latency_p99_ms": q_report["latency_p99_ms"],
-                          "throughput_calls_per_s": q_report["throughput_calls_per_s"],
-                          "weights_bytes": state_dict_bytes(q), "fp32_weights_bytes": state_dict_bytes(model)}
+    if export_dir is not None:  # the serving exports, each with its accuracy cost on the same examples
+        report["int8"] = _int8_figures(model, tokenizer, texts, y, labels, wf, report)
+        try:
+            report["onnx"] = _onnx_figures(settings, model, tokenizer, texts, y, labels, wf, report, probs,
+                                           export_dir / "model.onnx")
+        except ExportError as exc:  # the torch model is still servable; the evaluation says why there is no ONNX
+            report["onnx_error"] = str(exc)
     return report
+
+
+def _int8_figures(model, tokenizer, texts, y, labels, wf: Workflow, fp32: dict) -> dict:
+    q = quantize_int8(model)
+    q_report = classification_report(predict_probs(q, tokenizer, texts, max_length=wf.training.max_length), y, labels)
+    q_report.update(measure_serving(q, tokenizer, texts, max_length=wf.training.max_length, n_single=50))
+    return {"macro_f1": q_report["macro_f1"], "accuracy": q_report["accuracy"],
+            "macro_f1_cost": fp32["macro_f1"] - q_report["macro_f1"],
+            "latency_p50_ms": q_report["latency_p50_ms"], "latency_p99_ms": q_report["latency_p99_ms"],
+            "throughput_calls_per_s": q_report["throughput_calls_per_s"],
+            "weights_bytes": state_dict_bytes(q), "fp32_weights_bytes": state_dict_bytes(model)}
+
+
+def _onnx_figures(settings: Settings, model, tokenizer, texts, y, labels, wf: Workflow, fp32: dict,
+                  fp32_probs: np.ndarray, path: Path) -> dict:
+    """The ONNX export under onnxruntime (CPU): its quality and speed next to the torch model's."""
+    from ml.export import OnnxClassifier, export_onnx
+
+    onnx = OnnxClassifier(export_onnx(model, tokenizer, path), tokenizer, threads=settings.torch_threads)
+    max_length = wf.training.max_length
+    probs = onnx.predict_probs(texts, max_length=max_length)
+    o_report = classification_report(probs, y, labels)
+    timing = measure_latency(lambda batch: onnx.predict_probs(batch, max_length=max_length, batch_size=len(batch)),
+                             texts, n_single=50)
+    return {"macro_f1": o_report["macro_f1"], "accuracy": o_report["accuracy"],
+            "macro_f1_cost": fp32["macro_f1"] - o_report["macro_f1"],
+            # How far the exported graph's numbers are from torch's on the same texts.
+            "max_abs_prob_diff": float(np.abs(probs - fp32_probs).max()) if len(probs) else 0.0,
+            "argmax_agreement": float((probs.argmax(1) == fp32_probs.argmax(1)).mean()) if len(probs) else 1.0,
+            "latency_p50_ms": timing["latency_p50_ms"], "latency_p99_ms": timing["latency_p99_ms"],
+            "throughput_calls_per_s": timing["throughput_calls_per_s"], "file_bytes": path.stat().st_size}
 
 
 def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
@@ -204,7 +234,8 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
     labels = json.loads((run_dir(settings, wf, run_key) / "targets.json").read_text())["labels"]
     index = {name: i for i, name in enumerate(labels)}
     texts, y = list(eval_df[contract.TEXT]), [index[lab] for lab in eval_df[contract.LABEL]]
-    challenger = _score(settings, wf, Path(train_ref["model_dir"]), texts, y, labels, with_int8=True)
+    out = run_dir(settings, wf, run_key)
+    challenger = _score(settings, wf, Path(train_ref["model_dir"]), texts, y, labels, export_dir=out / "export")
 
     client = registry.configure(settings)
     champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
@@ -218,7 +249,6 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
     decision = decide(challenger, champion, wf.gate, latency_sla_p99_ms=wf.latency_sla_p99_ms,
                       max_cost_per_1k_calls_usd=frontier_per_call * 1000 if frontier_per_call else None,
                       champion_version=str(champ.version) if champ else None)
-    out = run_dir(settings, wf, run_key)
     evaluation = {"challenger": challenger, "champion": champion, "decision": decision.to_dict(),
                   "eval_version": store_for(settings, wf).current("eval")["version"],
                   "frontier_cost_per_1k_calls_usd": frontier_per_call * 1000 if frontier_per_call else None}
@@ -227,9 +257,12 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
     with mlflow.start_run(run_id=train_ref["run_id"]):
         mlflow.log_artifact(str(out / "evaluation.json"))
         mlflow.log_artifact(str(out / "confusion_matrix.png"))
+        if "onnx" in challenger:
+            mlflow.log_artifact(str(out / "export" / "model.onnx"), artifact_path="onnx")
     scalar = {f"eval.{k}": v for k, v in challenger.items() if isinstance(v, (int, float))}
     scalar.update({f"eval.f1.{k}": v for k, v in challenger["per_class_f1"].items()})
     scalar.update({f"eval.int8.{k}": v for k, v in challenger.get("int8", {}).items()})
+    scalar.update({f"eval.onnx.{k}": v for k, v in challenger.get("onnx", {}).items()})
     _log_batch(train_ref["run_id"], metrics=scalar, tags={"gate": "passed" if decision.passed else "failed"})
     print(f"gate {'PASSED' if decision.passed else 'FAILED'}: " + "; ".join(c.detail for c in decision.checks))
     return {"passed": decision.passed, "reasons": decision.reasons, "macro_f1": challenger["macro_f1"],

@@ -1,0 +1,54 @@
+"""The distill DAG's scoring step on a tiny classifier: the fp32 figures and both serving exports,
+each with its accuracy cost measured on the same examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ml.config import load_settings
+from ml.pipeline.distill import _score
+from ml.train.student import build_student
+from ml.workflows import load_workflows
+
+LABELS = ["billing", "login", "shipping"]
+TEXTS = [f"{w} problem, ticket {i}" for i, w in enumerate(["refund", "password", "parcel", "invoice", "account"] * 4)]
+Y = [i % 3 for i in range(len(TEXTS))]
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_base_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    torch.manual_seed(0)
+    model, tokenizer = build_student(tiny_base_model, LABELS)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    settings = load_settings({"MLOPS_STATE_DIR": str(root / "state"), "MLOPS_DEVICE": "cpu", "MLOPS_TORCH_THREADS": "1"})
+    wf = next(iter(load_workflows(settings.workflows_file).values()))
+    threads = torch.get_num_threads()
+    try:
+        return _score(settings, wf, root / "model", TEXTS, Y, LABELS, export_dir=root / "export"), root
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_onnx_export_is_scored_next_to_the_torch_model(scored):
+    report, root = scored
+    onnx = report["onnx"]
+    assert (root / "export" / "model.onnx").stat().st_size == onnx["file_bytes"] > 0
+    assert onnx["argmax_agreement"] == 1.0 and onnx["max_abs_prob_diff"] < 1e-4
+    assert onnx["macro_f1_cost"] == pytest.approx(0.0, abs=1e-9)
+    assert onnx["macro_f1"] == pytest.approx(report["macro_f1"])
+    assert 0 < onnx["latency_p50_ms"] <= onnx["latency_p99_ms"] and onnx["throughput_calls_per_s"] > 0
+    assert "onnx_error" not in report
+
+
+def test_int8_figures_and_all_export_metrics_are_numbers(scored):
+    report, _ = scored
+    int8 = report["int8"]
+    assert int8["macro_f1_cost"] == pytest.approx(report["macro_f1"] - int8["macro_f1"])
+    assert int8["weights_bytes"] < int8["fp32_weights_bytes"]
+    # evaluate_and_gate logs every value of these blocks as an MLflow metric: each must be a finite number.
+    for block in ("int8", "onnx"):
+        assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in report[block].values()), block
