@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, table
 
@@ -64,6 +65,7 @@ def _evaluation(run_id: str | None) -> dict | None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no bar on stderr
     try:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation.json")
     except (MlflowException, OSError):
@@ -75,9 +77,14 @@ def _number(value) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value)
     if isinstance(value, int):
-        return str(value)
+        return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)  # a NaN is shown as what it is: the gate failed on it
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        # Costs per call are fractions of a cent: significant digits, not four decimals of zero.
+        return f"{value:.4f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"
     return str(value)
 
 

@@ -287,6 +287,25 @@ def _confusion_png(cm, labels, path: Path) -> None:
     plt.close(fig)
 
 
+def _run_cost_usd(settings: Settings, wf: Workflow, run_key: str) -> str:
+    """What the cost ledger holds for this DAG run's tasks so far (the listener books each try as
+    `<dag_id>/<run_id>/<task>/...`), reversals included; "unknown" when the ledger cannot be read:
+    a cost figure is never worth failing a registration."""
+    from decimal import Decimal
+
+    from ml.costs.ledger import Ledger
+
+    try:
+        with Ledger(settings.ledger_url) as ledger:
+            entries = ledger.entries(workflow=wf.name)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        print(f"cost ledger not readable ({exc}); the version's cost_usd tag says unknown.")
+        return "unknown"
+    ours = {e.id: e for e in entries if e.source.startswith(run_key + "/")}
+    ours.update({e.id: e for e in entries if e.reverses_id in ours})
+    return str(sum((e.amount for e in ours.values()), Decimal("0")))
+
+
 def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: dict) -> dict:
     import mlflow
     import pandas as pd
@@ -314,7 +333,9 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
             "teacher": json.dumps(train_ref["teacher"]), "git_sha": git_sha(settings), "airflow_run_key": run_key,
             "gate": "passed" if gate_ref["passed"] else "failed", "macro_f1": f"{gate_ref['macro_f1']:.4f}",
             "latency_p99_ms": f"{gate_ref['latency_p99_ms']:.2f}",
-            "gate_decision": json.dumps(evaluation["decision"])[:4900]}
+            "gate_decision": json.dumps(evaluation["decision"])[:4900],
+            "cost_usd": _run_cost_usd(settings, wf, run_key),
+            "cost_scope": "cost ledger: this DAG run's tasks booked before registration (targets, training, evaluation)"}
     version = registry.register(client, wf.model_name, model_uri, run_id, idempotency_key=run_key, tags=tags)
     current = registry.version_by_alias(client, wf.model_name, registry.CHALLENGER)
     if current is None or str(current.version) != version:

@@ -151,6 +151,8 @@ def test_an_approval_while_the_run_waits_is_promoted_by_the_run(platform):
     assert move["why"].startswith("approved: reviewed the confusion matrix")
     shown = json.loads(mlops(platform["env"], "models", "show", owner.version, "--workflow", WF, "--json").stdout)
     assert shown["approval"]["decision"] == "approved" and shown["approval_wait"]["outcome"] == "approved"
+    # Lineage: its cost so far, from the ledger the cost listener booked the run's tasks in.
+    assert float(shown["tags"]["cost_usd"]) > 0 and "cost ledger" in shown["tags"]["cost_scope"]
 
 
 def test_a_rejection_while_the_run_waits_skips_promote_and_logs_why(platform):
