@@ -19,8 +19,10 @@ STATE_DIR/airflow-stack/<component>.log, and stop() ends every process group it 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -49,6 +51,11 @@ class AirflowStackError(AirflowRunError):
     """A component did not start or died, or a DAG run failed; the message says where to look."""
 
 
+def async_postgres_driver() -> bool:
+    """Whether asyncpg, the driver Airflow 3 derives its async metadata connection from, is importable."""
+    return importlib.util.find_spec("asyncpg") is not None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,6 +78,9 @@ class AirflowStack:
             raise ValueError(f"executor={executor!r} is not one of {', '.join(EXECUTORS)}.")
         if executor == "CeleryExecutor" and not broker_url:
             raise ValueError("The CeleryExecutor needs a broker: pass broker_url='redis://127.0.0.1:6379/0'.")
+        if database_url and database_url.startswith("postgresql") and not async_postgres_driver():
+            raise ValueError("Airflow 3 on PostgreSQL also opens an async connection, through the asyncpg "
+                             "driver, which is not installed: pip install asyncpg (apache-airflow[postgres]).")
         self.settings = settings
         self.executor = executor
         self.start_timeout_s = start_timeout_s
@@ -216,7 +226,7 @@ class AirflowStack:
         for name, proc in self._procs.items():
             if proc.poll() is not None:
                 log = self.log_path(name)
-                reason = _first_error(log.read_text(errors="replace")) if log.exists() else ""
+                reason = _crash_reason(log.read_text(errors="replace")) if log.exists() else ""
                 raise AirflowStackError(f"Airflow {name} exited with {proc.returncode}"
                                         f"{': ' + reason if reason else ''}; see {log}.")
 
@@ -314,6 +324,15 @@ class AirflowStack:
         mapped = f"map_index={ti['map_index']}/" if ti["map_index"] >= 0 else ""
         return (self.settings.airflow_home / "logs" / f"dag_id={ti['dag_id']}" / f"run_id={ti['dag_run_id']}"
                 / f"task_id={ti['task_id']}" / f"{mapped}attempt={max(ti['try_number'], 1)}.log")
+
+
+def _crash_reason(log_text: str) -> str:
+    """The root cause and the last error of a component's log (a chained traceback names both)."""
+    found = re.findall(r"^(?:[\w.]*(?:Exception|Error)): .+$", "\n".join(log_text.splitlines()[-300:]),
+                       flags=re.MULTILINE)
+    if not found:
+        return ""
+    return found[0][:300] if found[0] == found[-1] else f"{found[0][:300]} (then {found[-1][:200]})"
 
 
 def _task_error(log_text: str) -> str:
