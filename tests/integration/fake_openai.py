@@ -1,7 +1,10 @@
 """A small OpenAI-compatible chat completions server on 127.0.0.1, for tests and the proxy benchmark.
 
 Each request takes the next mode from `script`, then `default_mode`:
-  ok         answers `answer` (streamed as SSE when the request says stream: true)
+  ok         answers `answer` (streamed as SSE when the request says stream: true); `answer` may be
+             a function of the request body, and when the request asks for logprobs and
+             `logprobs` (a function of the body giving the per-token list) is set, the
+             non-streamed choice carries them as OpenAI's {"content": [...]}
   slow       ok, after `slow_s` (streamed: the headers at once, the first token after slow_s)
   hang       sleeps `hang_s` before anything, so a client with a shorter timeout gives up
   error429 / error500 / error400   an OpenAI-style error body with that status
@@ -15,15 +18,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_SLEEP_S = 2.0  # tests stay bounded in time
 
 
 class FakeOpenAI:
-    def __init__(self, *, answer: str = " Billing\n", default_mode: str = "ok", slow_s: float = 0.3,
-                 hang_s: float = 2.0, delay_s: float = 0.0, port: int = 0):
+    def __init__(self, *, answer: str | Callable[[dict], str] = " Billing\n", default_mode: str = "ok",
+                 slow_s: float = 0.3, hang_s: float = 2.0, delay_s: float = 0.0, port: int = 0,
+                 logprobs: Callable[[dict], list[dict]] | None = None):
         assert max(slow_s, hang_s, delay_s) <= MAX_SLEEP_S
+        self.logprobs = logprobs
         self.answer, self.default_mode, self.slow_s, self.hang_s, self.delay_s = answer, default_mode, slow_s, hang_s, delay_s
         self.script: list[str] = []
         self.requests: list[dict] = []
@@ -32,6 +38,9 @@ class FakeOpenAI:
         self._server.daemon_threads = True
         self._server.fake = self
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def answer_for(self, body: dict) -> str:
+        return self.answer(body) if callable(self.answer) else self.answer
 
     def next_mode(self, request: dict) -> str:
         with self._lock:
@@ -69,14 +78,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(status, json.dumps(payload).encode(), {"Retry-After": "0"} if status == 429 else {})
             if mode == "malformed":
                 return self._send(200, b'{"id": "x", "choices": [{"message": ')
+            answer = fake.answer_for(body)
             if body.get("stream"):
-                return self._stream(fake, body, mode)
+                return self._stream(fake, body, mode, answer)
             if mode == "slow":
                 time.sleep(fake.slow_s)
-            message = {"role": "assistant", "content": fake.answer}
+            choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+            if body.get("logprobs") and fake.logprobs is not None:
+                choice["logprobs"] = {"content": fake.logprobs(body)}
             self._send(200, json.dumps({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake-2026-06-01",
-                                        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                                        "usage": _usage(body, fake.answer)}).encode())
+                                        "choices": [choice], "usage": _usage(body, answer)}).encode())
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test): nothing to answer
 
@@ -93,19 +104,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def _stream(self, fake: FakeOpenAI, body: dict, mode: str) -> None:
+    def _stream(self, fake: FakeOpenAI, body: dict, mode: str, answer: str) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake-2026-06-01"}
-        half = len(fake.answer) // 2
+        half = len(answer) // 2
         events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
         events += [{**base, "choices": [{"index": 0, "delta": {"content": part}}]}
-                   for part in (fake.answer[:half], fake.answer[half:])]
+                   for part in (answer[:half], answer[half:])]
         events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
-            events.append({**base, "choices": [], "usage": _usage(body, fake.answer)})
+            events.append({**base, "choices": [], "usage": _usage(body, answer)})
         for i, event in enumerate(events):
             if i == 1 and mode == "slow":
                 time.sleep(fake.slow_s)

@@ -108,9 +108,11 @@ def test_unreadable_probabilities_name_the_value(raw):
 
 def test_teacher_targets_dispatches_on_the_kind():
     df = frame([("a", "billing", None)])
-    for kind in ("call_log", "openai"):
-        assert teacher_targets(kind, "frontier-large", df, LABELS).teacher == {
-            "kind": "call_log", "version": "2026-06", "model": "frontier-large"}
+    assert teacher_targets("call_log", "frontier-large", df, LABELS).teacher == {
+        "kind": "call_log", "version": "2026-06", "model": "frontier-large"}
+    # openai asks the live API (tests/unit/test_openai_teacher.py); with none configured it says what to set.
+    with pytest.raises(ValueError, match="MLOPS_FRONTIER_BASE_URL"):
+        teacher_targets("openai", "frontier-large", df, LABELS, base_url="", api_key="")
     with pytest.raises(TeacherMismatchError, match="unknown teacher kind 'oracle'"):
         teacher_targets("oracle", "x", df, LABELS)
 
