@@ -46,11 +46,12 @@ def fake_env(skip: str | None = None) -> dict[str, str]:
     return {name: f"fake{i:02d}{name.lower().replace('_', '')}" for i, name in enumerate(REQUIRED) if name != skip}
 
 
-def compose_config(tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def compose_config(tmp_path, env: dict[str, str], *overrides) -> subprocess.CompletedProcess:
     env_file = tmp_path / "test.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", str(path))]
     return subprocess.run(
-        ["docker", "compose", "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
+        ["docker", "compose", "--project-directory", str(ROOT), *files,
          "--env-file", str(env_file), "config", "--format", "json"],
         capture_output=True, text=True, timeout=60,
         # Only the env file may supply values: a variable exported in the shell must not mask a gap.
@@ -112,3 +113,16 @@ def test_the_example_env_file_alone_is_refused(tmp_path):
     result = subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "-q"],
                             capture_output=True, text=True, timeout=60, env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
     assert result.returncode != 0 and "is missing a value" in result.stderr
+
+
+def test_the_cpu_override_drops_only_the_gpu_reservation(tmp_path, resolved):
+    """infra/compose.cpu.yml: same services and queues, no GPU reserved, training on the CPU."""
+    production, env = resolved
+    result = compose_config(tmp_path, env, ROOT / "infra" / "compose.cpu.yml")
+    assert result.returncode == 0, result.stderr
+    cpu = json.loads(result.stdout)
+    worker = cpu["services"]["airflow-worker-gpu"]
+    assert "deploy" not in worker and worker["environment"]["MLOPS_DEVICE"] == "cpu"
+    assert worker["command"] == production["services"]["airflow-worker-gpu"]["command"]
+    assert set(cpu["services"]) == set(production["services"])
+    assert cpu["services"]["airflow-worker"] == production["services"]["airflow-worker"]
