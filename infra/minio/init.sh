@@ -18,7 +18,9 @@ if ! mc admin policy info local mlops-buckets >/dev/null 2>&1; then
 fi
 # `user add` on an existing user sets its secret again, so a changed secret takes effect.
 mc admin user add local "$MINIO_MLOPS_ACCESS_KEY" "$MINIO_MLOPS_SECRET_KEY" >/dev/null
-if ! mc admin user info local "$MINIO_MLOPS_ACCESS_KEY" | grep -q mlops-buckets; then
-  mc admin policy attach local mlops-buckets --user "$MINIO_MLOPS_ACCESS_KEY"
-fi
+# Plain sh `case`, not grep: the mc image is minimal.
+case "$(mc admin user info local "$MINIO_MLOPS_ACCESS_KEY")" in
+  *mlops-buckets*) ;;
+  *) mc admin policy attach local mlops-buckets --user "$MINIO_MLOPS_ACCESS_KEY" ;;
+esac
 echo "minio-init: buckets mlflow, dvc; user $MINIO_MLOPS_ACCESS_KEY with policy mlops-buckets"

@@ -201,3 +201,15 @@ def test_every_required_variable_is_documented(compose):
 def test_env_example_rule_catches(compose, edit, fragment):
     required = required_variables(compose)
     assert caught(env_example_problems(edit(ENV_EXAMPLE.read_text()), required), fragment)
+
+
+def test_the_platform_account_reaches_exactly_the_buckets_minio_init_creates():
+    import json
+    import re
+
+    created = set(re.findall(r"mc mb --ignore-existing (.+)", MINIO_INIT.read_text())[0].replace("local/", "").split())
+    policy = json.loads((MINIO_INIT.parent / "mlops-buckets-policy.json").read_text())
+    resources = {r.removeprefix("arn:aws:s3:::").split("/")[0] for s in policy["Statement"] for r in s["Resource"]}
+    assert created == resources == {"mlflow", "dvc"}
+    assert all(s["Effect"] == "Allow" and not any(a in ("s3:*", "admin:*") for a in s["Action"])
+               for s in policy["Statement"])
