@@ -445,9 +445,13 @@ def helm_auth_problems(values: dict) -> list[str]:
     args = " ".join(_get(values, "apiServer.args") or [])
     if "airflow_admin_password.py" not in args or "airflow api-server" not in args:
         problems.append("apiServer.args must write the admin password, then exec airflow api-server")
-    admin = [e for e in _get(values, "apiServer.env") or [] if e.get("name") == "AIRFLOW_ADMIN_PASSWORD"]
-    if not admin or not (admin[0].get("valueFrom") or {}).get("secretKeyRef"):
+    api_env = {e.get("name"): e for e in _get(values, "apiServer.env") or []}
+    if not (api_env.get("AIRFLOW_ADMIN_PASSWORD", {}).get("valueFrom") or {}).get("secretKeyRef"):
         problems.append("apiServer.env: AIRFLOW_ADMIN_PASSWORD must come from a Secret")
+    users = [u.split(":")[0] for u in str(_get(values, "config.core.simple_auth_manager_users") or "").split(",")]
+    if api_env.get("AIRFLOW_ADMIN_USER", {}).get("value") not in users:
+        problems.append("apiServer.env: AIRFLOW_ADMIN_USER is not a user in config.core.simple_auth_manager_users, "
+                        "so its password would be generated and logged instead")
     env = {e.get("name"): e.get("value") for e in values.get("env") or []}
     if str(env.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")).lower() != "false":
         problems.append("env: MLFLOW_ALLOW_PICKLE_DESERIALIZATION must be false")

@@ -120,7 +120,8 @@ def test_helm_authentication_is_on(values):
      "AIRFLOW_ADMIN_PASSWORD must come from a Secret"),
     (lambda v: v.update(env=[e for e in v["env"] if e["name"] != "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]),
      "MLFLOW_ALLOW_PICKLE_DESERIALIZATION must be false"),
-], ids=["all-admins", "no-password-writer", "literal-admin-password", "pickle-allowed"])
+    (lambda v: v["config"]["core"].update(simple_auth_manager_users="ops:admin"), "AIRFLOW_ADMIN_USER is not a user"),
+], ids=["all-admins", "no-password-writer", "literal-admin-password", "pickle-allowed", "admin-user-mismatch"])
 def test_helm_auth_rule_catches(values, change, fragment):
     assert caught(helm_auth_problems(mutated(values, change)), fragment)
 
