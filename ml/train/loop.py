@@ -235,6 +235,9 @@ def train_student(
                 "train_seconds": seconds_before + time.perf_counter() - run_started,
             }
             checkpoint_started = time.perf_counter()
+            # A finite loss and gradient can still step the weights to inf (a huge learning
+            # rate): such a checkpoint would be resumed from and fail on every retry.
+            _check_finite_weights(model, step, cfg)
             _save_checkpoint(ckpt_root, step, model, optimizer, scheduler, progress)
             checkpoint_seconds += time.perf_counter() - checkpoint_started
 
@@ -318,6 +321,13 @@ def _non_finite_message(what: str, step: int, value: float, cfg: Training) -> st
         f"Lower training.learning_rate (now {cfg.learning_rate:g}) or check the inputs "
         "(teacher probabilities, empty texts)."
     )
+
+
+def _check_finite_weights(model, step: int, cfg: Training) -> None:
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise NonFiniteLossError(_non_finite_message(f"weight {name}", step, float("nan"), cfg)
+                                     .replace(" is nan at", " is not finite after"))
 
 
 # -- checkpoints ---------------------------------------------------------------------------------

@@ -232,6 +232,27 @@ def test_non_finite_loss_aborts_without_a_checkpoint_after_it(tiny_base_model, t
     assert not (tmp_path / "model").exists()
 
 
+def test_weights_stepped_to_inf_are_never_checkpointed(tiny_base_model, tmp_path, monkeypatch):
+    # An update can make a weight inf although that step's loss and gradient were finite (an
+    # overflow in the optimizer). Injected here at step 3: the step-3 checkpoint must not be
+    # written, or every retry would resume from it and fail again.
+    real_step, steps = torch.optim.AdamW.step, []
+
+    def step_then_overflow(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 3:
+            self.param_groups[0]["params"][0].data[0, 0] = float("inf")
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_overflow)
+    cfg = Training(epochs=2, batch_size=8, max_length=16, learning_rate=3e-3, checkpoint_every=1)
+    with pytest.raises(NonFiniteLossError, match=r"weight \S+ is not finite after step 3;.*learning_rate"):
+        run(tiny_base_model, tmp_path, cfg=cfg)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-000001", "step-000002"]
+    assert not (tmp_path / "model").exists()
+
+
 def _bad(**changes):
     texts, probs, labels = list(TEXTS), PROBS.copy(), list(LABELS)
     if "nan_row" in changes:
