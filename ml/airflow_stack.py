@@ -114,7 +114,7 @@ class AirflowStack:
             "AIRFLOW__API__BASE_URL": self.url,
             # Generated per stack: task processes authenticate to the execution API with JWTs
             # signed by this secret, and the REST API with a token for this admin password.
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),  # HS512 wants >= 64 bytes
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
             "AIRFLOW__CORE__AUTH_MANAGER":
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
@@ -273,8 +273,9 @@ class AirflowStack:
         return run["dag_run_id"]
 
     def runs(self, dag_id: str) -> list[dict]:
-        """Every run of the DAG, oldest first (run_type tells manual from asset_triggered ones)."""
-        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "id", "limit": 100})["dag_runs"]
+        """The DAG's latest 100 runs, oldest first (run_type tells manual from asset_triggered ones)."""
+        latest = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-id", "limit": 100})["dag_runs"]
+        return latest[::-1]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",

@@ -105,3 +105,17 @@ def test_stop_leaves_no_process_behind(tmp_path):
         assert stack.api("GET", "/monitor/health")["scheduler"]["status"] == "healthy"
         assert len(processes_with(marker)) >= 4  # api-server, scheduler, dag-processor, triggerer
     assert processes_with(marker) == []
+
+
+def test_the_components_get_the_callers_settings(tmp_path):
+    from ml.config import settings_env
+
+    settings = load_settings({"MLOPS_STATE_DIR": str(tmp_path / "s"), "MLOPS_TORCH_THREADS": "3"})
+    assert load_settings(settings_env(settings)) == settings
+    stack = AirflowStack(settings, executor="CeleryExecutor", broker_url="redis://127.0.0.1:6379/0")
+    assert stack.env["MLOPS_TORCH_THREADS"] == "3" and stack.env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert AirflowStack(settings).env["AIRFLOW__API_AUTH__JWT_SECRET"] != stack.env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    with pytest.raises(ValueError, match="needs a broker"):
+        AirflowStack(settings, executor="CeleryExecutor")
+    with pytest.raises(ValueError, match="not one of LocalExecutor, CeleryExecutor"):
+        AirflowStack(settings, executor="SequentialExecutor")

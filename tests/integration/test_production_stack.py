@@ -110,8 +110,10 @@ def test_the_scheduler_ran_ingest_then_the_asset_triggered_distill(lifecycle):
 def test_training_ran_on_the_gpu_queue_of_the_celery_worker(lifecycle):
     ti = lifecycle["train_ti"]
     assert ti["queue"] == "gpu"
-    # The worker logs each workload it executes; train_student's came through Celery.
-    assert "train_student" in lifecycle["worker_log"], lifecycle["worker_log"][-3000:]
+    # The worker logs each workload it executes: train_student's came to it through Celery, on `gpu`.
+    executed = [line for line in lifecycle["worker_log"].splitlines() if "Executing workload in Celery" in line]
+    assert any(f"dag_id='{DISTILL}'" in line and "task_id='train_student'" in line and "queue='gpu'" in line
+               for line in executed), lifecycle["worker_log"][-3000:]
 
 
 def test_the_champion_is_registered_in_the_postgresql_backed_mlflow_server(lifecycle):
