@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 # Every Airflow component (dag-processor, workers, `dags test`) must find the sibling module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import DEFAULT_ARGS, START, cron, dataset_asset, doc_md, workflows
+from _common import DEFAULT_ARGS, START, cron, dataset_asset, doc_md, run_key, workflows
 
 
 def build(wf):
@@ -44,10 +44,10 @@ def build(wf):
                 raise AirflowFailException(str(exc)) from None  # a retry cannot fix bad data
 
         @task(outlets=[dataset])
-        def publish_dataset(results: list[dict], *, outlet_events=None) -> dict:
+        def publish_dataset(results: list[dict], *, dag_run=None, outlet_events=None) -> dict:
             from ml.pipeline.ingest_validate import publish_if_changed
 
-            published = publish_if_changed(wf.name)
+            published = publish_if_changed(wf.name, run_key(dag_run))
             if published is None:
                 raise AirflowSkipException("training set unchanged; no dataset event")
             outlet_events[dataset].extra = published

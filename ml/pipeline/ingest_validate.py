@@ -113,18 +113,25 @@ def _archive(settings: Settings, wf: Workflow, path: Path, sha256: str) -> None:
     os.replace(path, archive / f"{sha256[:16]}_{path.name}")
 
 
-def publish_if_changed(workflow: str) -> dict | None:
-    """The dataset event's extra when the training set changed since the last event, else None."""
+def publish_if_changed(workflow: str, run_key: str | None = None) -> dict | None:
+    """The dataset event's extra when the training set changed since the last event, else None.
+
+    The marker names the run that published: a retry of that same run publishes again, because
+    Airflow records the event only when the task succeeds, and a try that died after writing the
+    marker would otherwise lose the event for good.
+    """
     settings, wf = context(workflow)
     store = store_for(settings, wf)
     current = store.current("train")
     marker = store.root / "published.json"
-    last = json.loads(marker.read_text())["version"] if marker.exists() else None
-    if current is None or current["version"] == last:
+    last = json.loads(marker.read_text()) if marker.exists() else {}
+    if current is None:
+        return None
+    if current["version"] == last.get("version") and (run_key is None or last.get("run_key") != run_key):
         return None
     event = {"workflow": wf.name, "version": current["version"], "rows": current["rows"]}
     tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(event))
+    tmp.write_text(json.dumps({**event, "run_key": run_key}))
     os.replace(tmp, marker)
     return event
 
