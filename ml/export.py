@@ -69,15 +69,18 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> Path:
 def _quiet_exporter():
     # The exporter prints progress lines and warns about renamed dynamic axes; in a task log
     # that is noise around the figures that matter. Errors still raise.
-    exporter_logger = logging.getLogger("torch.onnx")
-    level = exporter_logger.level
-    exporter_logger.setLevel(logging.ERROR)
+    # onnxscript's optimizer and onnx_ir log each pass at INFO ("Skipping constant folding ...").
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        exporter_logger.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 class OnnxClassifier:
