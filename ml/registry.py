@@ -305,7 +305,8 @@ def rollback(client: MlflowClient, name: str, *, why: str, who: str | None = Non
     if not stack or stack[-1] != current_version:
         raise RegistryError(f"{name}: @champion is v{current_version}, but the alias history says "
                             f"v{stack[-1] if stack else None}: the alias was moved outside the platform (MLflow UI or "
-                            "client). Move it back with `mlops models approve`, or set it by hand, then roll back.")
+                            "a raw client), so the history cannot tell what served before it. Serve the version you "
+                            "choose with `mlops models approve VERSION --override-gate --reason TEXT`.")
     candidates = stack[:-1]
     while candidates:
         target = candidates[-1]
@@ -318,11 +319,11 @@ def rollback(client: MlflowClient, name: str, *, why: str, who: str | None = Non
             candidates.pop()  # deleted since it served: fall back further
     else:
         rolled_back = sorted({e["from"] for e in history if e["alias"] == CHAMPION and _is_rollback(e)}, key=int)
-        earlier = (f"; the champions before it were rolled back from already (v{', v'.join(rolled_back)})"
-                   if rolled_back else "")
+        left = (f"; versions rolled back from are not rollback targets (v{', v'.join(rolled_back)})"
+                if rolled_back else "")
         raise RegistryError(f"{name}: @champion v{current_version} has no previous version to roll back to: it is "
-                            f"the first champion still standing in the alias history{earlier}. See "
-                            "`mlops models history`; to serve another version, `mlops models approve VERSION`.")
+                            f"the oldest champion left in the alias history{left}. See `mlops models history`; to "
+                            "serve another version: `mlops models approve VERSION --override-gate --reason TEXT`.")
     return move_alias(client, name, CHAMPION, target, expected_from=current_version, why=f"rollback: {why}",
                       who=who, kind="rollback")
 

@@ -150,11 +150,20 @@ def cmd_approve(args) -> int:
     v = _version(client, wf, args.version)
     version = str(v.version)
     gate = _json_tag(v.tags, "gate_decision") or {}
-    overridden = v.tags.get("gate") != "passed"
-    if overridden and not args.override_gate:
+    if v.tags.get("gate") != "passed" and not args.override_gate:
         raise ValueError(f"v{version} failed its gate ({v.tags.get('gate') or 'no gate recorded'}); see "
                          f"`mlops models show {version}`; pass --override-gate to promote it anyway (recorded)")
-    reason = args.reason + (" (gate overridden)" if overridden else "")
+    current = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
+    current_version = str(current.version) if current else None
+    # Compare-and-set against the champion the gate compared with: a gate passed against another
+    # champion says nothing about this one. Overriding the gate decides against what serves now.
+    expected = current_version if args.override_gate or not gate else gate.get("champion_version")
+    if current_version not in (expected, version):
+        raise registry.PromotionConflict(
+            f"@champion of {wf.model_name} is now v{current_version}, not v{expected} as when the gate of v{version} "
+            "compared them; nothing recorded. Re-run the gate (mlops run --only distill), or add --override-gate "
+            "to promote it over the current champion anyway (recorded).")
+    reason = args.reason + (" (gate overridden)" if args.override_gate else "")
     record = registry.record_decision(client, wf.model_name, version, "approved", why=reason, who=args.who)
     wait = registry.wait_of(client, wf.model_name, version)  # read after writing the decision: see ml/registry.py
     if registry.is_waiting(wait):
@@ -163,13 +172,7 @@ def cmd_approve(args) -> int:
                             f"DAG run {wait['run_key']} is waiting for it and moves @champion at its next look "
                             f"(within {registry.WAIT_POLL_MAX_S / 60:.0f} minutes): `mlops models history` shows it.")
         return 0
-    # No run waits: this command is the one that moves @champion. Compare-and-set against the
-    # champion the gate compared with; overriding a gate decides against what serves now.
-    if overridden or not gate:
-        current = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
-        expected = str(current.version) if current else None
-    else:
-        expected = gate.get("champion_version")
+    # No run waits: this command is the one that moves @champion.
     entry = registry.move_alias(client, wf.model_name, registry.CHAMPION, version, expected_from=expected,
                                 why=f"approved: {reason}", who=record["who"], kind="promote")
     payload = {"version": version, "decision": record, "moved": not entry.get("unchanged"), "move": entry}
@@ -224,7 +227,9 @@ def register(sub) -> None:
         p.add_argument("--reason", required=True, help="why; recorded with the decision")
         p.add_argument("--who", help="who decides (default: $MLOPS_USER or the login name)")
         if name == "approve":
-            p.add_argument("--override-gate", action="store_true", help="promote even though the gate failed")
+            p.add_argument("--override-gate", action="store_true",
+                           help="promote even though the gate failed, or compared it with a champion that has "
+                                "changed since; decided against what serves now, and recorded")
         add_workflow(p)
         add_json(p)
         p.set_defaults(func=func)

@@ -314,7 +314,13 @@ def test_approve_refuses_a_failed_gate_and_a_champion_that_moved_since_the_gate(
     registry.move_alias(srv["client"], name, CHAMPION, v4, expected_from=owner["v1"], why="meanwhile")
     conflict = mlops(env, "models", "approve", stale["version"], "--reason", "x", "--workflow", wf)
     assert conflict.returncode != 0 and f"is now v{v4}, not v{owner['v1']}" in conflict.stderr
-    assert champion(srv, name) == v4
+    assert champion(srv, name) == v4 and registry.decision_of(srv["client"], name, stale["version"]) is None
+    # The owner decides against what serves now: recorded as an override.
+    forced = mlops(env, "models", "approve", stale["version"], "--reason", "v4 regressed", "--override-gate",
+                   "--workflow", wf, "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["move"]["from"] == v4 and champion(srv, name) == stale["version"]
+    assert registry.decision_of(srv["client"], name, stale["version"])["why"] == "v4 regressed (gate overridden)"
 
     missing = mlops(env, "models", "approve", "999", "--reason", "x", "--workflow", wf)
     assert missing.returncode != 0 and f"{name} has no version 999" in missing.stderr
