@@ -14,8 +14,6 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from ml.export import quantize_int8, state_dict_bytes  # noqa: F401  (re-exported: they moved to ml.export)
-
 
 def load_classifier(model_dir: Path, device: str = "cpu"):
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True)
