@@ -21,9 +21,10 @@ Why a sensor and not Airflow 3's HITL ApprovalOperator: the decision must be rec
 the registry alone (`mlops models approve` needs no Airflow API, token or UI), and the registry
 must stay the one record of who approved what. The HITL operator keeps its answer in Airflow's
 metadata DB and takes it through the Airflow UI or REST API. So the waiting task is a sensor in
-reschedule mode, which holds no worker slot between looks: it looks after 5 s, then ever less
-often (exponential backoff), at least every 5 minutes. `airflow dags test` (`mlops run`)
-runs it the same way: its loop re-runs the sensor when its reschedule time has come.
+reschedule mode, which holds no worker slot between looks: it looks at once, again after a few
+seconds, then ever less often (exponential backoff), at least every 5 minutes. `airflow dags
+test` (`mlops run`) runs it too: dag.test()'s loop re-runs a task in up_for_reschedule once its
+reschedule time has come (logging "No tasks to run" each second meanwhile).
 
 Scheduled by the workflow's upstream Asset (watch_upstream), its dataset Asset and/or its cron
 (`schedule:` in dags/workflows.yaml). Runs triggered by an upstream change are booked as
@@ -117,6 +118,8 @@ def build(wf):
 
         @task(outlets=[model])
         def promote(registered: dict, approval: dict, *, dag_run=None, outlet_events=None) -> dict:
+            # `approval` only orders this task after the wait: promote reads the decision from
+            # the registry, the record of who approved.
             from ml.pipeline.distill import promote
 
             result = promote(wf.name, run_key(dag_run), registered)

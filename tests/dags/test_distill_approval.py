@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ml.registry import WAIT_POLL_MAX_S
+
 ROOT = Path(__file__).resolve().parents[2]
 TWO = ROOT / "tests" / "fixtures" / "workflows_two.yaml"
 
@@ -21,6 +23,7 @@ for wf in ("ticket_routing", "clause_classification"):
     dag = bag.dags[f"distill__{wf}"]
     wait = dag.task_dict["wait_for_approval"]
     out[wf] = {"mode": wait.mode, "timeout": wait.timeout, "is_sensor": getattr(wait, "_is_sensor", False),
+               "max_wait_s": wait.max_wait.total_seconds(),
                "upstream": sorted(wait.upstream_task_ids), "downstream": sorted(wait.downstream_task_ids),
                "promote_upstream": sorted(dag.task_dict["promote"].upstream_task_ids)}
 print("RESULT" + json.dumps(out))
@@ -42,6 +45,8 @@ def test_wait_for_approval_is_a_reschedule_sensor_between_register_and_promote(t
         assert (wait["is_sensor"], wait["mode"]) == (True, "reschedule"), wf
         assert wait["upstream"] == ["register_challenger"] and wait["downstream"] == ["promote"], wf
         assert wait["promote_upstream"] == ["register_challenger", "wait_for_approval"], wf
+        # The CLI reads a wait as abandoned when its deadline is older than two of the longest looks.
+        assert wait["max_wait_s"] == WAIT_POLL_MAX_S, wf
     # The registry deadline fails the run; the sensor's own timeout is a later backstop.
     assert parsed["clause_classification"]["timeout"] > 2 * 3600
     assert parsed["clause_classification"]["timeout"] < parsed["ticket_routing"]["timeout"]  # 72 h by default
