@@ -90,6 +90,8 @@ class AirflowStack:
         self._password = secrets.token_urlsafe(24)
         self._token: str | None = None
         self._procs: dict[str, subprocess.Popen] = {}
+        self.broker_url = broker_url
+        self.broker_prefix = f"mlops-{self.port}-"
         self.env = self._environment(database_url, broker_url, extra_env or {})
         self.commands = {
             "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -131,7 +133,7 @@ class AirflowStack:
             # Celery's result backend defaults to the metadata database (db+<sql_alchemy_conn>).
             env["AIRFLOW__CELERY__BROKER_URL"] = broker_url
             # Keys of this stack only: another Celery worker on the same Redis never takes its tasks.
-            env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] = f"mlops-{self.port}-"
+            env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] = self.broker_prefix
         return {**env, **extra_env}
 
     # Lifecycle ----------------------------------------------------------------------------
@@ -174,6 +176,22 @@ class AirflowStack:
             _signal_group(proc, signal.SIGKILL)  # the leader may be gone while its children linger
             proc.wait()
         self._procs.clear()
+        self._forget_broker_keys()
+
+    def _forget_broker_keys(self) -> None:
+        """Kombu leaves its queue bindings in Redis; a stack that is gone leaves nothing behind."""
+        if not (self.broker_url or "").startswith(("redis://", "rediss://")):
+            return
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.broker_url, socket_connect_timeout=3)
+            keys = list(client.scan_iter(match=f"{self.broker_prefix}*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+        except redis.RedisError:
+            pass  # the broker is down: nothing of ours can be cleaned, and nothing else to do
 
     def log_path(self, component: str) -> Path:
         return self.log_dir / f"{component}.log"

@@ -119,3 +119,22 @@ def test_the_components_get_the_callers_settings(tmp_path):
         AirflowStack(settings, executor="CeleryExecutor")
     with pytest.raises(ValueError, match="not one of LocalExecutor, CeleryExecutor"):
         AirflowStack(settings, executor="SequentialExecutor")
+
+
+def test_stop_removes_the_stacks_keys_from_the_broker(tmp_path):
+    from production_services import REDIS_URL, require_redis
+
+    import redis
+
+    require_redis()
+    stack = AirflowStack(load_settings({"MLOPS_STATE_DIR": str(tmp_path)}), executor="CeleryExecutor",
+                         broker_url=REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.set(f"{stack.broker_prefix}_kombu.binding.gpu", "x")
+    client.set("someone-elses-key-" + stack.broker_prefix, "kept")
+    try:
+        stack.stop()
+        assert not client.exists(f"{stack.broker_prefix}_kombu.binding.gpu")
+        assert client.get("someone-elses-key-" + stack.broker_prefix) == b"kept"
+    finally:
+        client.delete("someone-elses-key-" + stack.broker_prefix)
