@@ -38,7 +38,7 @@ workflows:
     training: {{epochs: 1, batch_size: 16, max_length: 32, learning_rate: 1.0e-3, checkpoint_every: 10}}
     validation: {{min_rows: 20, min_per_class: 1}}
     gate: {{min_macro_f1: 0.0, per_class_f1_floor: 0.0, max_macro_f1_drop: 1.0, approval: manual,
-            approval_timeout_hours: 0.5}}
+            approval_timeout_hours: {timeout_hours}}}
 """
 
 
@@ -58,7 +58,8 @@ def platform(tmp_path_factory, tiny_base_model):
     from ml.workflows import get_workflow
 
     root = tmp_path_factory.mktemp("approval")
-    (root / "workflows.yaml").write_text(WORKFLOWS.format(labels=json.dumps(sorted(LABELS)), base=tiny_base_model))
+    (root / "workflows.yaml").write_text(WORKFLOWS.format(labels=json.dumps(sorted(LABELS)), base=tiny_base_model,
+                                                          timeout_hours=0.5))
     variables = {"MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
                  "MLOPS_TORCH_THREADS": "1"}
     env = {**os.environ, **variables}
@@ -69,7 +70,8 @@ def platform(tmp_path_factory, tiny_base_model):
     ingest = mlops(env, "run", "--only", "ingest_validate", "--workflow", WF, "--json")
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield {"env": env, "client": registry.configure(settings), "airflow_db": settings.airflow_home / "airflow.db"}
+    yield {"env": env, "client": registry.configure(settings), "airflow_db": settings.airflow_home / "airflow.db",
+           "workflows": root / "workflows.yaml"}
     mlflow.set_tracking_uri(before[0])
     mlflow.set_registry_uri(before[1])
 
@@ -167,3 +169,15 @@ def test_a_rejection_while_the_run_waits_skips_promote_and_logs_why(platform):
     assert champion(platform) == before
     log = Path(dag_run["log"]).read_text(errors="replace")
     assert f"v{owner.version} rejected by owner-ada" in log and "misroutes refunds" in log
+
+
+def test_without_a_decision_in_time_the_run_fails_saying_so(platform):
+    before = champion(platform)
+    text = platform["workflows"].read_text()
+    platform["workflows"].write_text(text.replace("approval_timeout_hours: 0.5", "approval_timeout_hours: 0.002"))  # 7 s
+    run = mlops(platform["env"], "run", "--only", "distill", "--workflow", WF)
+    assert run.returncode != 0
+    assert "nobody approved or rejected" in run.stderr and "approval_timeout_hours=0.002" in run.stderr
+    states = task_states(platform)
+    assert (states["wait_for_approval"], states["promote"]) == ("failed", "upstream_failed")
+    assert champion(platform) == before
