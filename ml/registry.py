@@ -374,7 +374,7 @@ def open_wait(client: MlflowClient, name: str, version: str, *, run_key: str, ti
         return wait
     since = datetime.now(timezone.utc).replace(microsecond=0)
     wait = {"run_key": run_key, "state": "waiting", "since": since.isoformat(),
-            "deadline": (since + timedelta(seconds=timeout_s)).isoformat(), "outcome": None}
+            "deadline": (since + timedelta(seconds=timeout_s)).isoformat(timespec="seconds"), "outcome": None}
     client.set_model_version_tag(name, str(version), WAIT_TAG, json.dumps(wait))
     return wait
 
