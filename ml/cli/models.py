@@ -214,7 +214,7 @@ def register(sub) -> None:
         add_json(p)
         p.set_defaults(func=func)
     p = msub.add_parser("show", help="one version: lineage tags and the gate decision with its numbers")
-    p.add_argument("version", type=int)
+    p.add_argument("version", type=int, help="the model version number (see `mlops models list`)")
     add_workflow(p)
     add_json(p)
     p.set_defaults(func=cmd_show)
@@ -223,7 +223,7 @@ def register(sub) -> None:
                                      "@champion (compare-and-set against the champion its gate saw)"),
             ("reject", cmd_reject, "record that VERSION must not serve; a DAG run waiting for it skips promote")):
         p = msub.add_parser(name, help=helptext)
-        p.add_argument("version", type=int)
+        p.add_argument("version", type=int, help="the model version number (see `mlops models list`)")
         p.add_argument("--reason", required=True, help="why; recorded with the decision")
         p.add_argument("--who", help="who decides (default: $MLOPS_USER or the login name)")
         if name == "approve":
