@@ -229,10 +229,12 @@ def main() -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--n-train", type=int, default=1200, help="training tickets (teacher-labelled)")
     parser.add_argument("--n-eval", type=int, default=400, help="gold evaluation tickets")
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=48)
-    parser.add_argument("--learning-rate", type=float, default=2e-4, help="both models (the demo workflow's)")
+    # 1e-3 rather than the demo workflow's 2e-4: in 2 epochs of 1,200 tickets the 3-layer student
+    # reached macro-F1 0.51 at 2e-4 and 0.80 at 6e-4; 3 epochs at 1e-3 gave 0.94 (one run each).
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW rate, both models")
     parser.add_argument("--student-layers", type=int, default=3)
     parser.add_argument("--teacher-error-rate", type=float, default=0.09)
     parser.add_argument("--latency-calls", type=int, default=150, help="batch-1 calls per variant")
