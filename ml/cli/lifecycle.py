@@ -98,15 +98,23 @@ def cmd_demo(args) -> int:
     settings.ensure_dirs()
     log = (lambda m: None) if args.json else print
     staged = stage_demo_data(settings, wf, n_calls=args.n_calls, n_gold=args.n_gold, seed=args.seed, echo=log)
-    runs = run_lifecycle(settings, wf, echo=log)
-    result = {**summary(settings, wf), **staged, "dag_runs": runs}
-    if result["champion"] is None:
+    runs = run_lifecycle(settings, wf, [s for s in DAGS if s != "cost_report"], echo=log)
+    first = summary(settings, wf)
+    if first["champion"] is None:
         raise RuntimeError(f"the lifecycle ran but no version became @champion; the gate said: "
-                           f"{'; '.join(result['gate_failures'])} (see `mlops models show N`)")
+                           f"{'; '.join(first['gate_failures'])} (see `mlops models show N`)")
+    keep_current = {"shown": False, "reason": "--skip-keep-current"}
+    if not args.skip_keep_current:
+        from ml import demo_keep_current
+
+        keep_current = demo_keep_current.run(settings, wf, seed=args.seed, n_calls=args.n_calls, echo=log)
+    runs += run_lifecycle(settings, wf, ["cost_report"], echo=log)  # the books include keeping current
+    result = {**summary(settings, wf), **staged, "dag_runs": runs, "keep_current": keep_current}
     text = "\n".join([
         "", f"Lifecycle done for workflow '{wf.name}'.",
         f"  champion:      {result['model_uri']} (v{result['champion']}), macro-F1 {result['macro_f1']}, "
         f"p99 {result['latency_p99_ms']} ms",
+        f"  kept current:  {_kept_current_line(result['keep_current'])}",
         f"  MLflow:        {result['mlflow_tracking_uri']}",
         f"  reports:       {result['reports']}  (break-even, data docs, costs)",
         f"  cost ledger:   {result['ledger']}",
@@ -115,6 +123,15 @@ def cmd_demo(args) -> int:
         "  next:          mlops models list | mlops costs report | mlops data versions"])
     emit(args, result, text)
     return 0
+
+
+def _kept_current_line(kc: dict) -> str:
+    if not kc.get("shown"):
+        return f"not shown ({kc.get('reason')})"
+    if kc["probe"].get("skipped"):
+        return f"teacher update probed in {kc['run_id']}: skipped, the teachers agree"
+    verdict = f"promoted v{kc['challenger']}" if kc["promoted"] else f"kept v{kc['champion']} (challenger v{kc['challenger']})"
+    return f"teacher update -> asset-triggered {kc['dag_id']} -> {verdict}"
 
 
 def cmd_run(args) -> int:
@@ -224,6 +241,8 @@ def register(sub) -> None:
     p.add_argument("--n-calls", type=int, default=2400, help="frontier calls in the demo call log")
     p.add_argument("--n-gold", type=int, default=400, help="human-labelled examples in the evaluation set")
     p.add_argument("--seed", type=int, default=42, help="seed of the demo data generator")
+    p.add_argument("--skip-keep-current", action="store_true",
+                   help="stop after the first champion: no teacher update, no asset-triggered re-distillation")
     add_json(p)
     p.set_defaults(func=cmd_demo)
 

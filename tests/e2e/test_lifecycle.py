@@ -1,8 +1,10 @@
-"""The whole lifecycle as real Airflow DAG runs (`airflow dags test`), on a tiny random-init model.
+"""The whole lifecycle as real Airflow DAG runs, on a tiny random-init model.
 
 The same command a data engineer runs (`mlops demo`) drives it: demo data → GX gate → DVC →
-distillation → MLflow registry → gate → @champion → cost ledger. Then a second run with a gate
-the new version cannot pass shows @champion does not move, and a bad batch is quarantined.
+distillation → MLflow registry → gate → @champion (`airflow dags test`); then the teacher updates
+and a real scheduler (ml/airflow_stack.py) re-distils from the upstream Asset event → cost ledger.
+Then a run with a gate the new version cannot pass shows @champion does not move, and a bad
+batch is quarantined.
 """
 
 from __future__ import annotations
@@ -58,9 +60,26 @@ def platform(tmp_path_factory, tiny_base_model):
 
 def test_demo_ends_with_a_champion(platform):
     _, env, result = platform
-    assert result["champion"] == "1"
+    assert result["champion"] == "2"  # v1 from the first data, v2 re-distilled after the teacher update
     assert result["model_uri"] == "models:/tickets_e2e_student@champion"
     assert [r["state"] for r in result["dag_runs"]] == ["success"] * 4
+
+
+def test_the_teacher_update_re_distils_through_the_asset_and_is_booked_as_keeping_current(platform):
+    _, env, result = platform
+    kept = result["keep_current"]
+    assert kept["shown"] and kept["run_id"].startswith("asset_triggered__"), kept
+    assert kept["probe"]["compared_with"] == "old teacher" and kept["probe"]["disagreement"] > 0.02
+    assert kept["challenger"] == "2" and kept["promoted"] and kept["gate"]["passed"]
+    assert set(kept["tasks"].values()) == {"success"}
+    entries = json.loads(mlops(env, "costs", "entries", "--json").stdout)
+    run_entries = [e for e in entries if e["source_kind"] == "task"
+                   and e["source"].startswith(f"distill__tickets_e2e/{kept['run_id']}/")]
+    assert {e["source"].split("/")[2] for e in run_entries} == set(kept["tasks"])  # every task of the run
+    assert {e["category"] for e in run_entries} == {"keeping_current"}
+    assert float(kept["booked"]["keeping_current"]) > 0
+    shown = json.loads(mlops(env, "models", "show", "2", "--json").stdout)
+    assert "2026-11-15" in shown["tags"]["teacher"]  # v2 learned the new teacher
 
 
 def test_champion_serves_through_mlflow_pyfunc(platform):
@@ -77,12 +96,14 @@ def test_champion_serves_through_mlflow_pyfunc(platform):
 
 def test_lineage_tags_lead_back_to_the_data(platform):
     _, env, _ = platform
-    shown = json.loads(mlops(env, "models", "show", "1", "--json").stdout)
     versions = json.loads(mlops(env, "data", "versions", "--json").stdout)
-    train_version = [v for v in versions if v["role"] == "train"][-1]["version"]
-    assert shown["tags"]["dataset_version"] == train_version
-    assert shown["tags"]["base_fingerprint"] and shown["tags"]["git_sha"]
-    assert shown["gate"]["passed"] is True
+    train_versions = [v["version"] for v in versions if v["role"] == "train"]
+    assert len(train_versions) == 2  # the first call log, then the new teacher's
+    for model_version, data_version in (("1", train_versions[0]), ("2", train_versions[1])):
+        shown = json.loads(mlops(env, "models", "show", model_version, "--json").stdout)
+        assert shown["tags"]["dataset_version"] == data_version
+        assert shown["tags"]["base_fingerprint"] and shown["tags"]["git_sha"]
+        assert shown["gate"]["passed"] is True
 
 
 def test_every_task_is_booked_in_the_ledger(platform):
@@ -99,9 +120,9 @@ def test_a_version_that_fails_the_gate_never_becomes_champion(platform):
     run = mlops(env, "run", "--only", "distill", "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     versions = json.loads(mlops(env, "models", "list", "--json").stdout)
-    assert [v["version"] for v in versions] == ["1", "2"]
-    assert "champion" in versions[0]["aliases"] and "champion" not in versions[1]["aliases"]
-    assert versions[1]["gate"] == "failed"
+    assert [v["version"] for v in versions] == ["1", "2", "3"]
+    assert "champion" in versions[1]["aliases"] and "champion" not in versions[2]["aliases"]
+    assert versions[2]["gate"] == "failed"
 
 
 def test_a_bad_batch_is_quarantined_byte_for_byte(platform):
@@ -148,5 +169,6 @@ def test_demo_runs_again_without_clean_up(platform):
     again = mlops(env, "demo", "--n-calls", "300", "--n-gold", "120", "--json")
     assert again.returncode == 0, again.stderr[-3000:]
     result = json.loads(again.stdout)
-    assert result["champion"] == "1"  # the gate is at 0.999 since the test above: v3 is kept out
+    assert result["champion"] == "2"  # the gate is at 0.999 since the test above: v4 is kept out
     assert [r["state"] for r in result["dag_runs"]] == ["success"] * 4
+    assert result["keep_current"] == {"shown": False, "reason": "already shown on this state folder"}
