@@ -5,7 +5,8 @@ demo tickets (ml.demo_data) and are scored on the same held-out gold set:
 - finetune_6_layers: MiniLM-L6 whole, cross-entropy on the teacher's answers (alpha = 0),
 - student_3_layers: every other layer of MiniLM-L6 (DistilBERT-style), distilled from the
   teacher's probabilities (temperature 2, alpha 0.5), as the demo workflow trains it,
-- student_3_layers_int8 and student_3_layers_onnx: the student's two serving exports (CPU).
+- student_3_layers_int8, _onnx and _onnx_int8: the student's serving exports (CPU): torch.ao
+  dynamic int8, the ONNX graph under onnxruntime, and that graph quantized to int8.
 
 Hardware use is model FLOPs per second as a fraction of a dense matrix multiply measured in
 the same process, on the same device and dtype (bf16 on CUDA, fp32 on the CPU). Model FLOPs
@@ -42,7 +43,7 @@ import torch
 from ml.data import contract
 from ml.demo_data import LABELS, label_probs, make_tickets, teacher_labels
 from ml.evaluate.metrics import classification_report
-from ml.export import OnnxClassifier, export_onnx, quantize_int8
+from ml.export import OnnxClassifier, export_onnx, quantize_int8, quantize_onnx_int8
 from ml.teachers import recorded_targets
 from ml.train.loop import train_student
 from ml.train.student import DEFAULT_BASE_MODEL, quiet_progress_bars, resolve_base_model
@@ -54,6 +55,9 @@ AIMS = {  # issue #4, item 8
     "int8_student_vs_finetune_latency_p50_batch1": ("<=", 0.10),
     "int8_vs_fp32_student_latency_p50_batch1": ("<=", 0.5),
     "int8_vs_fp32_student_macro_f1": (">=", 0.99),
+    "onnx_int8_student_vs_finetune_latency_p50_batch1": ("<=", 0.10),
+    "onnx_int8_vs_onnx_fp32_student_latency_p50_batch1": ("<=", 0.5),
+    "onnx_int8_vs_fp32_student_macro_f1": (">=", 0.99),
     "train_flops_utilisation": (">=", 0.5),
     "inference_batch32_flops_utilisation": (">=", 0.6),
 }
@@ -172,11 +176,13 @@ def interleaved_latency_ms(predictors: dict, texts, n_calls: int) -> dict:
     for predict in predictors.values():
         predict(texts[:8])  # warm-up
     times = {name: [] for name in predictors}
+    names = list(predictors)
     for i in range(n_calls):
         text = [texts[i % len(texts)]]
-        for name, predict in predictors.items():
+        # Rotate who goes first, so no variant always runs right after the same neighbour.
+        for name in names[i % len(names):] + names[:i % len(names)]:
             t0 = time.perf_counter()
-            predict(text)
+            predictors[name](text)
             times[name].append((time.perf_counter() - t0) * 1000)
     return {name: {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95)),
                    "p99": float(np.percentile(t, 99))} for name, t in times.items()}
@@ -302,6 +308,10 @@ def main() -> None:
         onnx = OnnxClassifier(export_onnx(student, tokenizer, out_root / "student.onnx"), tokenizer,
                               threads=args.threads)
         predictors["student_3_layers_onnx"] = lambda batch: onnx.predict_probs(batch, max_length=args.max_length)
+        onnx_int8 = OnnxClassifier(quantize_onnx_int8(onnx.path, out_root / "student.int8.onnx"), tokenizer,
+                                   threads=args.threads)
+        predictors["student_3_layers_onnx_int8"] = lambda batch: onnx_int8.predict_probs(batch,
+                                                                                       max_length=args.max_length)
 
         fp32_probs = None
         for name, predict in predictors.items():
@@ -314,6 +324,7 @@ def main() -> None:
             report["models"].setdefault(name, {}).update(quality)
             report["models"][name]["device"] = "cpu" if name.startswith("student_3_layers_") else device
         report["onnx_file_bytes"] = onnx.path.stat().st_size
+        report["onnx_int8_file_bytes"] = onnx_int8.path.stat().st_size
 
         latency = interleaved_latency_ms(predictors, eval_texts, args.latency_calls)
         for name, figures in latency.items():
@@ -335,6 +346,11 @@ def main() -> None:
         "onnx_vs_fp32_student_latency_p50_batch1": (m["student_3_layers_onnx"]["latency_p50_ms_batch1"]
                                                     / s["latency_p50_ms_batch1"]),
         "onnx_vs_fp32_student_macro_f1": m["student_3_layers_onnx"]["macro_f1"] / s["macro_f1"],
+        "onnx_int8_student_vs_finetune_latency_p50_batch1": (m["student_3_layers_onnx_int8"]["latency_p50_ms_batch1"]
+                                                             / f["latency_p50_ms_batch1"]),
+        "onnx_int8_vs_onnx_fp32_student_latency_p50_batch1": (
+            m["student_3_layers_onnx_int8"]["latency_p50_ms_batch1"] / m["student_3_layers_onnx"]["latency_p50_ms_batch1"]),
+        "onnx_int8_vs_fp32_student_macro_f1": m["student_3_layers_onnx_int8"]["macro_f1"] / s["macro_f1"],
         "student_vs_finetune_train_samples_per_s": s["train_samples_per_s"] / f["train_samples_per_s"],
         # Utilisation: the better of the two models' figures is what the loop can reach.
         "train_flops_utilisation": max(s["train_flops_utilisation"], f["train_flops_utilisation"]),
@@ -346,12 +362,12 @@ def main() -> None:
                       for k, (op, v) in AIMS.items()}
     report["wall_seconds"] = time.perf_counter() - started
 
-    print(f"\n{'model':<24}{'macro-F1':>9}{'p50 ms@1':>10}{'p99 ms@1':>10}{'train smp/s':>12}"
+    print(f"\n{'model':<27}{'macro-F1':>9}{'p50 ms@1':>10}{'p99 ms@1':>10}{'train smp/s':>12}"
           f"{'train MFU':>10}{'infer@32 /s':>12}{'infer MFU':>10}")
     for name, r in m.items():
         def fmt(key, spec):
             return format(r[key], spec) if key in r else format("-", ">" + spec.split(".")[0])
-        print(f"{name:<24}{fmt('macro_f1', '9.4f')}{fmt('latency_p50_ms_batch1', '10.2f')}"
+        print(f"{name:<27}{fmt('macro_f1', '9.4f')}{fmt('latency_p50_ms_batch1', '10.2f')}"
               f"{fmt('latency_p99_ms_batch1', '10.2f')}{fmt('train_samples_per_s', '12.1f')}"
               f"{fmt('train_flops_utilisation', '10.3f')}{fmt('inference_batch32_texts_per_s', '12.1f')}"
               f"{fmt('inference_batch32_flops_utilisation', '10.3f')}")
@@ -360,7 +376,7 @@ def main() -> None:
     for key, value in ratios.items():
         aim = report["aims"].get(key)
         verdict = f"  aim {aim['aim']}: {'met' if aim['met'] else 'NOT met'}" if aim else ""
-        print(f"{key:<46}{value:8.3f}{verdict}")
+        print(f"{key:<52}{value:8.3f}{verdict}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -188,8 +188,8 @@ def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels, 
     if export_dir is not None:  # the serving exports, each with its accuracy cost on the same examples
         report["int8"] = _int8_figures(model, tokenizer, texts, y, labels, wf, report)
         try:
-            report["onnx"] = _onnx_figures(settings, model, tokenizer, texts, y, labels, wf, report, probs,
-                                           export_dir / "model.onnx")
+            report["onnx"], report["onnx_int8"] = _onnx_figures(settings, model, tokenizer, texts, y, labels, wf,
+                                                                report, probs, export_dir)
         except ExportError as exc:  # the torch model is still servable; the evaluation says why there is no ONNX
             report["onnx_error"] = str(exc)
     return report
@@ -207,23 +207,28 @@ def _int8_figures(model, tokenizer, texts, y, labels, wf: Workflow, fp32: dict) 
 
 
 def _onnx_figures(settings: Settings, model, tokenizer, texts, y, labels, wf: Workflow, fp32: dict,
-                  fp32_probs: np.ndarray, path: Path) -> dict:
-    """The ONNX export under onnxruntime (CPU): its quality and speed next to the torch model's."""
-    from ml.export import OnnxClassifier, export_onnx
+                  fp32_probs: np.ndarray, export_dir: Path) -> tuple[dict, dict]:
+    """The ONNX export and its int8 quantization under onnxruntime (CPU), each next to the torch model."""
+    from ml.export import OnnxClassifier, export_onnx, quantize_onnx_int8
 
-    onnx = OnnxClassifier(export_onnx(model, tokenizer, path), tokenizer, threads=settings.torch_threads)
-    max_length = wf.training.max_length
-    probs = onnx.predict_probs(texts, max_length=max_length)
-    o_report = classification_report(probs, y, labels)
-    timing = measure_latency(lambda batch: onnx.predict_probs(batch, max_length=max_length, batch_size=len(batch)),
-                             texts, n_single=50)
-    return {"macro_f1": o_report["macro_f1"], "accuracy": o_report["accuracy"],
+    fp32_path = export_onnx(model, tokenizer, export_dir / "model.onnx")
+    int8_path = quantize_onnx_int8(fp32_path, export_dir / "model.int8.onnx")
+    max_length, figures = wf.training.max_length, []
+    for path in (fp32_path, int8_path):
+        onnx = OnnxClassifier(path, tokenizer, threads=settings.torch_threads)
+        probs = onnx.predict_probs(texts, max_length=max_length)
+        o_report = classification_report(probs, y, labels)
+        timing = measure_latency(lambda batch: onnx.predict_probs(batch, max_length=max_length, batch_size=len(batch)),
+                                 texts, n_single=50)
+        figures.append({
+            "macro_f1": o_report["macro_f1"], "accuracy": o_report["accuracy"],
             "macro_f1_cost": fp32["macro_f1"] - o_report["macro_f1"],
             # How far the exported graph's numbers are from torch's on the same texts.
             "max_abs_prob_diff": float(np.abs(probs - fp32_probs).max()) if len(probs) else 0.0,
             "argmax_agreement": float((probs.argmax(1) == fp32_probs.argmax(1)).mean()) if len(probs) else 1.0,
             "latency_p50_ms": timing["latency_p50_ms"], "latency_p99_ms": timing["latency_p99_ms"],
-            "throughput_calls_per_s": timing["throughput_calls_per_s"], "file_bytes": path.stat().st_size}
+            "throughput_calls_per_s": timing["throughput_calls_per_s"], "file_bytes": path.stat().st_size})
+    return figures[0], figures[1]
 
 
 def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
@@ -259,10 +264,12 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
         mlflow.log_artifact(str(out / "confusion_matrix.png"))
         if "onnx" in challenger:
             mlflow.log_artifact(str(out / "export" / "model.onnx"), artifact_path="onnx")
+            mlflow.log_artifact(str(out / "export" / "model.int8.onnx"), artifact_path="onnx")
     scalar = {f"eval.{k}": v for k, v in challenger.items() if isinstance(v, (int, float))}
     scalar.update({f"eval.f1.{k}": v for k, v in challenger["per_class_f1"].items()})
     scalar.update({f"eval.int8.{k}": v for k, v in challenger.get("int8", {}).items()})
     scalar.update({f"eval.onnx.{k}": v for k, v in challenger.get("onnx", {}).items()})
+    scalar.update({f"eval.onnx_int8.{k}": v for k, v in challenger.get("onnx_int8", {}).items()})
     _log_batch(train_ref["run_id"], metrics=scalar, tags={"gate": "passed" if decision.passed else "failed"})
     print(f"gate {'PASSED' if decision.passed else 'FAILED'}: " + "; ".join(c.detail for c in decision.checks))
     return {"passed": decision.passed, "reasons": decision.reasons, "macro_f1": challenger["macro_f1"],

@@ -44,11 +44,19 @@ def test_onnx_export_is_scored_next_to_the_torch_model(scored):
     assert "onnx_error" not in report
 
 
+def test_onnx_int8_is_scored_too(scored):
+    report, root = scored
+    int8 = report["onnx_int8"]
+    assert (root / "export" / "model.int8.onnx").stat().st_size == int8["file_bytes"] < report["onnx"]["file_bytes"]
+    assert int8["macro_f1_cost"] == pytest.approx(report["macro_f1"] - int8["macro_f1"])
+    assert 0 < int8["max_abs_prob_diff"] < 0.05  # another graph, close to the fp32 one
+
+
 def test_int8_figures_and_all_export_metrics_are_numbers(scored):
     report, _ = scored
     int8 = report["int8"]
     assert int8["macro_f1_cost"] == pytest.approx(report["macro_f1"] - int8["macro_f1"])
     assert int8["weights_bytes"] < int8["fp32_weights_bytes"]
     # evaluate_and_gate logs every value of these blocks as an MLflow metric: each must be a finite number.
-    for block in ("int8", "onnx"):
+    for block in ("int8", "onnx", "onnx_int8"):
         assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in report[block].values()), block

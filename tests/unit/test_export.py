@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ml.evaluate.serving import measure_latency
-from ml.export import OnnxClassifier, export_onnx, quantize_int8
+from ml.export import OnnxClassifier, export_onnx, quantize_int8, quantize_onnx_int8
 from ml.train.student import build_student
 
 LABELS = ["billing", "login", "shipping"]
@@ -83,3 +83,14 @@ def test_measure_latency_reports_percentiles_in_order():
     assert figures["latency_p50_ms"] <= figures["latency_p95_ms"] <= figures["latency_p99_ms"]
     assert figures["throughput_calls_per_s"] > 0
     assert calls == [3] + [1] * 20 + [32, 32]  # warm-up, batch-1 calls, batch-32 calls
+
+
+def test_onnx_int8_is_smaller_and_close_to_the_fp32_graph(classifier, exported, tmp_path):
+    _, tokenizer = classifier
+    path = quantize_onnx_int8(exported.path, tmp_path / "model.int8.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
+    assert path.stat().st_size < 0.5 * exported.path.stat().st_size  # int8 weights, the embeddings' too
+    int8 = OnnxClassifier(path, tokenizer, threads=1)
+    fp32_logits, int8_logits = exported.logits(TEXTS), int8.logits(TEXTS)
+    assert not np.array_equal(int8_logits, fp32_logits)  # it really is another graph
+    np.testing.assert_allclose(int8_logits, fp32_logits, atol=0.05)
