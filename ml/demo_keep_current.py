@@ -2,19 +2,21 @@
 
 After the first champion, `mlops demo`:
 
-starts a real Airflow deployment (api-server, scheduler, dag-processor, triggerer; the LocalExecutor
-on the embedded SQLite), then
-
 1. runs the watch_upstream DAG, which records the base model's and the teacher's fingerprints (the
    first observation is a baseline: no event);
 2. drops a call log in which a newer version of the frontier model answered a share of the same
    tickets (fewer mistakes than the old one), and runs ingest_validate, which accepts it;
 3. unpauses distill and runs watch_upstream again: the teacher's fingerprint changed, so it emits
-   the upstream Asset event with the old and new fingerprints;
-4. the scheduler starts an asset-triggered distill run from that event, whose probe measures how
-   often the two teachers disagree, then re-labels, re-trains, gates, registers the challenger and
-   promotes it or keeps the champion. The cost listener books every task of that run under
-   "keeping current".
+   the upstream Asset event with the old and new fingerprints (Airflow queues it for distill);
+4. starts a real Airflow deployment (api-server, scheduler, dag-processor, triggerer; the
+   LocalExecutor on the embedded SQLite): the scheduler starts an asset-triggered distill run from
+   that event, whose probe measures how often the two teachers disagree, then re-labels,
+   re-trains, gates, registers the challenger and promotes it or keeps the champion. The cost
+   listener books every task of that run under "keeping current".
+
+Steps 1-3 are `airflow dags test` runs like the first act, so only distill is ever unpaused: a
+scheduler meeting an unpaused DAG with a cron would first start the latest missed cron run
+(catchup=False means "only the latest", not "none").
 
 It happens once per state folder: a second `mlops demo` finds the update already accepted and
 says so instead of waiting for an event that will not come.
@@ -25,6 +27,8 @@ from __future__ import annotations
 import json
 from datetime import date
 from decimal import Decimal
+
+from ml.airflow_runner import run_airflow, test_dag
 from pathlib import Path
 
 
@@ -71,27 +75,27 @@ def run(settings, wf, *, seed: int, n_calls: int, echo=print, timeout_s: float =
              "(see `mlops models history` and the upstream history); nothing new to show.")
         return {"shown": False, "reason": "already shown on this state folder"}
     watch, ingest, distill = (f"{dag}__{wf.name}" for dag in ("watch_upstream", "ingest_validate", "distill"))
-    echo("\nKeeping current: the teacher updates. Starting Airflow (api-server, scheduler, dag-processor, "
-         "triggerer; LocalExecutor) so that Asset events schedule the DAGs as in production.")
+    echo("\nKeeping current: the teacher updates.")
+    test_dag(settings, watch, echo=echo)  # the baseline fingerprints
+    dropped = stage_teacher_update(settings, wf, seed=seed, n_calls=n_calls)
+    echo(f"→ dropped {dropped.name}: frontier-large@{NEW_TEACHER_VERSION} re-answered "
+         f"{UPDATE_SHARE:.0%} of the tickets")
+    test_dag(settings, ingest, echo=echo)
+    # Airflow queues Asset events only for DAGs that are not paused: distill listens from here on.
+    run_airflow(settings, ["dags", "unpause", distill], log_path=settings.airflow_home / "logs" / "unpause.log")
+    changes = len(_store(settings, wf).history("changed"))
+    test_dag(settings, watch, echo=echo)  # sees the new teacher: emits the upstream Asset event
+    if len(_store(settings, wf).history("changed")) == changes:
+        raise RuntimeError(f"{watch} saw no upstream change: this state folder acknowledged the teacher "
+                           f"update {NEW_TEACHER_VERSION} before (an interrupted demo?). Start from a "
+                           "fresh state with `make clean-state` (or another MLOPS_STATE_DIR).")
+    echo("→ starting Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) so that the "
+         f"Asset event schedules {distill} as in production")
     with AirflowStack(settings) as stack:
-        echo(f"→ {watch}: the baseline fingerprints (component logs: {stack.log_dir})")
-        stack.wait_for_run(watch, stack.trigger(watch))
-        dropped = stage_teacher_update(settings, wf, seed=seed, n_calls=n_calls)
-        echo(f"→ dropped {dropped.name}: frontier-large@{NEW_TEACHER_VERSION} re-answered "
-             f"{UPDATE_SHARE:.0%} of the tickets; {ingest} accepts it")
-        stack.wait_for_run(ingest, stack.trigger(ingest))
-        # Airflow queues Asset events only for DAGs that are not paused: distill listens from here on.
         known = frozenset(r["dag_run_id"] for r in _runs_or_none(stack, distill))
-        stack.unpause(distill)
-        echo(f"→ {watch}: sees the new teacher and emits the upstream Asset event")
-        changes = len(_store(settings, wf).history("changed"))
-        stack.wait_for_run(watch, stack.trigger(watch))
-        if len(_store(settings, wf).history("changed")) == changes:
-            raise RuntimeError(f"{watch} saw no upstream change: this state folder acknowledged the teacher "
-                               f"update {NEW_TEACHER_VERSION} before (an interrupted demo?). Start from a "
-                               "fresh state with `make clean-state` (or another MLOPS_STATE_DIR).")
         run_id = stack.next_run(distill, run_type="asset_triggered", known=known)
-        echo(f"→ the scheduler started {distill} run {run_id} from the Asset event; waiting for it")
+        echo(f"→ the scheduler started {distill} run {run_id} from the Asset event; waiting for it "
+             f"(component logs: {stack.log_dir})")
         outcome = stack.wait_for_run(distill, run_id, timeout_s=timeout_s)
     result = {"shown": True, "dag_id": distill, "run_id": run_id, "tasks": outcome["tasks"],
               **decision(settings, wf, f"{distill}/{run_id}"), "booked": booked(settings, distill, run_id)}
