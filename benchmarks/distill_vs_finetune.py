@@ -227,7 +227,7 @@ def train(name, base_dir, texts, probs, hard, cfg, out_root, device, dtype, seed
     result = train_student(base_dir=base_dir, texts=texts, teacher_probs=probs, hard_labels=hard, label_names=LABELS,
                            cfg=cfg, out_dir=out_root / name, device=device, seed=seed, threads=threads,
                            log=lambda m: print(f"  {name}: {m}", flush=True))
-    return result, (before + matmul_gflops(device, dtype)) / 2
+    return result, (before, matmul_gflops(device, dtype))
 
 
 def main() -> None:
@@ -278,7 +278,8 @@ def main() -> None:
                 "student_3_layers": train("student_3_layers", base_dir, texts, targets.probs, targets.hard,
                                           cfg_student, out_root, device, dtype, args.seed, args.threads)}
         models, predictors = {}, {}
-        for name, (result, yardstick) in runs.items():
+        for name, (result, (before, after)) in runs.items():
+            yardstick = (before + after) / 2
             with quiet_progress_bars():
                 model, tokenizer = load_classifier(result.model_dir, device)
             models[name] = (model, tokenizer)
@@ -297,6 +298,8 @@ def main() -> None:
                 "train_samples_per_s": result.samples_per_s,
                 "train_gflops_per_s": train_flops / train_compute_s / 1e9,
                 "train_matmul_gflops_per_s": yardstick,
+                # Far from 1: the machine's load changed during training, and the utilisation is unreliable.
+                "train_matmul_after_vs_before": after / before,
                 "train_flops_utilisation": train_flops / train_compute_s / 1e9 / yardstick,
                 "train_flops_formula_vs_flop_counter": formula / counted,
                 "final_loss": result.final_loss,
@@ -361,6 +364,11 @@ def main() -> None:
     report["aims"] = {k: {"aim": f"{op} {v}", "met": ratios[k] >= v if op == ">=" else ratios[k] <= v}
                       for k, (op, v) in AIMS.items()}
     report["wall_seconds"] = time.perf_counter() - started
+    drift = [r["train_matmul_after_vs_before"] for r in m.values() if "train_matmul_after_vs_before" in r]
+    report["warnings"] = [
+        f"the matmul yardstick moved by {d:.2f}x across a training run: another process competed for the "
+        "device, so utilisation and latency figures of this run are unreliable; run again on a quiet machine"
+        for d in drift if not 0.8 <= d <= 1.25]
 
     print(f"\n{'model':<27}{'macro-F1':>9}{'p50 ms@1':>10}{'p99 ms@1':>10}{'train smp/s':>12}"
           f"{'train MFU':>10}{'infer@32 /s':>12}{'infer MFU':>10}")
@@ -377,6 +385,8 @@ def main() -> None:
         aim = report["aims"].get(key)
         verdict = f"  aim {aim['aim']}: {'met' if aim['met'] else 'NOT met'}" if aim else ""
         print(f"{key:<52}{value:8.3f}{verdict}")
+    for warning in report["warnings"]:
+        print(f"WARNING: {warning}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
