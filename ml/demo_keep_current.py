@@ -92,8 +92,10 @@ def run(settings, wf, *, seed: int, n_calls: int, echo=print, timeout_s: float =
     echo("→ starting Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) so that the "
          f"Asset event schedules {distill} as in production")
     with AirflowStack(settings) as stack:
-        known = frozenset(r["dag_run_id"] for r in _runs_or_none(stack, distill))
-        run_id = stack.next_run(distill, run_type="asset_triggered", known=known)
+        # The scheduler may create the run before the API answers: the act's own run is the state's
+        # first asset-triggered one (already_shown() said no earlier one probed a teacher change).
+        stack.wait_for_dag(distill)
+        run_id = stack.next_run(distill, run_type="asset_triggered")
         echo(f"→ the scheduler started {distill} run {run_id} from the Asset event; waiting for it "
              f"(component logs: {stack.log_dir})")
         outcome = stack.wait_for_run(distill, run_id, timeout_s=timeout_s)
@@ -101,11 +103,6 @@ def run(settings, wf, *, seed: int, n_calls: int, echo=print, timeout_s: float =
               **decision(settings, wf, f"{distill}/{run_id}"), "booked": booked(settings, distill, run_id)}
     echo(describe(result))
     return result
-
-
-def _runs_or_none(stack, dag_id: str) -> list[dict]:
-    stack.wait_for_dag(dag_id)
-    return stack.runs(dag_id)
 
 
 def decision(settings, wf, run_key: str) -> dict:
