@@ -120,7 +120,8 @@ def _registered(spec: str, what: str) -> tuple[str, dict]:
 def teacher_fingerprint(kind: str, model: str, data_root: Path, cache_path: Path | None = None) -> Fingerprint:
     """The fingerprint of a workflow's teacher: the newest recorded frontier version, or a local model."""
     if kind in ("call_log", "openai"):
-        # The openai teacher is read from the recorded log of that same API (see ml/teachers.py).
+        # An openai teacher's version is the one its recorded calls (the proxy's log) answered with;
+        # it labels the training texts live (ml/teachers.py), so a new version shows up there first.
         current = current_call_log_teacher(call_log_teachers(data_root, cache_path), model)
         if current is None:
             note = f"no accepted call of model {model!r} yet" if model else "no accepted call log yet"
