@@ -62,7 +62,9 @@ def platform(tmp_path_factory, tiny_base_model):
                                                           timeout_hours=0.5))
     variables = {"MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
                  "MLOPS_TORCH_THREADS": "1"}
-    env = {**os.environ, **variables}
+    # An earlier test's MLFLOW_* URIs (mlflow.set_*_uri writes them into os.environ) must not reach the CLI.
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")},
+           **variables}
     settings = load_settings(variables)
     settings.ensure_dirs()
     stage_demo_data(settings, get_workflow(settings.workflows_file, WF), n_calls=200, n_gold=80, seed=0,
@@ -70,10 +72,16 @@ def platform(tmp_path_factory, tiny_base_model):
     ingest = mlops(env, "run", "--only", "ingest_validate", "--workflow", WF, "--json")
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     yield {"env": env, "client": registry.configure(settings), "airflow_db": settings.airflow_home / "airflow.db",
            "workflows": root / "workflows.yaml"}
     mlflow.set_tracking_uri(before[0])
     mlflow.set_registry_uri(before[1])
+    for key, value in saved.items():  # set_*_uri wrote these: leave os.environ as it was
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 class Owner(threading.Thread):

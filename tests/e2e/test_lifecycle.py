@@ -50,7 +50,10 @@ def mlops(env: dict, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, tiny_base_model):
     root = tmp_path_factory.mktemp("e2e")
-    env = {**os.environ, "MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
+    # mlflow.set_tracking_uri/set_registry_uri write MLFLOW_* variables into os.environ: an earlier test's
+    # registry must not reach these subprocesses (the platform's own settings name the registry).
+    inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env = {**inherited, "MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
            "MLOPS_TORCH_THREADS": "1"}  # a tiny model is slower with two threads fighting over two cores
     write_workflows(root / "workflows.yaml", tiny_base_model, min_f1=0.0)
     first = mlops(env, "demo", "--n-calls", "300", "--n-gold", "120", "--json")
