@@ -27,6 +27,7 @@ import hashlib
 import importlib.util
 import json
 import random
+import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
@@ -584,8 +585,7 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         if not in_memory:
-            # WAL: readers never block the writer, and writers queue on the busy timeout.
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _ensure_wal(cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -594,6 +594,33 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
         conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
     return engine
+
+
+def _ensure_wal(cursor) -> None:
+    """Put the file in WAL mode once; afterwards a connection only reads the mode.
+
+    WAL (readers never block the writer, writers queue on the busy timeout) is a property of
+    the file and persists, so only the first connection to a new file has to switch it.
+    Switching needs an exclusive lock, and SQLite may answer SQLITE_BUSY there at once,
+    without waiting on the busy timeout: a process connecting while others write would fail
+    (a lost booking from the cost listener). So the mode is read first, and the switch, when
+    still needed, is retried with backoff until the busy timeout is spent.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay_s = 0.01
+    while True:
+        try:
+            (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay_s * (1 + random.random()))
+            delay_s = min(delay_s * 2, 0.5)
 
 
 def _current_revision(conn) -> str | None:
