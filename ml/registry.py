@@ -399,6 +399,8 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
     out = []
     # search results do not carry aliases on every store; the registered model does.
     aliases: dict[str, list[str]] = {}
+    if not client.search_registered_models(filter_string=f"name='{name}'"):
+        return out  # nothing registered yet (a new state): an empty list, not an error
     for alias, version in client.get_registered_model(name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
     for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):

@@ -8,9 +8,10 @@ exit 1; `--json` prints machine-readable output where a script would read it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from ml.cli import costs, data, frontier, lifecycle, models, serve
+from ml.cli import common, costs, data, frontier, lifecycle, models, serve
 from ml.cli.common import add_json, emit
 from ml.config import SettingsError, describe, load_settings
 
@@ -48,16 +49,53 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    as_json = getattr(args, "json", False)
+    real_stdout = sys.stdout
+    saved_fd = None
+    if as_json:
+        # Exactly one JSON document on stdout: anything else a command prints goes to stderr,
+        # at the file-descriptor level too, so Airflow subprocesses that inherit fd 1 cannot
+        # write into the document either.
+        sys.stdout.flush()
+        try:
+            stdout_fd = real_stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # a test's in-memory stdout
+            stdout_fd = None
+        if stdout_fd is not None:
+            saved_fd = os.dup(stdout_fd)
+            os.dup2(sys.stderr.fileno(), stdout_fd)
+            common._json_stdout = os.fdopen(os.dup(saved_fd), "w", encoding="utf-8")
+        else:
+            common._json_stdout = real_stdout
+        sys.stdout = sys.stderr
     try:
-        return args.func(args) or EXIT_OK
+        code = args.func(args) or EXIT_OK
+        real_stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
         print("mlops: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `mlops ... | head` closed the pipe: not an error worth a traceback. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), real_stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
         known = (CliError, SettingsError, ValueError, RuntimeError, FileNotFoundError, PermissionError, LookupError)
         if not isinstance(exc, known):
             raise
-        print(f"mlops {args.command}: {exc}", file=sys.stderr)
+        message = f"mlops {args.command}: {exc}"
+        print(message, file=sys.stderr)
+        if as_json:
+            common.emit(args, {"error": str(exc), "command": args.command, "exit_code": EXIT_ERROR})
         return EXIT_ERROR
-
-
+    finally:
+        if as_json:
+            if saved_fd is not None:
+                try:
+                    common._json_stdout.close()
+                except BrokenPipeError:
+                    pass
+                os.dup2(saved_fd, real_stdout.fileno())
+                os.close(saved_fd)
+            common._json_stdout, sys.stdout = None, real_stdout

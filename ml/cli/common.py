@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from ml.config import Settings, load_settings
 from ml.workflows import Workflow, load_workflows
@@ -27,9 +28,16 @@ def settings_and_workflow(args) -> tuple[Settings, Workflow]:
     return settings, workflows[name]
 
 
+# Under --json, main() points sys.stdout at stderr for the whole command (so whatever a step
+# prints cannot corrupt the document) and keeps the real stdout here for emit() alone.
+_json_stdout = None
+
+
 def emit(args, payload, text: str | None = None) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(payload, indent=2, default=str))
+        out = _json_stdout or sys.stdout
+        out.write(json.dumps(payload, indent=2, default=str) + "\n")
+        out.flush()
     else:
         print(text if text is not None else json.dumps(payload, indent=2, default=str))
 
