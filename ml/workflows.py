@@ -81,6 +81,22 @@ class Gate:
         "and @champion stays. The next scheduled run of the workflow queues behind a waiting one.")})
 
 
+SERVING_VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8", "torch_bf16")
+
+
+@dataclass(frozen=True)
+class Serving:
+    variants: tuple[str, ...] = field(default=("auto",), metadata={"help": (
+        "Which exports compete to be served: auto (every one the device supports) or a list of "
+        f"{', '.join(SERVING_VARIANTS)}. The fastest within max_quality_cost is registered and served.")})
+    max_quality_cost: float = field(default=0.005, metadata={"help": (
+        "How much macro-F1 a faster variant may give up against torch fp32 to be the one served.")})
+    min_replicas: int = field(default=2, metadata={"help": (
+        "Replicas that run all month whatever the traffic (the always-on floor; 2 for any availability promise).")})
+    peak_to_average: float = field(default=3.0, metadata={"help": (
+        "Peak request rate over the monthly average; replicas are sized for the peak at the latency SLA.")})
+
+
 @dataclass(frozen=True)
 class KeepCurrent:
     probe_sample: int = field(default=200, metadata={"help": "Texts answered by both the old and the new teacher that the agreement probe compares."})
@@ -112,6 +128,7 @@ class Workflow:
     curation: Curation = Curation()
     gate: Gate = Gate()
     keep_current: KeepCurrent = KeepCurrent()
+    serving: Serving = Serving()
 
     @property
     def model_name(self) -> str:
@@ -120,7 +137,7 @@ class Workflow:
 
 
 _NESTED = {"teacher": Teacher, "schedule": Schedule, "training": Training, "validation": Validation, "gate": Gate,
-           "keep_current": KeepCurrent, "curation": Curation}
+           "keep_current": KeepCurrent, "curation": Curation, "serving": Serving}
 
 
 def _build(cls, raw: dict, where: str):
@@ -141,6 +158,11 @@ def _build(cls, raw: dict, where: str):
                 if value is not None and not isinstance(value, (list, tuple)):
                     raise ValueError("expected a list, e.g. [billing, shipping]")
                 values[key] = tuple(str(v) for v in (value or ()))
+            elif key == "variants":
+                names = [value] if isinstance(value, str) else value
+                if not isinstance(names, (list, tuple)) or not names:
+                    raise ValueError(f"expected auto or a list of {', '.join(SERVING_VARIANTS)}")
+                values[key] = tuple(str(v) for v in names)
             elif key == "mask_pii":
                 if not isinstance(value, (list, tuple)):
                     raise ValueError("expected a list of rule names, e.g. [email, card, phone], or [] for none")
@@ -195,6 +217,18 @@ def _check(wf: Workflow, where: str) -> None:
     if not 0.0 <= wf.keep_current.min_disagreement <= 1.0:
         raise WorkflowError(f"{where}.keep_current.min_disagreement: {wf.keep_current.min_disagreement} must be "
                             "a share between 0 and 1, e.g. 0.02 for 2%.")
+    serving = wf.serving
+    if serving.variants != ("auto",) and (set(serving.variants) - set(SERVING_VARIANTS) or "auto" in serving.variants):
+        raise WorkflowError(f"{where}.serving.variants: {list(serving.variants)} must be auto or a list of "
+                            f"{', '.join(SERVING_VARIANTS)}.")
+    if not 0.0 <= serving.max_quality_cost <= 1.0:  # NaN fails this too
+        raise WorkflowError(f"{where}.serving.max_quality_cost: {serving.max_quality_cost} must be a macro-F1 "
+                            "difference between 0 and 1, e.g. 0.005.")
+    if serving.min_replicas < 1:
+        raise WorkflowError(f"{where}.serving.min_replicas: {serving.min_replicas} must be at least 1.")
+    if not 1.0 <= serving.peak_to_average < float("inf"):
+        raise WorkflowError(f"{where}.serving.peak_to_average: {serving.peak_to_average} must be at least 1 "
+                            "(peak rate over the monthly average), e.g. 3.")
     try:
         from ml.data.ingest import PiiMasker
 
