@@ -21,7 +21,11 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 MAX_APPROVAL_TIMEOUT_HOURS = 720
 
 
-class WorkflowError(ValueError):
+class ConfigurationError(ValueError):
+    """A failure no retry can fix (a bad setting, a refused label): the task fails at once, naming it."""
+
+
+class WorkflowError(ConfigurationError):
     """The workflows file is invalid; the message names the file, workflow and key."""
 
 
@@ -36,16 +40,28 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Teacher:
-    kind: str = field(default="call_log", metadata={"help": "call_log (recorded frontier outputs), local_model or openai."})
+    kind: str = field(default="call_log", metadata={"help": (
+        "call_log (recorded frontier outputs), labels (the labels in your file are the targets: one-hot, "
+        "for human-labelled data), local_model or openai.")})
     model: str = field(default="", metadata={"help": "Frontier model name, or a local model directory / models:/ URI."})
 
 
 @dataclass(frozen=True)
 class Training:
-    epochs: float = field(default=3.0, metadata={"help": "Passes over the training set."})
+    max_epochs: float = field(default=10.0, metadata={"help": (
+        "The most passes over the training split; early stopping may end sooner (`epochs:` is read as this).")})
+    patience: int = field(default=2, metadata={"help": (
+        "Stop after this many epochs without a better validation macro-F1 and keep the best epoch's weights; "
+        "0 = never stop early.")})
+    validation_fraction: float = field(default=0.1, metadata={"help": (
+        "Share of the training set held out, stratified by label, to choose the epoch (never the frozen "
+        "evaluation set); 0 = none: train max_epochs and keep the last weights.")})
+    class_weight_power: float = field(default=0.5, metadata={"help": (
+        "Weight each example by (largest class size / its class size) ** power: 0 = none, 1 = fully "
+        "balanced. Keeps rare classes predicted on long-tailed data.")})
     batch_size: int = field(default=32, metadata={"help": "Examples per optimisation step."})
     max_length: int = field(default=64, metadata={"help": "Tokens per text; longer texts are truncated."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate (linear decay)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate (linear warmup, then linear decay over max_epochs)."})
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature for the soft targets."})
     alpha: float = field(default=0.5, metadata={"help": "Weight of the soft (teacher) loss; 1-alpha goes to hard labels."})
     student_layers: int = field(default=0, metadata={"help": "Keep this many encoder layers of the base (0 = all)."})
@@ -98,9 +114,28 @@ class Serving:
 
 
 @dataclass(frozen=True)
+class Frontier:
+    model: str = field(default="", metadata={"help": (
+        "The frontier model the workflow calls today (a frontier_per_1m_tokens name of the price book). "
+        "Prices the frontier side of the break-even when there is no call log to measure; empty = not declared.")})
+    tokens_in_per_call: int = field(default=0, metadata={"help": "Mean input tokens of one call (prompt + request)."})
+    tokens_out_per_call: int = field(default=0, metadata={"help": "Mean output tokens of one call."})
+
+
+@dataclass(frozen=True)
 class KeepCurrent:
     probe_sample: int = field(default=200, metadata={"help": "Texts answered by both the old and the new teacher that the agreement probe compares."})
     min_disagreement: float = field(default=0.02, metadata={"help": "Re-distil after a teacher change only when the teachers disagree on at least this share of the probe."})
+
+
+@dataclass(frozen=True)
+class Notify:
+    on: tuple[str, ...] = field(default=("approval_waiting", "rejected", "approval_timed_out", "promoted", "run_failed"),
+                                metadata={"help": "Events to notify about: approval_waiting, rejected, approval_timed_out, "
+                                                  "promoted, run_failed."})
+    email: tuple[str, ...] = field(default=(), metadata={"help": (
+        "Addresses to mail, sent through Airflow's SMTP provider (connection smtp_default).")})
+    webhook: str | None = field(default=None, metadata={"help": "A URL that receives each notice as a JSON POST."})
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,8 @@ class Workflow:
     gate: Gate = Gate()
     keep_current: KeepCurrent = KeepCurrent()
     serving: Serving = Serving()
+    notify: Notify = Notify()
+    frontier: Frontier = Frontier()
 
     @property
     def model_name(self) -> str:
@@ -137,13 +174,20 @@ class Workflow:
 
 
 _NESTED = {"teacher": Teacher, "schedule": Schedule, "training": Training, "validation": Validation, "gate": Gate,
-           "keep_current": KeepCurrent, "curation": Curation, "serving": Serving}
+           "keep_current": KeepCurrent, "curation": Curation, "serving": Serving, "notify": Notify,
+           "frontier": Frontier}
 
 
 def _build(cls, raw: dict, where: str):
     if not isinstance(raw, dict):
         raise WorkflowError(f"{where}: expected a mapping, got {type(raw).__name__}.")
+    if cls is Notify:  # YAML 1.1 reads the key `on` as the boolean true
+        raw = {("on" if k is True else k): v for k, v in raw.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is Training and "epochs" in raw:  # the name before early stopping: the budget it was
+        if "max_epochs" in raw:
+            raise WorkflowError(f"{where}: both epochs and max_epochs; keep max_epochs.")
+        raw = {("max_epochs" if k == "epochs" else k): v for k, v in raw.items()}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise WorkflowError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(fields))}.")
@@ -157,11 +201,22 @@ def _build(cls, raw: dict, where: str):
                 # A bare string would become one label per character ("billing" → b, i, l, ...).
                 if value is not None and not isinstance(value, (list, tuple)):
                     raise ValueError("expected a list, e.g. [billing, shipping]")
-                values[key] = tuple(str(v) for v in (value or ()))
+                # YAML reads yes/no/on as booleans, 1.10 as 1.1 and 2024-01-02 as a date: none of
+                # them would match the text in the data file, so only strings are labels.
+                odd = next((v for v in (value or ()) if not isinstance(v, str)), None)
+                if odd is not None:
+                    raise ValueError(f"label {odd!r} is read by YAML as {type(odd).__name__}, not text; quote it, "
+                                     f"e.g. \"{odd}\" (`mlops workflows init` quotes every label)")
+                values[key] = tuple(value or ())
             elif key == "variants":
                 names = [value] if isinstance(value, str) else value
                 if not isinstance(names, (list, tuple)) or not names:
                     raise ValueError(f"expected auto or a list of {', '.join(SERVING_VARIANTS)}")
+                values[key] = tuple(str(v) for v in names)
+            elif cls is Notify and key in ("on", "email"):
+                names = [value] if isinstance(value, str) else value
+                if not isinstance(names, (list, tuple)):
+                    raise ValueError("expected a list, e.g. [approval_waiting, run_failed] or [owner@example.com]")
                 values[key] = tuple(str(v) for v in names)
             elif key == "mask_pii":
                 if not isinstance(value, (list, tuple)):
@@ -229,6 +284,18 @@ def _check(wf: Workflow, where: str) -> None:
     if not 1.0 <= serving.peak_to_average < float("inf"):
         raise WorkflowError(f"{where}.serving.peak_to_average: {serving.peak_to_average} must be at least 1 "
                             "(peak rate over the monthly average), e.g. 3.")
+    frontier = wf.frontier
+    if frontier.tokens_in_per_call < 0 or frontier.tokens_out_per_call < 0:
+        raise WorkflowError(f"{where}.frontier: tokens per call must be >= 0, got {frontier.tokens_in_per_call} in / "
+                            f"{frontier.tokens_out_per_call} out.")
+    if frontier.model and frontier.tokens_in_per_call + frontier.tokens_out_per_call == 0:
+        raise WorkflowError(f"{where}.frontier: model {frontier.model!r} needs tokens_in_per_call and/or "
+                            "tokens_out_per_call (mean tokens of one call), e.g. 800 and 60.")
+    from ml.notify import check_config
+
+    problems = check_config(wf.notify.on, wf.notify.email, wf.notify.webhook)
+    if problems:
+        raise WorkflowError(f"{where}.notify.{problems[0]}.")
     try:
         from ml.data.ingest import PiiMasker
 
