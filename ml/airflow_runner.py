@@ -7,14 +7,22 @@ put next to this Python. `airflow dags test` runs a real DAG run in one process 
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ml.config import Settings
+from ml.train import progress
+from ml.train.progress import PROGRESS_FILE_VAR
 
 
 class AirflowRunError(RuntimeError):
@@ -44,7 +52,7 @@ def airflow_bin() -> str:
 
 def run_airflow(settings: Settings, args: list[str], *, log_path: Path | None = None,
                 check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, **airflow_env(settings)}
+    env = _child_env(settings)
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     if log_path is None:
         return subprocess.run([airflow_bin(), *args], env=env, check=check)
@@ -61,38 +69,258 @@ def migrate(settings: Settings) -> None:
     run_airflow(settings, ["db", "migrate"], log_path=settings.airflow_home / "logs" / "db_migrate.log")
 
 
-_FINAL = re.compile(r"DagRun Finished: dag_id=(?P<dag>\S+?), .*? state=(?P<state>\w+)")
+# Task states that will not change any more (Airflow's finished states).
+FINISHED_TASK_STATES = ("success", "failed", "skipped", "upstream_failed", "removed")
+STATES_POLL_S = 15.0      # each `airflow tasks states-for-dag-run` costs ~2.5 s of CPU
+DISPLAY_TICK_S = 1.0      # how often the progress snapshot is read
+PLAIN_LINE_EVERY_S = 20.0  # off a terminal, a progress line at most this often (plus each new score)
 
 
-def test_dag(settings: Settings, dag_id: str, *, echo=print) -> dict:
-    """One real DAG run through `airflow dags test`; raises unless the run ends in success."""
-    log_path = settings.airflow_home / "logs" / "dags_test" / f"{dag_id}.log"
-    echo(f"→ airflow dags test {dag_id}  (log: {log_path})")
-    proc = run_airflow(settings, ["dags", "test", dag_id], log_path=log_path, check=False)
-    text = log_path.read_text(errors="replace")
-    states = [m.group("state") for m in _FINAL.finditer(text)]
-    state = states[-1] if states else "unknown"
-    tasks = _task_states(text)
-    if proc.returncode != 0 or state != "success":
+class DagAlreadyRunning(AirflowRunError):
+    """Another `mlops run` (or its `airflow dags test`) runs this DAG on this state right now."""
+
+
+def dag_lock(settings: Settings, dag_id: str) -> int:
+    """An exclusive lock on the DAG in this state folder, as an open file descriptor.
+
+    flock, not a pid file: the kernel releases it when the last process holding it ends, however
+    it ends. The `airflow dags test` child inherits the descriptor, so a run whose `mlops` was
+    killed still holds the lock for as long as Airflow works on it.
+    """
+    path = settings.airflow_home / "locks" / f"{dag_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise DagAlreadyRunning(f"DAG {dag_id} is already running on this state ({holder}); wait for it to end, "
+                                f"or use another MLOPS_STATE_DIR. Lock: {path}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"mlops pid {os.getpid()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC".encode())
+    return fd
+
+
+def fail_orphaned_runs(settings: Settings, dag_id: str, *, logical_date: str | None = None) -> list[dict]:
+    """Mark `airflow dags test` runs of the DAG that no live process works on as failed.
+
+    A `mlops run` killed with its Airflow child (kill -9, a closed terminal) leaves its run
+    `running` for ever, which blocks a scheduler with max_active_runs=1. Call it only while
+    holding dag_lock(): then no other `mlops run` of this DAG is alive on this state.
+    """
+    script = settings.project_dir / "infra" / "airflow_fail_orphaned_runs.py"
+    args = [dag_id, *(["--logical-date", logical_date] if logical_date else [])]
+    env = {**os.environ, **airflow_env(settings)}
+    env.pop(PROGRESS_FILE_VAR, None)
+    proc = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AirflowRunError(f"could not check DAG {dag_id} for orphaned runs: "
+                              f"{_first_error(proc.stderr) or proc.stderr.strip()[-300:]}")
+    return _json_document(proc.stdout) or []
+
+
+def task_states(settings: Settings, dag_id: str, run: str) -> dict[str, str]:
+    """task_id (task_id[i] when mapped) -> state, from Airflow's own record of the run."""
+    proc = subprocess.run([airflow_bin(), "tasks", "states-for-dag-run", dag_id, run, "-o", "json"],
+                          env=_child_env(settings), capture_output=True, text=True)
+    rows = _json_document(proc.stdout) if proc.returncode == 0 else None
+    if rows is None:
+        raise AirflowRunError(f"`airflow tasks states-for-dag-run {dag_id} {run}` exited {proc.returncode}: "
+                              f"{_first_error(proc.stderr) or proc.stderr.strip()[-300:]}")
+    return {(f"{r['task_id']}[{r['map_index']}]" if r.get("map_index") not in (None, "") else r["task_id"]):
+            (r.get("state") or "none") for r in rows}
+
+
+def _json_document(text: str):
+    """The JSON list a CLI printed, even when a warning came before it on the same stream."""
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+    for start in starts:
+        if text.startswith("[", start):
+            try:
+                return json.JSONDecoder().raw_decode(text[start:])[0]
+            except ValueError:
+                continue
+    return None
+
+
+def _child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **airflow_env(settings), **(extra or {})}
+    # Airflow starts its parts (and tasks their tools) as bare commands: they must find this venv's.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool = True) -> dict:
+    """One real DAG run through `airflow dags test`; raises unless the run ends in success.
+
+    Each run has its own log (dags_test/<dag_id>/<stamp>.log; dags_test/<dag_id>.log links to the
+    latest) and its own progress file; states come from Airflow (`tasks states-for-dag-run`),
+    looked up by the run's logical date, never from the log text.
+    """
+    lock_fd = dag_lock(settings, dag_id)
+    # Names the run while it goes on; left behind only when mlops died before the run ended.
+    unfinished_marker = settings.airflow_home / "locks" / f"{dag_id}.unfinished"
+    try:
+        if unfinished_marker.exists():
+            left = unfinished_marker.read_text().strip()
+            for orphan in fail_orphaned_runs(settings, dag_id, logical_date=left):
+                echo(f"  marked {dag_id} run {orphan['run_id']} failed: an mlops run ended without finishing it "
+                     f"(unfinished tasks marked failed: {', '.join(orphan['failed_tasks']) or 'none'})")
+            unfinished_marker.unlink()
+        logical = datetime.now(timezone.utc)
+        stamp = logical.strftime("%Y%m%dT%H%M%S.%fZ")
+        run_dir = settings.airflow_home / "logs" / "dags_test" / dag_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path, progress_path = run_dir / f"{stamp}.log", run_dir / f"{stamp}.progress.json"
+        latest = run_dir.parent / f"{dag_id}.log"
+        tmp_link = latest.with_name(f".{latest.name}.{os.getpid()}")
+        tmp_link.unlink(missing_ok=True)
+        tmp_link.symlink_to(log_path.relative_to(latest.parent))
+        os.replace(tmp_link, latest)
+        echo(f"→ airflow dags test {dag_id}  (log: {log_path})")
+        when = logical.isoformat()
+        env = _child_env(settings, {PROGRESS_FILE_VAR: str(progress_path)})
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen([airflow_bin(), "dags", "test", dag_id, when], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, pass_fds=(lock_fd,))
+        unfinished_marker.write_text(when)
+        watcher = _RunWatcher(settings, dag_id, when, progress_path, echo, show_progress)
+        try:
+            watcher.follow(proc)
+        except KeyboardInterrupt:
+            _stop(proc)
+            failed = fail_orphaned_runs(settings, dag_id, logical_date=when)
+            unfinished_marker.unlink(missing_ok=True)
+            echo(f"interrupted: {dag_id} run {'marked failed' if failed else 'ended'}; log: {log_path}")
+            raise
+        finally:
+            watcher.close()
+        tasks = task_states(settings, dag_id, when)
+        unfinished_marker.unlink(missing_ok=True)
+    finally:
+        os.close(lock_fd)
+    unfinished = [t for t, s in tasks.items() if s not in FINISHED_TASK_STATES]
+    bad = [t for t, s in tasks.items() if s in ("failed", "upstream_failed")]
+    state = "success" if proc.returncode == 0 and tasks and not bad and not unfinished else "failed"
+    if state != "success":
         failed = [t for t, s in tasks.items() if s == "failed"]
-        reason = _first_error(text)
+        reason = _first_error(log_path.read_text(errors="replace"))
         raise AirflowRunError(f"DAG {dag_id} ended {state} (exit {proc.returncode}); failed tasks: {failed or '?'}"
                               f"{'; ' + reason if reason else ''}. Full log: {log_path}")
-    return {"dag_id": dag_id, "state": state, "tasks": tasks, "log": str(log_path)}
+    return {"dag_id": dag_id, "state": state, "logical_date": when, "tasks": tasks, "log": str(log_path)}
 
 
-def _task_states(text: str) -> dict[str, str]:
-    """task_id → the state of its last try, read off the `dags test` log in order."""
-    states: dict[str, str] = {}
-    current = None
-    for line in text.splitlines():
-        started = re.search(r"\[DAG TEST\] starting task_id=(\S+)", line)
-        if started:
-            current = started.group(1)
-        updated = re.search(r"new_state=(\w+)", line)
-        if current and updated:
-            states[current] = updated.group(1)
-    return states
+def _stop(proc: subprocess.Popen) -> None:
+    """After Ctrl-C: the child got SIGINT too (same process group); give it time, then insist."""
+    for sig, wait_s in ((None, 10), (signal.SIGTERM, 20), (signal.SIGKILL, 30)):
+        if sig is not None and proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
+            continue
+
+
+class _RunWatcher:
+    """Shows what a DAG run is doing: each running task (from Airflow) and the training snapshot.
+
+    On a terminal one line is redrawn (a bar); otherwise plain lines, when something changes.
+    Task states are polled in a thread, since each poll is an Airflow CLI call of a few seconds.
+    """
+
+    def __init__(self, settings, dag_id, when, progress_path, echo, enabled):
+        self.settings, self.dag_id, self.when, self.progress_path = settings, dag_id, when, progress_path
+        self.echo, self.enabled = echo, enabled
+        stream = getattr(sys.stdout, "isatty", None)
+        self.tty = bool(enabled and echo is print and stream and stream())
+        self.running: list[str] = []
+        self._shown_running: list[str] | None = None
+        self._last_plain = (None, 0.0, None)  # (step, monotonic time, val score)
+        self._drawn = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_states, daemon=True)
+
+    def follow(self, proc: subprocess.Popen) -> None:
+        if self.enabled:
+            self._thread.start()
+        while True:
+            try:
+                proc.wait(timeout=DISPLAY_TICK_S)
+                return
+            except subprocess.TimeoutExpired:
+                if self.enabled:
+                    self._show(progress.read(self.progress_path))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._drawn:
+            sys.stdout.write("\r\x1b[K")
+            sys.stdout.flush()
+
+    def _poll_states(self) -> None:
+        while not self._stop.wait(STATES_POLL_S):
+            try:
+                states = task_states(self.settings, self.dag_id, self.when)
+            except AirflowRunError:
+                continue  # the run may not exist yet; the final look decides
+            self.running = sorted(t for t, s in states.items() if s == "running")
+
+    def _show(self, snap: dict | None) -> None:
+        running = list(self.running)
+        if snap and snap.get("task") and not running:
+            running = [str(snap["task"])]  # Airflow's states not polled yet: the snapshot names the task
+        if snap and snap.get("task") and snap["task"] not in running:
+            snap = None  # the snapshot of a task that has ended
+        line = progress_line(snap)
+        if self.tty:
+            text = f"  {', '.join(running) or 'starting'}  {line}".rstrip()
+            sys.stdout.write("\r\x1b[K" + text[: shutil.get_terminal_size((100, 20)).columns - 1])
+            sys.stdout.flush()
+            self._drawn = True
+            return
+        if running != self._shown_running and running:
+            self.echo(f"  running: {', '.join(running)}")
+            self._shown_running = running
+        if snap and line:
+            step, at, score = self._last_plain
+            val = _val_score(snap)
+            now = time.monotonic()
+            if snap.get("step") != step and (now - at >= PLAIN_LINE_EVERY_S or val != score or step is None):
+                self.echo(f"  {snap.get('task', 'training')}: {line}")
+                self._last_plain = (snap.get("step"), now, val)
+
+
+def _val_score(snap: dict) -> tuple[str, object] | None:
+    found = [(k, v) for k, v in snap.items() if k.startswith("val_") and v is not None]
+    return found[0] if found else None
+
+
+def progress_line(snap: dict | None, bar_chars: int = 20) -> str:
+    """`[#####.....] step 40/760  51.2 samples/s  val_macro_f1 0.810  ETA 6m50s` from a snapshot."""
+    if not snap or snap.get("step") is None:
+        return ""
+    step, total = snap.get("step"), snap.get("total_steps")
+    parts = []
+    if isinstance(total, (int, float)) and total > 0:
+        done = max(0, min(bar_chars, int(bar_chars * step / total)))
+        parts.append(f"[{'#' * done}{'.' * (bar_chars - done)}] step {step}/{total}")
+    else:
+        parts.append(f"step {step}")
+    if isinstance(snap.get("epoch"), (int, float)):
+        parts.append(f"epoch {snap['epoch']:.2f}".rstrip("0").rstrip("."))
+    if isinstance(snap.get("samples_per_s"), (int, float)):
+        parts.append(f"{snap['samples_per_s']:.1f} samples/s")
+    val = _val_score(snap)
+    if val:
+        parts.append(f"{val[0]} {val[1]:.3f}" if isinstance(val[1], (int, float)) else f"{val[0]} {val[1]}")
+    if isinstance(snap.get("eta_s"), (int, float)):
+        eta = int(snap["eta_s"])
+        parts.append(f"ETA {eta // 60}m{eta % 60:02d}s")
+    return "  ".join(parts)
 
 
 def _first_error(text: str) -> str:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "MLOPS_"
+# MLOPS_* variables that are not settings: `mlops run` hands them to the processes it starts
+# (ml/train/progress.py), so a task must not refuse them as unknown settings.
+NOT_SETTINGS = frozenset({"MLOPS_PROGRESS_FILE"})
 
 # The repository root when installed editable (`pip install -e .`), which is how the
 # Makefile installs. MLOPS_PROJECT_DIR overrides it for wheels installed elsewhere.
@@ -141,7 +144,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Settings from embedded defaults overridden by MLOPS_* variables."""
     env = os.environ if environ is None else environ
     known = {f.name: f for f in dataclasses.fields(Settings)}
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in known)
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in NOT_SETTINGS
+                     and k[len(ENV_PREFIX):].lower() not in known)
     if unknown:
         raise SettingsError(
             f"Unknown setting {unknown[0]}; known: {', '.join(ENV_PREFIX + n.upper() for n in known)}."

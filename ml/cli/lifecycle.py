@@ -138,7 +138,8 @@ def cmd_run(args) -> int:
     settings, wf = settings_and_workflow(args)
     settings.ensure_dirs()
     stages = [args.only] if args.only else list(DAGS)
-    runs = run_lifecycle(settings, wf, stages, echo=(lambda m: None) if args.json else print)
+    # Under --json, print() goes to stderr (main() keeps stdout for the document): progress stays visible.
+    runs = run_lifecycle(settings, wf, stages, echo=print)
     emit(args, {"workflow": wf.name, "dag_runs": runs}, table(runs, ["dag_id", "state", "log"]))
     return 0
 
