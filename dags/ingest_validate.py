@@ -1,11 +1,14 @@
 """ingest_validate: gate every dropped batch before anything trains.
 
-1. **list_batches** — files waiting in the workflow's drop folder (`mlops data import` puts them there).
+1. **list_batches** — files waiting in the workflow's drop folder (`mlops data import` puts them there);
+   an entry that is not a plain file (a link, a FIFO) is set aside in quarantine, a hidden one is
+   reported, and neither blocks the others.
 2. **ingest_batch** (one mapped task per file) — curate, validate with Great Expectations; a failing
-   batch is quarantined with its report and fails the run here, so nothing downstream runs;
-   a passing batch joins the DVC-versioned training set.
+   batch is quarantined with its report; a passing batch joins the DVC-versioned training set.
 3. **publish_dataset** — emits the workflow's dataset Asset (extra: the DVC version) when the
-   training set changed, which schedules `distill`.
+   training set changed, which schedules `distill`: the good batches of a run are published even
+   when another batch of it was rejected.
+4. **check_rejections** — fails the run, naming each quarantined batch, if any was rejected.
 """
 
 from __future__ import annotations
@@ -41,10 +44,13 @@ def build(wf):
             try:
                 return ingest_batch(wf.name, name)
             except BatchRejected as exc:
-                raise AirflowFailException(str(exc)) from None  # a retry cannot fix bad data
+                # Quarantined with its report; a retry cannot fix bad data, and the run fails at
+                # check_rejections, after the batches that passed are published.
+                print(str(exc))
+                return {"batch": name, "rejected": str(exc)}
 
-        @task(outlets=[dataset])
-        def publish_dataset(results: list[dict], *, dag_run=None, outlet_events=None) -> dict:
+        @task(outlets=[dataset], trigger_rule="none_failed")
+        def publish_dataset(*, dag_run=None, outlet_events=None) -> dict:
             from ml.pipeline.ingest_validate import publish_if_changed
 
             published = publish_if_changed(wf.name, run_key(dag_run))
@@ -53,7 +59,17 @@ def build(wf):
             outlet_events[dataset].extra = published
             return published
 
-        publish_dataset(ingest_batch.expand(name=list_batches()))
+        @task(trigger_rule="none_failed")
+        def check_rejections(results: list[dict]) -> int:
+            rejected = [r["rejected"] for r in results or [] if r and r.get("rejected")]
+            if rejected:
+                raise AirflowFailException(f"{len(rejected)} batch(es) rejected:\n" + "\n".join(rejected))
+            return len(results or [])
+
+        results = ingest_batch.expand(name=list_batches())
+        published = publish_dataset()
+        results >> published
+        published >> check_rejections(results)
 
     return ingest_validate()
 

@@ -24,6 +24,24 @@ class ContractError(ValueError):
     """An input cannot be brought to the contract; the message names the column and the fix."""
 
 
+# Beyond these, a "column name" is more likely a line of something that is not a table.
+SHOWN_COLUMNS, SHOWN_COLUMN_CHARS = 20, 40
+
+
+def describe_columns(df: pd.DataFrame) -> str:
+    """The file's column names for an error message, only when the file parsed as a table.
+
+    A file that is not a table (a key file, a password-hash file, prose) parses as one column
+    whose "name" is its first line: echoing it would print that line into logs and terminals.
+    """
+    names = [str(c) for c in df.columns]
+    if len(names) < 2 or any(len(n) > SHOWN_COLUMN_CHARS or not n.isprintable() for n in names):
+        return (f"the file has {len(names)} column(s) and does not look like a table with a header row "
+                "(column names not shown)")
+    shown = names[:SHOWN_COLUMNS] + ([f"... {len(names) - SHOWN_COLUMNS} more"] if len(names) > SHOWN_COLUMNS else [])
+    return f"the file has {shown}"
+
+
 def normalise_labelled(df: pd.DataFrame, *, text_col: str, label_col: str, source: str = "gold",
                        origin: str = "file") -> pd.DataFrame:
     """Rename the user's columns to the contract and keep only contract columns.
@@ -34,7 +52,7 @@ def normalise_labelled(df: pd.DataFrame, *, text_col: str, label_col: str, sourc
     missing = [c for c in (text_col, label_col) if c not in df.columns]
     if missing:
         raise ContractError(
-            f"{origin}: missing column(s) {missing}; the file has {list(df.columns)}. "
+            f"{origin}: missing column(s) {missing}; {describe_columns(df)}. "
             "Pass --text-col/--label-col or set text_column/label_column in the workflow."
         )
     out = pd.DataFrame({

@@ -81,8 +81,11 @@ class Batch:
     path: Path
     sha256: str
     kind: str  # "call_log" or "labelled"
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # what joins the dataset: one row per (text, label)
     stats: dict = field(default_factory=dict)
+    # The curated batch before exact duplicates were dropped: what the gate judges, so that a
+    # batch of 90 % copies is seen as one (the duplicate ratio of `frame` is 0 by construction).
+    received: pd.DataFrame | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -186,8 +189,8 @@ def read_batch(path: Path, *, text_col: str = "text", label_col: str = "label", 
         frame[col] = frame[col].map(lambda v: v if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     if mask:
         frame[contract.TEXT] = frame[contract.TEXT].map(lambda t: masker(t) if isinstance(t, str) else t)
-    before = len(frame)
-    frame = frame.drop_duplicates(subset=[contract.TEXT, contract.LABEL]).reset_index(drop=True)
-    stats["duplicates_removed"] = before - len(frame)
+    received = frame.reset_index(drop=True)
+    frame = received.drop_duplicates(subset=[contract.TEXT, contract.LABEL]).reset_index(drop=True)
+    stats["duplicates_removed"] = len(received) - len(frame)
     stats["rows"] = len(frame)
-    return Batch(path=path, sha256=sha256_file(path), kind=kind, frame=frame, stats=stats)
+    return Batch(path=path, sha256=sha256_file(path), kind=kind, frame=frame, stats=stats, received=received)

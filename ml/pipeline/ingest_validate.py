@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ml.data import contract
 from ml.data.ingest import SUPPORTED_SUFFIXES, IngestError, PiiMasker, read_batch, safe_drop_path
 from ml.data.contract import ContractError
 from ml.data.versioning import DatasetError, DatasetStore
-from ml.validation.quarantine import quarantine
+from ml.validation.quarantine import quarantine, set_aside
 from ml.validation.suite import validate_batch
 from ml.workflows import Workflow, get_workflow
 
@@ -56,11 +57,33 @@ def label_set(settings: Settings, wf: Workflow, fallback: list[str] | None = Non
     return sorted(set(fallback or []))
 
 
-def list_new_batches(workflow: str) -> list[str]:
+def list_new_batches(workflow: str, echo=print) -> list[str]:
+    """The batches to ingest. Entries that are not regular files (links, FIFOs) are set aside in
+    quarantine, and hidden names (.partial uploads) are reported, so neither blocks the others."""
     settings, wf = context(workflow)
     root = drop_dir_for(settings, wf)
-    names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*"))
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_SUFFIXES]
+    names = []
+    for p in sorted(root.rglob("*")):  # rglob does not descend into linked folders
+        name = p.relative_to(root).as_posix()
+        if p.is_dir() and not p.is_symlink():
+            continue
+        if p.is_symlink() or not p.is_file():
+            what = f"a link to {os.readlink(p)}" if p.is_symlink() else "not a regular file"
+            reason = (f"{name}: {what}; ingestion reads only plain files inside the drop folder. "
+                      "Copy the data in as a file (`mlops data import PATH`).")
+            qid = set_aside(p, settings.quarantine_dir / wf.name, reason=reason)
+            echo(f"set aside {name} as quarantine {qid}: {reason}")
+            continue
+        if any(part.startswith(".") for part in p.relative_to(root).parts):
+            age_h = (time.time() - p.stat().st_mtime) / 3600
+            echo(f"skipped {name} ({age_h:.1f} h old): a hidden name, which upload tools use while a file is "
+                 "still being written; rename it without the leading '.' to ingest it, or delete it.")
+            continue
+        if p.suffix.lower() not in SUPPORTED_SUFFIXES:
+            echo(f"skipped {name}: not one of {', '.join(SUPPORTED_SUFFIXES)}; convert it or move it out of "
+                 f"the drop folder {root}.")
+            continue
+        names.append(name)
     # Evaluation data first: it fixes the label set and the reference the training batches meet.
     return sorted(names, key=lambda n: (not n.startswith("eval/"), n))
 
@@ -75,7 +98,14 @@ def ingest_batch(workflow: str, name: str) -> dict:
     settings, wf = context(workflow)
     root = drop_dir_for(settings, wf)
     role = "eval" if name.startswith("eval/") else "train"
-    path = safe_drop_path(root, name)
+    try:
+        path = safe_drop_path(root, name)
+    except IngestError as exc:
+        entry = root / name
+        if entry.is_symlink() or (entry.exists() and not entry.is_file()):  # swapped in after listing
+            qid = set_aside(entry, settings.quarantine_dir / wf.name, reason=str(exc))
+            raise BatchRejected(f"{name} set aside as quarantine {qid}: {exc}") from None
+        raise
     try:
         batch = read_batch(path, text_col=wf.text_column, label_col=wf.label_column, masker=PiiMasker.for_workflow(wf))
     except (IngestError, ContractError) as exc:
@@ -90,7 +120,7 @@ def ingest_batch(workflow: str, name: str) -> dict:
     if role == "train" and store.current("train") is not None:
         reference = Counter(store.load("train")[contract.LABEL])
     # reference: the drift test's baseline, and what the per-class minimum counts besides the batch.
-    report = validate_batch(batch.frame, labels=labels, rules=wf.validation, reference_label_counts=reference,
+    report = validate_batch(batch.received if batch.received is not None else batch.frame, labels=labels, rules=wf.validation, reference_label_counts=reference,
                             existing_label_counts=reference,
                             batch_id=f"{wf.name}/{path.name}", docs_dir=settings.reports_dir / wf.name / "data_docs" / f"{path.stem}-{batch.sha256[:8]}")
     print(report.summary())

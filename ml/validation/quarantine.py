@@ -24,6 +24,7 @@ still at meta["original_path"].
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -102,6 +103,32 @@ def quarantine(batch_path: Path, report: Mapping | object, quarantine_dir: Path,
     return entry.name
 
 
+def set_aside(entry_path: Path, quarantine_dir: Path, *, reason: str) -> str:
+    """Move an entry that is not a regular file (a symlink, a FIFO, a socket) into quarantine; its id.
+
+    The entry itself is renamed, never opened or followed: a link into /etc stays a link, and a
+    FIFO is never read (reading one blocks for ever). It shows in `mlops data quarantine list`
+    with its reason, so one unsafe entry never blocks the batches dropped beside it.
+    """
+    entry_path = Path(entry_path)
+    if not entry_path.is_symlink() and entry_path.is_file():
+        raise QuarantineError(f"{entry_path}: a regular file; use quarantine() with its report.")
+    target = os.readlink(entry_path) if entry_path.is_symlink() else ""
+    digest = hashlib.sha256(f"{entry_path.name}\0{target}".encode("utf-8", "surrogateescape")).hexdigest()
+    quarantine_dir = Path(quarantine_dir)
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    entry, now = _new_entry(quarantine_dir, digest)
+    stored_name = _stored_name(entry_path.name)
+    meta = {"id": entry.name, "original_path": str(entry_path), "file_name": entry_path.name,
+            "stored_name": stored_name, "sha256": digest, "size_bytes": 0, "quarantined_at": now.isoformat(),
+            "reason": reason, "not_a_file": True, **({"link_target": target} if target else {})}
+    _write_json(entry / REPORT, {"success": False, "error": reason})
+    _write_json(entry / META, meta)
+    os.replace(entry_path, entry / stored_name)  # same filesystem: the drop and quarantine share the state folder
+    _fsync_dir(entry)
+    return entry.name
+
+
 def list_quarantined(quarantine_dir: Path) -> list[QuarantinedBatch]:
     """Every entry, released ones included, oldest first (ids sort by time)."""
     quarantine_dir = Path(quarantine_dir)
@@ -133,6 +160,10 @@ def release(quarantine_dir: Path, id: str, drop_dir: Path) -> Path:
     if entry.status == INCOMPLETE:
         raise QuarantineError(f"{id} holds no batch file: the quarantine was interrupted before the move. "
                               f"The batch should still be at {entry.original_path}.")
+    if entry.batch_file.is_symlink() or not entry.batch_file.is_file():
+        raise QuarantineError(f"{id} holds {entry.file_name!r}, which is not a regular file (a link or a device), "
+                              f"so ingestion would refuse it again; copy the data it should hold into the drop "
+                              f"folder as a plain file instead (`mlops data import PATH`).")
     drop_dir = Path(drop_dir)
     if not drop_dir.is_dir():
         raise QuarantineError(f"drop folder {drop_dir} does not exist; create it or pass the right drop folder.")
@@ -197,7 +228,7 @@ def _load(entry: Path, *, with_report: bool) -> QuarantinedBatch:
     except (OSError, ValueError, KeyError) as exc:
         raise QuarantineError(f"{entry}: unreadable entry ({type(exc).__name__}: {exc}); restore its meta.json "
                               "from a backup or move the folder out of the quarantine.") from None
-    if batch_file.is_file():
+    if batch_file.is_file() or batch_file.is_symlink() or meta.get("not_a_file") and batch_file.exists():
         status = QUARANTINED  # with a released.json too, a release was interrupted: release again
     elif released is not None:
         status = RELEASED_STATUS
