@@ -26,6 +26,11 @@ seconds, then ever less often (exponential backoff), at least every 5 minutes. `
 test` (`mlops run`) runs it too: dag.test()'s loop re-runs a task in up_for_reschedule once its
 reschedule time has come (logging "No tasks to run" each second meanwhile).
 
+Notifications (`notify:` in the workflows file) go through dags/_common.py's WorkflowNotifier:
+the approval sensor sends approval_waiting (at the look that opens the wait), rejected and
+approval_timed_out; promote's success callback sends promoted; the DAG's failure callback
+sends run_failed.
+
 Scheduled by the workflow's upstream Asset (watch_upstream), its dataset Asset and/or its cron
 (`schedule:` in dags/workflows.yaml). Runs triggered by an upstream change are booked as
 "keeping current" in the cost ledger.
@@ -33,6 +38,7 @@ Scheduled by the workflow's upstream Asset (watch_upstream), its dataset Asset a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -41,7 +47,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 # Every Airflow component (dag-processor, workers, `dags test`) must find the sibling module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import DEFAULT_ARGS, START, cron, dataset_asset, doc_md, model_asset, run_key, upstream_asset, workflows
+from _common import (DEFAULT_ARGS, START, WorkflowNotifier, cron, dataset_asset, doc_md, model_asset, notifiers, run_key,
+                     upstream_asset, workflows)
 
 
 # How the approval sensor looks at the registry: first after this many seconds, then with
@@ -49,6 +56,17 @@ from _common import DEFAULT_ARGS, START, cron, dataset_asset, doc_md, model_asse
 # deadline passed that long ago as abandoned).
 APPROVAL_FIRST_LOOK_S = 5
 APPROVAL_LOOK_EVERY_S = 300
+
+
+@contextlib.contextmanager
+def fail_without_retry_on_config_errors():
+    """A bad setting or a refused label fails the same way on every try: fail the task at once."""
+    from ml.workflows import ConfigurationError
+
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
 
 
 def schedule_for(wf):
@@ -65,7 +83,8 @@ def build(wf):
 
     @dag(dag_id=f"distill__{wf.name}", schedule=schedule_for(wf), start_date=START, catchup=False,
          max_active_runs=1, default_args=DEFAULT_ARGS, tags=["mlops", "training", wf.name],
-         doc_md=doc_md(__doc__, wf), params={"workflow": wf.name})
+         doc_md=doc_md(__doc__, wf), params={"workflow": wf.name},
+         on_failure_callback=notifiers(wf, "run_failed") or None)
     def distill():
         @task
         def probe_teachers(*, dag_run=None, triggering_asset_events=None) -> dict:
@@ -81,19 +100,22 @@ def build(wf):
         def prepare_targets(probe: dict, *, dag_run=None) -> dict:
             from ml.pipeline.distill import prepare_targets
 
-            return prepare_targets(wf.name, run_key(dag_run), probe)
+            with fail_without_retry_on_config_errors():
+                return prepare_targets(wf.name, run_key(dag_run), probe)
 
         @task(queue="gpu")
         def train_student(targets: dict, *, dag_run=None) -> dict:
             from ml.pipeline.distill import train
 
-            return train(wf.name, run_key(dag_run), targets)
+            with fail_without_retry_on_config_errors():
+                return train(wf.name, run_key(dag_run), targets)
 
         @task
         def evaluate_and_gate(trained: dict, *, dag_run=None) -> dict:
             from ml.pipeline.distill import evaluate_and_gate
 
-            return evaluate_and_gate(wf.name, run_key(dag_run), trained)
+            with fail_without_retry_on_config_errors():
+                return evaluate_and_gate(wf.name, run_key(dag_run), trained)
 
         @task
         def register_challenger(trained: dict, gate: dict, *, dag_run=None) -> dict:
@@ -110,13 +132,21 @@ def build(wf):
 
             result = await_approval(wf.name, run_key(dag_run), registered)
             print(result["message"])
+            # Only this task knows these three moments; the notice is sent once, at the first look
+            # that sees it (a rejection or a timeout ends the task, an open wait is opened once).
+            event = {"rejected": "rejected", "timed_out": "approval_timed_out"}.get(result["state"])
+            if result["state"] == "waiting" and result.get("opened"):
+                event = "approval_waiting"
+            if event and notifiers(wf, event):
+                WorkflowNotifier(wf, event, message=result["message"], version=str(registered["version"])).send(
+                    {"dag_run": dag_run})
             if result["state"] == "rejected":
                 raise AirflowSkipException(f"promote skipped: {result['message']}")
             if result["state"] == "timed_out":
                 raise AirflowFailException(result["message"])  # no retry: the wait is over
             return PokeReturnValue(is_done=result["state"] != "waiting", xcom_value=result)
 
-        @task(outlets=[model])
+        @task(outlets=[model], on_success_callback=notifiers(wf, "promoted"))
         def promote(registered: dict, approval: dict, *, dag_run=None, outlet_events=None) -> dict:
             # `approval` only orders this task after the wait: promote reads the decision from
             # the registry, the record of who approved.

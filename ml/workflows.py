@@ -184,16 +184,16 @@ def _build(cls, raw: dict, where: str):
     if cls is Notify:  # YAML 1.1 reads the key `on` as the boolean true
         raw = {("on" if k is True else k): v for k, v in raw.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    if cls is Training and "epochs" in raw:  # the name before early stopping: the budget it was
-        if "max_epochs" in raw:
-            raise WorkflowError(f"{where}: both epochs and max_epochs; keep max_epochs.")
-        raw = {("max_epochs" if k == "epochs" else k): v for k, v in raw.items()}
-    unknown = sorted(set(raw) - set(fields))
+    # `epochs` is the name from before early stopping; it is read as the budget it has become.
+    aliases = {"epochs": "max_epochs"} if cls is Training else {}
+    if len({aliases.get(k, k) for k in raw}) < len(raw):
+        raise WorkflowError(f"{where}: both epochs and max_epochs are set; keep max_epochs.")
+    unknown = sorted(set(raw) - set(fields) - set(aliases))
     if unknown:
         raise WorkflowError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(fields))}.")
     values = {}
     for key, value in raw.items():
-        default = getattr(cls, key, None) if key not in _NESTED else None
+        default = getattr(cls, aliases.get(key, key), None) if key not in _NESTED else None
         try:
             if key in _NESTED:
                 values[key] = _build(_NESTED[key], value or {}, f"{where}.{key}")
@@ -203,8 +203,9 @@ def _build(cls, raw: dict, where: str):
                     raise ValueError("expected a list, e.g. [billing, shipping]")
                 # YAML reads yes/no/on as booleans, 1.10 as 1.1 and 2024-01-02 as a date: none of
                 # them would match the text in the data file, so only strings are labels.
-                odd = next((v for v in (value or ()) if not isinstance(v, str)), None)
-                if odd is not None:
+                odd = [v for v in (value or ()) if not isinstance(v, str)][:1]
+                if odd:
+                    odd = odd[0]
                     raise ValueError(f"label {odd!r} is read by YAML as {type(odd).__name__}, not text; quote it, "
                                      f"e.g. \"{odd}\" (`mlops workflows init` quotes every label)")
                 values[key] = tuple(value or ())
@@ -242,25 +243,97 @@ def _build(cls, raw: dict, where: str):
                 values[key] = float(value)
             else:
                 values[key] = None if value is None else str(value)
+        except WorkflowError:
+            raise  # a nested section's error already names its key
         except (TypeError, ValueError, InvalidOperation) as exc:
             raise WorkflowError(f"{where}.{key}: {value!r} is invalid ({exc}).") from None
-    return cls(**values)
+    return cls(**{aliases.get(k, k): v for k, v in values.items()})
+
+
+TEACHER_KINDS = ("call_log", "labels", "local_model", "openai")
+MAX_LABEL_CHARS = 200
+_INF = float("inf")
+# (field, lowest, highest, example): every number a run reads, with the bounds inside which it means
+# something. Checked with `lo <= v <= hi`, which NaN fails, so NaN is refused too.
+_BOUNDS = (
+    ("training.max_epochs", 1e-3, 1000, "e.g. 10"),
+    ("training.patience", 0, 1000, "e.g. 2, or 0 to never stop early"),
+    ("training.validation_fraction", 0.0, 0.5, "e.g. 0.1, or 0 for none"),
+    ("training.class_weight_power", 0.0, 1.0, "e.g. 0.5, or 0 for none"),
+    ("training.batch_size", 1, 65536, "e.g. 32"),
+    ("training.max_length", 1, 8192, "e.g. 64 (tokens)"),
+    ("training.learning_rate", 1e-9, 1.0, "e.g. 1e-4"),
+    ("training.temperature", 1e-3, 100, "e.g. 2"),
+    ("training.alpha", 0.0, 1.0, "e.g. 0.5"),
+    ("training.student_layers", 0, 1000, "e.g. 3, or 0 for all"),
+    ("training.checkpoint_every", 1, 10**9, "e.g. 50 (steps)"),
+    ("validation.min_rows", 1, 10**12, "e.g. 50"),
+    ("validation.min_per_class", 0, 10**9, "e.g. 3"),
+    ("validation.max_duplicate_ratio", 0.0, 1.0, "e.g. 0.2"),
+    ("validation.min_text_chars", 0, 10**9, "e.g. 3"),
+    ("validation.max_text_chars", 1, 10**9, "e.g. 2000"),
+    ("validation.drift_p_value", 0.0, 1.0, "e.g. 0.001"),
+    ("gate.min_macro_f1", 0.0, 1.0, "e.g. 0.6"),
+    ("gate.max_macro_f1_drop", 0.0, 1.0, "e.g. 0.01"),
+    ("gate.per_class_f1_floor", 0.0, 1.0, "e.g. 0.2"),
+    ("latency_sla_p99_ms", 1e-3, 3.6e6, "e.g. 300"),
+    ("monthly_budget_usd", 0, 1e15, "e.g. 2500"),
+    ("monthly_calls", 0, 10**15, "e.g. 3000000"),
+    ("monthly_growth", -0.99, 100.0, "e.g. 0.05 for 5 % a month"),
+    ("availability_target", 1e-6, 1.0, "e.g. 0.995"),
+)
+
+
+def label_problem(label: str) -> str | None:
+    """Why a label cannot be used, or None. Anything else (spaces, ?, /, unicode, case) is fine."""
+    if not label.strip():
+        return "is empty or blank"
+    if label != label.strip():
+        return "starts or ends with whitespace, which no one can see in a report; strip it in the data"
+    if any(ord(c) < 32 or ord(c) == 127 for c in label):
+        return "holds a control character (newline, tab, ...); remove it in the data"
+    if len(label) > MAX_LABEL_CHARS:
+        return f"is longer than {MAX_LABEL_CHARS} characters; use a shorter name for the class"
+    return None
+
+
+def _check_cron(value: str | None, key: str, where: str) -> None:
+    if value is None:
+        return
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise WorkflowError(f"{where}.schedule.{key}: {value!r} is not a cron expression or preset; write five "
+                            "fields, e.g. \"0 3 * * 2\" for Tuesdays 03:00 UTC, or @hourly/@daily/@weekly/@monthly.")
 
 
 def _check(wf: Workflow, where: str) -> None:
     if not NAME_RE.match(wf.name):
         raise WorkflowError(f"{where}: name {wf.name!r} must be lower_snake_case, 2-41 characters.")
-    if wf.teacher.kind not in ("call_log", "local_model", "openai"):
-        raise WorkflowError(f"{where}.teacher.kind: {wf.teacher.kind!r} is not call_log, local_model or openai.")
+    if wf.teacher.kind not in TEACHER_KINDS:
+        raise WorkflowError(f"{where}.teacher.kind: {wf.teacher.kind!r} is not {', '.join(TEACHER_KINDS[:-1])} "
+                            f"or {TEACHER_KINDS[-1]}.")
+    for dotted, lo, hi, example in _BOUNDS:
+        value = wf
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if not lo <= float(value) <= hi:
+            raise WorkflowError(f"{where}.{dotted}: {value} is out of range; it must be between {lo:g} and {hi:g}, "
+                                f"{example}.")
+    if wf.validation.max_text_chars < wf.validation.min_text_chars:
+        raise WorkflowError(f"{where}.validation.max_text_chars: {wf.validation.max_text_chars} is below "
+                            f"min_text_chars ({wf.validation.min_text_chars}).")
+    for i, label in enumerate(wf.labels):
+        problem = label_problem(label)
+        if problem:
+            raise WorkflowError(f"{where}.labels[{i}]: {label!r} {problem}.")
+    for key in ("cron", "ingest", "watch_upstream", "cost_report"):
+        _check_cron(getattr(wf.schedule, key), key, where)
     if wf.gate.approval not in ("auto", "manual"):
         raise WorkflowError(f"{where}.gate.approval: {wf.gate.approval!r} is not auto or manual.")
     if not 0 < wf.gate.approval_timeout_hours <= MAX_APPROVAL_TIMEOUT_HOURS:  # NaN fails this too
         raise WorkflowError(f"{where}.gate.approval_timeout_hours: {wf.gate.approval_timeout_hours} must be more than 0 "
                             f"and at most {MAX_APPROVAL_TIMEOUT_HOURS} (30 days), e.g. 72 for a weekend.")
-    if not 0.0 <= wf.training.alpha <= 1.0:
-        raise WorkflowError(f"{where}.training.alpha: {wf.training.alpha} must be between 0 and 1.")
-    if wf.training.temperature <= 0:
-        raise WorkflowError(f"{where}.training.temperature: must be positive.")
     if not 0.0 < wf.serving_utilisation <= 1.0:
         raise WorkflowError(f"{where}.serving_utilisation: {wf.serving_utilisation} must be in (0, 1], e.g. 0.5 for 50%.")
     if len(set(wf.labels)) != len(wf.labels):

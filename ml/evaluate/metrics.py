@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+# What MLflow accepts on every platform and store (file store included: a name is a path there):
+# ASCII letters, digits, _ and -. Dots stay out so a label can never form "." or "..".
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+_KEY_STEM_CHARS = 60
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
@@ -72,3 +79,37 @@ def classification_report(probs: np.ndarray, y_true: Sequence[int], label_names:
         nan = float("nan")
         report.update(accuracy=nan, macro_f1=nan, ece=nan, per_class_f1={name: nan for name in label_names})
     return report
+
+
+def metric_key(label: str) -> str:
+    """The MLflow metric/param name fragment for a label: the label itself where it is already safe,
+    else a readable ASCII stem plus a short hash of the label, so two labels never share a key.
+
+    "billing_refund" → "billing_refund"; "what is this?" → "what_is_this_1b2c3d4e".
+    """
+    label = str(label)
+    stem = _UNSAFE_KEY_CHARS.sub("_", label).strip("_")[:_KEY_STEM_CHARS]
+    if stem == label:
+        return label
+    digest = hashlib.sha256(label.encode("utf-8")).hexdigest()[:8]
+    return f"{stem}_{digest}" if stem else f"label_{digest}"
+
+
+def per_class_metrics(prefix: str, values: Mapping[str, float]) -> dict[str, float]:
+    """{prefix + metric_key(label): value}; read the label back with label_of_metric."""
+    return {prefix + metric_key(label): value for label, value in values.items()}
+
+
+def label_of_metric(name: str, prefix: str, label_names: Sequence[str]) -> str | None:
+    """The label a per-class metric name stands for (for display), or None when it is not one of them."""
+    if not name.startswith(prefix):
+        return None
+    by_key = {metric_key(label): label for label in label_names}
+    return by_key.get(name[len(prefix):])
+
+
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> float:
+    """Mean F1 over the classes present in y_true (a held-out split may miss the rarest)."""
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    present = cm.sum(axis=1) > 0
+    return float(per_class_f1(cm)[present].mean()) if present.any() else 0.0

@@ -28,8 +28,10 @@ from ml import registry
 from ml.config import Settings
 from ml.data import contract
 from ml.evaluate.gate import decide
-from ml.evaluate.metrics import classification_report
-from ml.evaluate.serving import dir_size_bytes, load_classifier, measure_latency, measure_serving, predict_probs
+from ml.evaluate.metrics import classification_report, metric_key, per_class_metrics
+from ml.evaluate.latency import measure_isolated
+from ml.evaluate.serving import (candidate_variants, choose_served_variant, dir_size_bytes, load_classifier,
+                                 measure_latency, measure_serving, predict_probs)
 from ml.export import ExportError, quantize_int8, state_dict_bytes
 from ml.pipeline.ingest_validate import context, label_set, store_for
 from ml.workflows import Workflow
@@ -110,30 +112,45 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
     registry.configure(settings)  # a models:/ base model is looked up in the platform's registry
     base_dir = resolve_base_model(wf.base_model, cache_dir=settings.state_dir / "base_models")
     out_dir = run_dir(settings, wf, run_key)
+    # Checkpoints are keyed by the training inputs (data, targets, settings, base model, seed),
+    # not by the DAG run: a new run of the same inputs after a kill resumes where it stopped.
+    checkpoint_root = settings.runs_dir / wf.name / "checkpoints"
     with _open_run(settings, wf, run_key) as run:
         dataset = mlflow.data.from_pandas(train_df, name=f"{wf.name}-train", digest=meta["dataset_version"][:36])
         mlflow.log_input(dataset, context="training")
         result = train_student(base_dir=base_dir, texts=list(train_df[contract.TEXT]), teacher_probs=data["probs"],
                                hard_labels=data["hard"], label_names=meta["labels"], cfg=wf.training,
                                out_dir=out_dir, device=_device(settings), seed=settings.seed,
-                               threads=settings.torch_threads, log=lambda m: print(m, flush=True))
+                               threads=settings.torch_threads, log=lambda m: print(m, flush=True),
+                               checkpoint_root=checkpoint_root)
         base_fp = fingerprint_model_dir(base_dir)
         params = {f"training.{k}": v for k, v in vars(wf.training).items()}
         params.update({"base_model": wf.base_model, "base_fingerprint": base_fp[:16], "teacher": json.dumps(meta["teacher"]),
                        "dataset_version": meta["dataset_version"], "device": result.device, "dtype": str(result.dtype),
-                       "n_train": len(train_df), "seed": settings.seed})
+                       "n_train": len(train_df), "seed": settings.seed, "train.n_fit": result.n_train,
+                       "train.n_validation": result.n_validation})
+        curves = {f"val.{name}": [(h["epoch"], h[f"val_{name}"]) for h in result.history]
+                  for name in ("macro_f1", "accuracy", "never_predicted")}
+        curves["train.epoch_loss"] = [(h["epoch"], h["train_loss"]) for h in result.history]
+        curves["train.lr"] = [(h["epoch"], h["lr"]) for h in result.history]
         _log_batch(run.info.run_id, params=params, metrics={
             "train.final_loss": result.final_loss, "train.samples_per_s": result.samples_per_s,
-            "train.seconds": result.train_seconds, "train.steps": result.steps})
+            "train.seconds": result.train_seconds, "train.steps": result.steps, "train.epochs": result.epochs,
+            "train.best_epoch": result.best_epoch, "val.best_macro_f1": result.best_val_macro_f1},
+            tags={"train.stop_reason": result.stop_reason,
+                  "train.resumed_from_step": str(result.resumed_from_step)}, curves=curves)
+        mlflow.log_dict({metric_key(label): label for label in meta["labels"]}, "label_metric_names.json")
     # The final weights are saved; checkpoints (hundreds of MB each) only served a resume.
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(result.checkpoint_dir, ignore_errors=True)
     return {"run_id": run.info.run_id, "model_dir": str(result.model_dir), "base_fingerprint": base_fp,
             "dataset_version": meta["dataset_version"], "teacher": meta["teacher"], "device": result.device,
             "train_seconds": result.train_seconds, "resumed_from_step": result.resumed_from_step}
 
 
-def _log_batch(run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None):
-    """One request per group rather than one per value (the registry may be a remote server)."""
+def _log_batch(run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None,
+               curves: dict[str, list[tuple[int, float]]] | None = None):
+    """One request per group rather than one per value (the registry may be a remote server).
+    curves: {metric: [(step, value), ...]}, e.g. validation macro-F1 per epoch."""
     import time
 
     from mlflow.entities import Metric, Param, RunTag
@@ -143,35 +160,30 @@ def _log_batch(run_id: str, params: dict | None = None, metrics: dict | None = N
     existing = client.get_run(run_id).data.params
     params = [Param(k, str(v)[:6000]) for k, v in (params or {}).items() if k not in existing]
     metric_list = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)]
+    metric_list += [Metric(k, float(v), now, int(step)) for k, points in (curves or {}).items()
+                    for step, v in points if v is not None and np.isfinite(v)]
     client.log_batch(run_id, metrics=metric_list, params=params,
                      tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
 def _frontier_cost_per_call_usd(settings: Settings, wf: Workflow) -> float | None:
-    """Mean tokens per call from the accepted call logs × today's price book."""
+    """The frontier's cost per call exactly as the cost report prices it (ml.costs.unit_costs)."""
     from ml.costs.pricebook import PriceBook
+    from ml.pipeline.cost_report import frontier_side
 
-    calls = tin = tout = 0
-    models: dict[str, int] = {}
-    for v in store_for(settings, wf).versions("train"):
-        s = v.get("stats", {})
-        calls += s.get("ok_calls", 0)
-        tin += s.get("tokens_in_sum", 0)
-        tout += s.get("tokens_out_sum", 0)
-        for m, n in s.get("models", {}).items():
-            models[m] = models.get(m, 0) + n
-    if not calls or not models:
-        return None
-    model = max(models, key=models.get)
-    price_in, price_out = PriceBook.load(settings.price_book_file).frontier_token_prices(model, date.today())
-    return float((price_in * tin + price_out * tout) / calls / 1_000_000)
+    frontier = frontier_side(settings, wf, PriceBook.load(settings.price_book_file), datetime.now(timezone.utc))
+    return None if frontier is None else float(frontier.cost_per_call_usd)
 
 
 def _serving_cost_per_1k_usd(settings: Settings, wf: Workflow, throughput_calls_per_s: float) -> float:
+    """The student's cost per 1,000 calls at the declared volume, from the one cost model (the
+    always-on replicas included), as the break-even report prices the same version."""
+    from ml.costs import unit_costs
     from ml.costs.pricebook import PriceBook
 
-    hour_usd = PriceBook.load(settings.price_book_file).compute_hour_usd(wf.serving_resource, date.today())
-    return float(hour_usd) / (throughput_calls_per_s * 3600) * 1000
+    book = PriceBook.load(settings.price_book_file)
+    per_call = unit_costs.student_cost_per_call_usd(wf, book, throughput_calls_per_s, datetime.now(timezone.utc).date())
+    return float(per_call * 1000)
 
 
 def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels, export_dir: Path | None = None) -> dict:
@@ -188,7 +200,7 @@ def _score(settings: Settings, wf: Workflow, model_dir: Path, texts, y, labels, 
     if export_dir is not None:  # the serving exports, each with its accuracy cost on the same examples
         report["int8"] = _int8_figures(model, tokenizer, texts, y, labels, wf, report)
         try:
-            report["onnx"], report["onnx_int8"] = _onnx_figures(settings, model, tokenizer, texts, y, labels, wf,
+            report["onnx"], report["onnx_int8"] = _onnx_figures(settings, model_dir, model, tokenizer, texts, y, labels, wf,
                                                                 report, probs, export_dir)
         except ExportError as exc:  # the torch model is still servable; the evaluation says why there is no ONNX
             report["onnx_error"] = str(exc)
@@ -206,22 +218,28 @@ def _int8_figures(model, tokenizer, texts, y, labels, wf: Workflow, fp32: dict) 
             "weights_bytes": state_dict_bytes(q), "fp32_weights_bytes": state_dict_bytes(model)}
 
 
-def _onnx_figures(settings: Settings, model, tokenizer, texts, y, labels, wf: Workflow, fp32: dict,
+def _onnx_figures(settings: Settings, model_dir: Path, model, tokenizer, texts, y, labels, wf: Workflow, fp32: dict,
                   fp32_probs: np.ndarray, export_dir: Path) -> tuple[dict, dict]:
-    """The ONNX export and its int8 quantization under onnxruntime (CPU), each next to the torch model."""
-    from ml.export import OnnxClassifier, export_onnx, quantize_onnx_int8
+    """The ONNX export and its int8 quantization under onnxruntime (CPU), each next to the torch model.
+
+    Scored by the served code itself (ml/serving_model.py's OnnxScorer: onnxruntime and the
+    `tokenizers` library), so the quality measured is the quality served.
+    """
+    from ml.export import export_onnx, quantize_onnx_int8
+    from ml.serving_model import OnnxScorer
 
     fp32_path = export_onnx(model, tokenizer, export_dir / "model.onnx")
     int8_path = quantize_onnx_int8(fp32_path, export_dir / "model.int8.onnx")
     max_length, figures = wf.training.max_length, []
     for path in (fp32_path, int8_path):
-        onnx = OnnxClassifier(path, tokenizer, threads=settings.torch_threads)
-        probs = onnx.predict_probs(texts, max_length=max_length)
+        onnx = OnnxScorer(path, model_dir, max_length=max_length, threads=settings.torch_threads)
+        probs = np.concatenate([onnx.probs(texts[i:i + 64]) for i in range(0, len(texts), 64)]) if len(texts) \
+            else np.zeros((0, len(labels)))
         o_report = classification_report(probs, y, labels)
-        timing = measure_latency(lambda batch: onnx.predict_probs(batch, max_length=max_length, batch_size=len(batch)),
-                                 texts, n_single=50)
+        timing = measure_latency(onnx.probs, texts, n_single=10)  # its throughput; latency: _measure_variants
         figures.append({
             "macro_f1": o_report["macro_f1"], "accuracy": o_report["accuracy"],
+            "per_class_f1": o_report["per_class_f1"],
             "macro_f1_cost": fp32["macro_f1"] - o_report["macro_f1"],
             # How far the exported graph's numbers are from torch's on the same texts.
             "max_abs_prob_diff": float(np.abs(probs - fp32_probs).max()) if len(probs) else 0.0,
@@ -231,7 +249,68 @@ def _onnx_figures(settings: Settings, model, tokenizer, texts, y, labels, wf: Wo
     return figures[0], figures[1]
 
 
+def _bf16_figures(settings: Settings, model_dir: Path, texts, y, labels, wf: Workflow, fp32: dict) -> dict:
+    import torch
+
+    device = _device(settings)
+    model, tokenizer = load_classifier(model_dir, device)
+    model = model.to(torch.bfloat16)
+    report = classification_report(predict_probs(model, tokenizer, texts, max_length=wf.training.max_length,
+                                                 device=device), y, labels)
+    timing = measure_serving(model, tokenizer, texts, max_length=wf.training.max_length, device=device, n_single=10)
+    return {"macro_f1": report["macro_f1"], "accuracy": report["accuracy"], "per_class_f1": report["per_class_f1"],
+            "macro_f1_cost": fp32["macro_f1"] - report["macro_f1"],
+            "throughput_calls_per_s": timing["throughput_calls_per_s"]}
+
+
+def _latency_spec(variant: str, model_dir: Path, artifact: Path, max_length: int, device: str) -> dict:
+    """How the latency process builds the variant: the same scorer the served model runs."""
+    if variant.startswith("onnx"):
+        return {"factory": "ml.evaluate.latency:onnx_predictor",
+                "kwargs": {"onnx_path": str(artifact), "tokenizer_dir": str(model_dir), "max_length": max_length}}
+    return {"factory": "ml.evaluate.latency:torch_predictor",
+            "kwargs": {"model_dir": str(model_dir), "max_length": max_length,
+                       "dtype": "bfloat16" if variant == "torch_bf16" else "float32",
+                       "device": device if variant == "torch_bf16" else "cpu"}}
+
+
+def _serving_variants(settings: Settings, wf: Workflow, challenger: dict, model_dir: Path, export_dir: Path,
+                      texts, y, labels, champion_dir: Path | None) -> tuple[dict, dict | None]:
+    """Every candidate variant's quality (on the frozen set) and gate latency, and the champion's latency.
+
+    All latencies come from one measurement process (ml/evaluate/latency.py), variants interleaved.
+    Returns ({variant: figures}, champion timing or None).
+    """
+    device, max_length = _device(settings), wf.training.max_length
+    variants: dict[str, dict] = {}
+    for name in candidate_variants(wf.serving.variants, device):
+        if name == "torch_fp32":
+            figures = {k: challenger[k] for k in ("macro_f1", "accuracy", "per_class_f1", "throughput_calls_per_s")}
+            variants[name] = {**figures, "macro_f1_cost": 0.0, "artifact": str(model_dir)}
+        elif name == "torch_bf16":
+            variants[name] = {**_bf16_figures(settings, model_dir, texts, y, labels, wf, challenger),
+                              "artifact": str(model_dir)}
+        elif challenger.get(name.replace("_fp32", "")):  # onnx_fp32 -> report["onnx"], onnx_int8 -> report["onnx_int8"]
+            block = challenger[name.replace("_fp32", "")]
+            path = export_dir / ("model.onnx" if name == "onnx_fp32" else "model.int8.onnx")
+            variants[name] = {k: block[k] for k in ("macro_f1", "accuracy", "per_class_f1", "macro_f1_cost",
+                                                     "throughput_calls_per_s")} | {"artifact": str(path)}
+    specs = {name: _latency_spec(name, model_dir, Path(v["artifact"]), max_length, device) for name, v in variants.items()}
+    if champion_dir is not None:
+        specs["champion"] = _latency_spec("torch_fp32", champion_dir, champion_dir, max_length, device)
+    timing = measure_isolated(specs, texts)
+    for name, figures in variants.items():
+        figures.update(timing[name])
+    return variants, timing.get("champion")
+
+
 def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
+    """Score the challenger's serving variants and the champion; choose the served variant; gate it.
+
+    The variant served is the fastest within `serving.max_quality_cost` of torch fp32's macro-F1;
+    the gate's quality, latency and cost checks judge that variant, and register_challenger
+    registers that very artifact.
+    """
     import mlflow
 
     settings, wf = context(workflow)
@@ -244,17 +323,31 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
 
     client = registry.configure(settings)
     champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
-    champion = None
+    champion, champ_dir = None, None
     if champ is not None:
         champ_dir = registry.download_weights(wf.model_name, str(champ.version))
         champion = _score(settings, wf, champ_dir, texts, y, labels)
         if "error" in champion:  # a champion on another label set cannot be compared: absolute thresholds
-            champion = None
+            champion, champ_dir = None, None
+    variants, champion_timing = _serving_variants(settings, wf, challenger, Path(train_ref["model_dir"]),
+                                                  out / "export", texts, y, labels, champ_dir)
+    timing_keys = ("latency_p50_ms", "latency_p99_ms", "wall_p99_ms", "method")
+    if "torch_fp32" in variants:  # the in-process figures never leave: one latency method
+        challenger.update({k: variants["torch_fp32"][k] for k in timing_keys})
+    if champion is not None and champion_timing:
+        champion.update({k: champion_timing[k] for k in timing_keys})
+    served_variant = choose_served_variant(variants, wf.serving.max_quality_cost)
+    served = {"variant": served_variant, **variants[served_variant]}
+    served["cost_per_1k_calls_usd"] = _serving_cost_per_1k_usd(settings, wf, served["throughput_calls_per_s"])
+    print(f"served variant: {served_variant} (macro-F1 {served['macro_f1']:.4f}, cost {served['macro_f1_cost']:+.4f} "
+          f"vs torch fp32, p99 {served['latency_p99_ms']:.2f} ms; candidates: "
+          + ", ".join(f"{n} {v['latency_p99_ms']:.2f} ms/{v['macro_f1_cost']:+.4f}" for n, v in variants.items()) + ")")
     frontier_per_call = _frontier_cost_per_call_usd(settings, wf)
-    decision = decide(challenger, champion, wf.gate, latency_sla_p99_ms=wf.latency_sla_p99_ms,
+    decision = decide(served, champion, wf.gate, latency_sla_p99_ms=wf.latency_sla_p99_ms,
                       max_cost_per_1k_calls_usd=frontier_per_call * 1000 if frontier_per_call else None,
                       champion_version=str(champ.version) if champ else None)
     evaluation = {"challenger": challenger, "champion": champion, "decision": decision.to_dict(),
+                  "served": served, "variants": variants, "max_quality_cost": wf.serving.max_quality_cost,
                   "eval_version": store_for(settings, wf).current("eval")["version"],
                   "frontier_cost_per_1k_calls_usd": frontier_per_call * 1000 if frontier_per_call else None}
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
@@ -266,15 +359,18 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
             mlflow.log_artifact(str(out / "export" / "model.onnx"), artifact_path="onnx")
             mlflow.log_artifact(str(out / "export" / "model.int8.onnx"), artifact_path="onnx")
     scalar = {f"eval.{k}": v for k, v in challenger.items() if isinstance(v, (int, float))}
-    scalar.update({f"eval.f1.{k}": v for k, v in challenger["per_class_f1"].items()})
-    scalar.update({f"eval.int8.{k}": v for k, v in challenger.get("int8", {}).items()})
-    scalar.update({f"eval.onnx.{k}": v for k, v in challenger.get("onnx", {}).items()})
-    scalar.update({f"eval.onnx_int8.{k}": v for k, v in challenger.get("onnx_int8", {}).items()})
-    _log_batch(train_ref["run_id"], metrics=scalar, tags={"gate": "passed" if decision.passed else "failed"})
-    print(f"gate {'PASSED' if decision.passed else 'FAILED'}: " + "; ".join(c.detail for c in decision.checks))
-    return {"passed": decision.passed, "reasons": decision.reasons, "macro_f1": challenger["macro_f1"],
-            "latency_p99_ms": challenger["latency_p99_ms"], "champion_version": decision.champion_version,
-            "evaluation": str(out / "evaluation.json")}
+    scalar.update(per_class_metrics("eval.f1.", challenger["per_class_f1"]))  # any label text: a safe name
+    for block in ("int8", "onnx", "onnx_int8"):
+        scalar.update({f"eval.{block}.{k}": v for k, v in challenger.get(block, {}).items()
+                       if isinstance(v, (int, float))})
+    scalar.update({f"eval.served.{k}": v for k, v in served.items() if isinstance(v, (int, float))})
+    _log_batch(train_ref["run_id"], metrics=scalar, tags={"gate": "passed" if decision.passed else "failed",
+                                                          "served_variant": served_variant})
+    print(f"gate {'PASSED' if decision.passed else 'FAILED'} ({served_variant}): "
+          + "; ".join(c.detail for c in decision.checks))
+    return {"passed": decision.passed, "reasons": decision.reasons, "macro_f1": served["macro_f1"],
+            "latency_p99_ms": served["latency_p99_ms"], "served_variant": served_variant,
+            "champion_version": decision.champion_version, "evaluation": str(out / "evaluation.json")}
 
 
 def _confusion_png(cm, labels, path: Path) -> None:
@@ -285,8 +381,9 @@ def _confusion_png(cm, labels, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 7))
     ax.imshow(np.asarray(cm), cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    shown = [str(label).replace("$", r"\$") for label in labels]  # "$5 refund" is not mathtext
+    ax.set_xticks(range(len(labels)), shown, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), shown, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true (gold)")
     fig.tight_layout()
@@ -313,37 +410,52 @@ def _run_cost_usd(settings: Settings, wf: Workflow, run_key: str) -> str:
     return str(sum((e.amount for e in ours.values()), Decimal("0")))
 
 
+def _served_tags(served: dict, evaluation: dict) -> dict[str, str]:
+    """The served variant and its figures, as version tags (`mlops models show` lists them)."""
+    candidates = {name: {"macro_f1_cost": round(v["macro_f1_cost"], 4), "latency_p99_ms": v["latency_p99_ms"]}
+                  for name, v in evaluation.get("variants", {}).items()}
+    return {"served_variant": served["variant"], "served_latency_p50_ms": f"{served['latency_p50_ms']:.2f}",
+            "served_macro_f1_cost": f"{served['macro_f1_cost']:.4f}",
+            "latency_method": served["method"], "serving_candidates": json.dumps(candidates)[:4900]}
+
+
+def _served_description(served: dict, evaluation: dict) -> str:
+    others = ", ".join(f"{name} p99 {v['latency_p99_ms']:.2f} ms, macro-F1 {-v['macro_f1_cost']:+.4f}"
+                       for name, v in evaluation.get("variants", {}).items() if name != served["variant"])
+    return (f"Serves {served['variant']}: macro-F1 {served['macro_f1']:.4f} ({-served['macro_f1_cost']:+.4f} vs torch fp32, "
+            f"allowed {evaluation.get('max_quality_cost')}), p99 {served['latency_p99_ms']:.2f} ms, "
+            f"p50 {served['latency_p50_ms']:.2f} ms ({served['method']}). Other variants: {others or 'none'}.")
+
+
 def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: dict) -> dict:
     import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
+
+    from ml.export import log_served_model
 
     settings, wf = context(workflow)
     client = registry.configure(settings)
     run_id = train_ref["run_id"]
     outputs = client.get_run(run_id).outputs
     logged = list(outputs.model_outputs) if outputs else []
+    evaluation = json.loads(Path(gate_ref["evaluation"]).read_text())
+    served = evaluation["served"]  # the variant the gate judged is the one registered (and served)
     with mlflow.start_run(run_id=run_id):
         if logged:  # a retry after logging: reuse the logged model
             model_uri = f"models:/{logged[0].model_id}"
         else:
-            example = pd.DataFrame({"text": ["my card was charged twice for the same order"]})
-            signature = infer_signature(example, pd.DataFrame({"label": ["x"], "score": [0.5], "probs": ["{}"]}))
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(__file__).resolve().parent.parent / "serving_model.py"),
-                artifacts={"model_dir": train_ref["model_dir"]}, signature=signature, input_example=example,
-                model_config={"max_length": wf.training.max_length})
+            info = log_served_model(served["variant"], Path(train_ref["model_dir"]), Path(served["artifact"]),
+                                    max_length=wf.training.max_length)
             model_uri = info.model_uri
-    evaluation = json.loads(Path(gate_ref["evaluation"]).read_text())
     tags = {"workflow": wf.name, "dataset_version": train_ref["dataset_version"],
             "base_model": wf.base_model, "base_fingerprint": train_ref["base_fingerprint"],
             "teacher": json.dumps(train_ref["teacher"]), "git_sha": git_sha(settings), "airflow_run_key": run_key,
             "gate": "passed" if gate_ref["passed"] else "failed", "macro_f1": f"{gate_ref['macro_f1']:.4f}",
             "latency_p99_ms": f"{gate_ref['latency_p99_ms']:.2f}",
-            "gate_decision": json.dumps(evaluation["decision"])[:4900],
+            "gate_decision": json.dumps(evaluation["decision"])[:4900], **_served_tags(served, evaluation),
             "cost_usd": _run_cost_usd(settings, wf, run_key),
             "cost_scope": "cost ledger: this DAG run's tasks booked before registration (targets, training, evaluation)"}
-    version = registry.register(client, wf.model_name, model_uri, run_id, idempotency_key=run_key, tags=tags)
+    version = registry.register(client, wf.model_name, model_uri, run_id, idempotency_key=run_key, tags=tags,
+                                description=_served_description(served, evaluation))
     current = registry.version_by_alias(client, wf.model_name, registry.CHALLENGER)
     if current is None or str(current.version) != version:
         registry.move_alias(client, wf.model_name, registry.CHALLENGER, version,
@@ -383,7 +495,7 @@ def await_approval(workflow: str, run_key: str, reg_ref: dict) -> dict:
                 f"To promote it now: mlops models approve {version} --reason TEXT --workflow {wf.name} "
                 "(with no run waiting, the command moves @champion itself).")}
     if decision is None:
-        return {"state": "waiting", "deadline": wait["deadline"], "message": (
+        return {"state": "waiting", "deadline": wait["deadline"], "opened": bool(wait.get("opened")), "message": (
             f"{name} v{version} passed the gate and waits for a model owner until {wait['deadline']}: "
             f"mlops models approve|reject {version} --reason TEXT --workflow {wf.name}")}
     registry.close_wait(client, name, version, decision["decision"])

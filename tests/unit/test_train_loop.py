@@ -59,7 +59,8 @@ def toy_dataset(n: int = 60):
 
 TEXTS, PROBS, LABELS = toy_dataset()
 # 60 examples / batch 8 = 8 steps per epoch; 2 epochs = 16 steps, checkpoints at 4, 8, 12, 16.
-CFG = Training(epochs=2, batch_size=8, max_length=16, learning_rate=3e-3, checkpoint_every=4)
+CFG = Training(max_epochs=2, batch_size=8, max_length=16, learning_rate=3e-3, checkpoint_every=4,
+               validation_fraction=0.0, class_weight_power=0.0)
 
 
 def run(base_dir, out_dir, cfg=CFG, **kwargs):
@@ -102,9 +103,12 @@ def reference(tiny_base_model, tmp_path_factory):
 
 def test_loss_decreases_and_the_saved_model_learned_the_task(tiny_base_model, tmp_path):
     logged = []
-    cfg = Training(epochs=10, batch_size=8, max_length=16, learning_rate=5e-3, checkpoint_every=1000)
+    cfg = Training(max_epochs=10, batch_size=8, max_length=16, learning_rate=5e-3, checkpoint_every=1000,
+                   validation_fraction=0.0)
     result = run(tiny_base_model, tmp_path, cfg=cfg, log=logged.append)
 
+    assert logged[0].startswith("training on 60 examples, validating on 0")
+    logged = logged[1:]
     first_logged_loss = float(logged[0].split()[3])
     assert result.mean_loss_last_epoch < 0.5 * first_logged_loss
     assert (result.steps, result.total_steps, result.epochs) == (80, 80, 10.0)
@@ -222,7 +226,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tiny_base_model,
 
 def test_non_finite_loss_aborts_without_a_checkpoint_after_it(tiny_base_model, tmp_path):
     # A learning rate of 1e30 blows the weights up after the first update.
-    cfg = Training(epochs=2, batch_size=8, max_length=16, learning_rate=1e30, checkpoint_every=1)
+    cfg = Training(max_epochs=2, batch_size=8, max_length=16, learning_rate=1e30, checkpoint_every=1)
     with pytest.raises(NonFiniteLossError, match=r"at step \d+.*learning_rate") as excinfo:
         run(tiny_base_model, tmp_path, cfg=cfg)
     failed_step = int(str(excinfo.value).split("at step ")[1].split(";")[0])
@@ -246,7 +250,8 @@ def test_weights_stepped_to_inf_are_never_checkpointed(tiny_base_model, tmp_path
         return out
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_then_overflow)
-    cfg = Training(epochs=2, batch_size=8, max_length=16, learning_rate=3e-3, checkpoint_every=1)
+    cfg = Training(max_epochs=2, batch_size=8, max_length=16, learning_rate=3e-3, checkpoint_every=1,
+                   validation_fraction=0.0)
     with pytest.raises(NonFiniteLossError, match=r"weight \S+ is not finite after step 3;.*learning_rate"):
         run(tiny_base_model, tmp_path, cfg=cfg)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-000001", "step-000002"]
@@ -428,3 +433,74 @@ def test_fingerprint_follows_content_not_location(tiny_base_model, tmp_path):
     data[-1] ^= 0x01  # one bit of one weight
     weights_file.write_bytes(bytes(data))
     assert fingerprint_model_dir(copy) != original
+
+
+# -- the recipe: validation split, class weights, early stopping, resume keyed by inputs ---------
+
+from ml.train.loop import class_weights, stratified_split  # noqa: E402
+
+
+@pytest.mark.parametrize("counts, fraction, held", [
+    ({0: 50, 1: 10, 2: 3}, 0.1, {0: 5, 1: 1, 2: 0}),  # a class of 3 stays whole in training
+    ({0: 4, 1: 4}, 0.1, {0: 1, 1: 1}),  # at least one where a class can spare it
+    ({0: 20, 1: 20}, 0.0, {0: 0, 1: 0}),  # no validation split asked for
+    ({0: 100, 1: 1}, 0.25, {0: 25, 1: 0}),
+])
+def test_stratified_split_holds_out_each_class_in_proportion(counts, fraction, held):
+    labels = np.concatenate([np.full(n, c) for c, n in counts.items()])
+    train, val = stratified_split(labels, fraction, seed=1)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
+    assert {c: int((labels[val] == c).sum()) for c in counts} == held
+    assert set(labels[train]) == set(counts)  # every class keeps training examples
+    again = stratified_split(labels, fraction, seed=1)
+    assert np.array_equal(again[1], val)
+
+
+def test_class_weights_lift_rare_classes_and_average_one():
+    labels = np.array([0] * 90 + [1] * 10)
+    w = class_weights(labels, 3, power=0.5)
+    assert w[1] == pytest.approx(3 * w[0])  # (90 / 10) ** 0.5
+    assert w[labels].mean() == pytest.approx(1.0)
+    assert w[2] == 0.0  # no examples, no weight
+    assert np.allclose(class_weights(labels, 2, power=0.0), 1.0)
+
+
+EARLY = Training(max_epochs=40, patience=3, validation_fraction=0.2, batch_size=4, max_length=16,
+                 learning_rate=5e-3, checkpoint_every=1000)
+
+
+def test_early_stopping_keeps_the_best_epoch_and_reports_progress(tiny_base_model, tmp_path, monkeypatch):
+    progress_file = tmp_path / "progress.json"
+    monkeypatch.setenv("MLOPS_PROGRESS_FILE", str(progress_file))
+    result = run(tiny_base_model, tmp_path / "out", cfg=EARLY)
+
+    assert (result.n_train, result.n_validation) == (48, 12)
+    assert result.stop_reason.startswith("early stop"), result.stop_reason
+    assert result.epochs < EARLY.max_epochs and result.steps < result.total_steps
+    scores = [h["val_macro_f1"] for h in result.history]
+    assert [h["epoch"] for h in result.history] == list(range(1, len(scores) + 1))
+    assert result.best_val_macro_f1 == max(scores) and scores[result.best_epoch - 1] == max(scores)
+    assert len(scores) - result.best_epoch == EARLY.patience  # stopped exactly `patience` epochs after the best
+    assert max(scores) >= 0.9, scores
+    # The saved model is the best epoch's weights, not the last epoch's.
+    best = weights(result.checkpoint_dir / "best")
+    saved = weights(result.model_dir)
+    assert_same_weights({k: v for k, v in saved.items() if k in best}, best)
+    snapshot = json.loads(progress_file.read_text())
+    assert snapshot["task"] == "train_student" and snapshot["step"] == result.steps
+    assert snapshot["val_macro_f1"] == scores[-1] and snapshot["total_steps"] == result.total_steps
+    assert {"epoch", "samples_per_s", "eta_s"} <= set(snapshot)
+
+
+def test_a_new_run_of_the_same_inputs_resumes_and_cleans_superseded_checkpoints(tiny_base_model, tmp_path,
+                                                                                  reference):
+    root = tmp_path / "checkpoints"
+    (root / "0123456789abcdef01234567" / "step-000004").mkdir(parents=True)  # another inputs' leftovers
+    run(tiny_base_model, tmp_path / "dag-run-1", checkpoint_root=root, max_steps=6)  # "killed" at step 6
+    second = run(tiny_base_model, tmp_path / "dag-run-2", checkpoint_root=root)  # a new DAG run, same inputs
+    assert second.resumed_from_step == 6
+    assert_same_weights(weights(second.model_dir), reference[1])
+    assert [p.name for p in root.iterdir()] == [second.checkpoint_dir.name]  # the superseded folder is gone
+    other = Training(**{**CFG.__dict__, "learning_rate": 1e-3})
+    third = run(tiny_base_model, tmp_path / "dag-run-3", cfg=other, checkpoint_root=root, max_steps=2)
+    assert third.resumed_from_step is None  # other settings: other inputs, a fresh start

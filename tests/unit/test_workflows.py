@@ -192,3 +192,69 @@ def test_a_folder_is_not_a_workflows_file(tmp_path):
 
 def test_the_error_is_a_value_error_so_callers_can_catch_bad_input():
     assert issubclass(WorkflowError, ValueError)
+
+
+# Values are checked when the file loads (issue 16.8), naming the field and the value -------------
+
+@pytest.mark.parametrize("doc, names", [
+    (with_changes(training__epochs=-1), "training.max_epochs: -1.0 is out of range"),
+    (with_changes(training__epochs=0), "training.max_epochs: 0.0"),
+    (with_changes(training__epochs=float("nan")), "training.max_epochs: nan"),
+    (with_changes(training__epochs=float("inf")), "training.max_epochs: inf"),
+    (with_changes(training__epochs=2, training__max_epochs=3), "both epochs and max_epochs"),
+    (with_changes(training__batch_size=0), "training.batch_size: 0"),
+    (with_changes(training__learning_rate=-1), "training.learning_rate: -1.0"),
+    (with_changes(training__checkpoint_every=0), "training.checkpoint_every: 0"),
+    (with_changes(training__max_length=0), "training.max_length: 0"),
+    (with_changes(training__patience=-1), "training.patience: -1"),
+    (with_changes(training__validation_fraction=0.9), "training.validation_fraction: 0.9"),
+    (with_changes(training__class_weight_power=2), "training.class_weight_power: 2.0"),
+    (with_changes(latency_sla_p99_ms=-5), "latency_sla_p99_ms: -5.0"),
+    (with_changes(validation__min_rows=-5), "validation.min_rows: -5"),
+    (with_changes(validation__drift_p_value=2), "validation.drift_p_value: 2.0"),
+    (with_changes(validation__max_text_chars=2, validation__min_text_chars=3), "validation.max_text_chars: 2"),
+    (with_changes(gate__min_macro_f1=7), "gate.min_macro_f1: 7.0"),
+    (with_changes(gate__per_class_f1_floor=float("nan")), "gate.per_class_f1_floor: nan"),
+    (with_changes(monthly_budget_usd=-100), "monthly_budget_usd: -100"),
+    (with_changes(monthly_budget_usd="NaN"), "monthly_budget_usd: NaN"),
+    (with_changes(monthly_calls=-1), "monthly_calls: -1"),
+    (with_changes(schedule__cron="every tuesday"), "schedule.cron: 'every tuesday' is not a cron"),
+    (with_changes(schedule__ingest="hourly"), "schedule.ingest: 'hourly'"),
+    (with_changes(schedule__watch_upstream="61 * * * *"), "schedule.watch_upstream"),
+    # labels: any non-empty text works; what cannot be used is refused here, naming it
+    (with_changes(labels=["billing", ""]), "labels[1]: '' is empty"),
+    (with_changes(labels=["billing", "  "]), "labels[1]: '  ' is empty"),
+    (with_changes(labels=["billing", " shipping"]), "labels[1]: ' shipping' starts or ends with whitespace"),
+    (with_changes(labels=["billing", "ship\nping"]), "control character"),
+    (with_changes(labels=["billing", "x" * 201]), "longer than 200"),
+    (with_changes(labels=["billing", True]), "label True is read by YAML as bool, not text; quote it"),
+    (with_changes(labels=["billing", 1.1]), "label 1.1 is read by YAML as float"),
+    (with_changes(labels=["billing", None]), "label None is read by YAML as NoneType"),
+    (with_changes(teacher__kind="label"), "teacher.kind: 'label' is not call_log, labels, local_model or openai"),
+])
+def test_out_of_range_values_are_refused_at_load_naming_field_and_value(tmp_path, doc, names):
+    path = write(tmp_path, doc)
+    with pytest.raises(WorkflowError) as err:
+        load_workflows(path)
+    assert names in str(err.value), str(err.value)
+    assert str(err.value).count("workflows.yaml") == 1  # one message, not one wrapped in another
+
+
+def test_the_old_epochs_key_is_the_epoch_budget():
+    assert load_workflows(SHIPPED)  # the shipped file may use either name
+    wf = Workflow(name="x")
+    assert wf.training.max_epochs > 0 and wf.training.patience >= 0
+
+
+@pytest.mark.parametrize("labels", [
+    ["what is this?", "billing / invoices", "Réclamation", "UPPER case", "日本語", "a.b", "..", "/", "50% off", "$5"],
+])
+def test_any_non_empty_label_text_loads_as_written(tmp_path, labels):
+    wf = load_workflows(write(tmp_path, with_changes(labels=labels)))["tickets"]
+    assert list(wf.labels) == labels
+
+
+def test_a_config_error_is_not_retryable():
+    from ml.workflows import ConfigurationError
+
+    assert issubclass(WorkflowError, ConfigurationError)
