@@ -383,7 +383,7 @@ def close_wait(client: MlflowClient, name: str, version: str, outcome: str) -> d
     """The waiting run stops waiting: `outcome` is approved, rejected or timed out."""
     wait = {**(wait_of(client, name, version) or {}), "state": "ended", "outcome": outcome, "ended": _now()}
     client.set_model_version_tag(name, str(version), WAIT_TAG, json.dumps(wait))
-    return wait
+    return {**wait, "opened": True}  # this look opened it: the moment to tell the model owners
 
 
 def download_weights(name: str, version: str) -> Path:

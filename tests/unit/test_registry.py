@@ -281,6 +281,8 @@ def test_a_decision_and_a_wait_are_kept_on_the_version(client, store, name, monk
     assert registry.is_waiting(wait) and wait["state"] == "waiting"
     assert datetime.fromisoformat(wait["deadline"]) - datetime.fromisoformat(wait["since"]) == timedelta(hours=1)
     # A later look of the same run keeps its deadline; nothing is decided yet.
+    # (only the look that opened it says so: the notifier tells the model owners once)
+    assert wait.pop("opened") is True
     assert registry.open_wait(client, name, v1, run_key="distill__t/run-1", timeout_s=60) == wait
 
     monkeypatch.setenv("MLOPS_USER", "ada")
