@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal, InvalidOperation
+
+from ml.costs.unit_costs import TOKENS_PER_PRICE_UNIT, ServingPlan, frontier_call_usd  # noqa: F401 (re-exported)
 
 # Ledger categories. frontier_api and serving are the two per-call sides, which the arithmetic
 # derives from measured per-call costs × volume; the rest is the MLOps spend post-training adds.
@@ -24,8 +26,6 @@ COMPUTE_CATEGORIES = ("training_compute",)  # the naive estimate counts only the
 RETRAIN_CATEGORIES = ("training_compute", "keeping_current")  # recurring spend that scales with retrains
 SET_UP_CATEGORIES = ("data_curation", "training_compute")  # spent once, by default, in an observed window
 SENSITIVITY_PARAMETERS = ("volume", "frontier_price", "retrain_frequency", "people_time")
-TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)  # providers price per million tokens
-SECONDS_PER_HOUR = Decimal(3600)
 
 
 def _decimal(value, name: str) -> Decimal:
@@ -57,25 +57,8 @@ def _whole(value) -> bool:
 
 def frontier_cost_per_call_usd(tokens_in_per_call, tokens_out_per_call,
                                price_in_per_1m_usd, price_out_per_1m_usd) -> Decimal:
-    """Measured mean tokens per call × the provider's prices per million tokens."""
-    tokens_in = _decimal(tokens_in_per_call, "tokens_in_per_call")
-    tokens_out = _decimal(tokens_out_per_call, "tokens_out_per_call")
-    price_in = _decimal(price_in_per_1m_usd, "price_in_per_1m_usd")
-    price_out = _decimal(price_out_per_1m_usd, "price_out_per_1m_usd")
-    return (tokens_in * price_in + tokens_out * price_out) / TOKENS_PER_PRICE_UNIT
-
-
-def self_hosted_cost_per_call_usd(throughput_calls_per_s, instance_hour_usd, utilisation) -> Decimal:
-    """An instance hour spread over the calls it actually serves: idle hours are paid for too."""
-    throughput = _decimal(throughput_calls_per_s, "throughput_calls_per_s")
-    if throughput == 0:
-        raise ValueError("throughput_calls_per_s=0 must be > 0; pass the throughput measured on the instance.")
-    share = _decimal(utilisation, "utilisation")
-    if not 0 < share <= 1:
-        hint = f" (for {share}% pass {share / 100})" if 1 < share <= 100 else ""
-        raise ValueError(f"utilisation={utilisation!r} must be in (0, 1]: the share of the instance's "
-                         f"hours spent serving calls, e.g. 0.6 for 60%{hint}.")
-    return _decimal(instance_hour_usd, "instance_hour_usd") / (throughput * SECONDS_PER_HOUR * share)
+    """Mean tokens per call × the provider's prices per million tokens (ml.costs.unit_costs prices it)."""
+    return frontier_call_usd(tokens_in_per_call, tokens_out_per_call, price_in_per_1m_usd, price_out_per_1m_usd)
 
 
 def monthly_volumes(calls_per_month, growth_per_month, months: int) -> list[int]:
@@ -152,8 +135,10 @@ class BreakEvenInputs:
 
     calls_per_month: Decimal  # month 1, as measured
     growth_per_month: Decimal  # compound, 0.05 = +5% a month
-    frontier_cost_per_call_usd: Decimal  # frontier_cost_per_call_usd()
-    self_hosted_cost_per_call_usd: Decimal  # self_hosted_cost_per_call_usd()
+    frontier_cost_per_call_usd: Decimal  # ml.costs.unit_costs: each call at its own model and day
+    # Serving: a ServingPlan (replicas rented by the hour, the always-on floor; what the platform
+    # uses), or a flat per-call price (a managed endpoint billed by the call).
+    self_hosted_cost_per_call_usd: Decimal | None = None
     one_time_usd: Decimal | None = None  # set-up: curation, first training, people's set-up hours
     recurring_mlops_usd_per_month: Decimal | None = None  # keeping current, evaluation, storage, tooling, people
     horizon_months: int = 24
@@ -161,11 +146,19 @@ class BreakEvenInputs:
     # By category: derives the two totals above when they are None; the naive view and the
     # retrain/people sensitivity need it.
     spend: MlopsSpend | None = None
+    serving: ServingPlan | None = None
 
     def __post_init__(self):
-        for name in ("calls_per_month", "frontier_cost_per_call_usd", "self_hosted_cost_per_call_usd",
-                     "serving_fixed_usd_per_month"):
+        if (self.serving is None) == (self.self_hosted_cost_per_call_usd is None):
+            raise ValueError("pass serving=ServingPlan(...) (replicas by the hour) or self_hosted_cost_per_call_usd "
+                             "(a per-call price), exactly one.")
+        if self.serving is not None and not isinstance(self.serving, ServingPlan):
+            raise ValueError(f"serving={self.serving!r} must be a ml.costs.unit_costs.ServingPlan.")
+        for name in ("calls_per_month", "frontier_cost_per_call_usd", "serving_fixed_usd_per_month"):
             object.__setattr__(self, name, _decimal(getattr(self, name), name))
+        if self.self_hosted_cost_per_call_usd is not None:
+            object.__setattr__(self, "self_hosted_cost_per_call_usd",
+                               _decimal(self.self_hosted_cost_per_call_usd, "self_hosted_cost_per_call_usd"))
         object.__setattr__(self, "growth_per_month", _growth(self.growth_per_month))
         if not _whole(self.horizon_months) or self.horizon_months < 1:
             raise ValueError(f"horizon_months={self.horizon_months!r} must be a whole number >= 1, e.g. 24.")
@@ -185,10 +178,11 @@ class MonthRow:
     month: int
     calls: int
     frontier_usd: Decimal
-    post_training_usd: Decimal  # per-call serving + recurring MLOps + fixed serving (+ one-time in month 1)
+    post_training_usd: Decimal  # serving + recurring MLOps + fixed serving (+ one-time in month 1)
     cumulative_frontier_usd: Decimal
     cumulative_post_training_usd: Decimal
     cumulative_saving_usd: Decimal
+    serving_usd: Decimal = Decimal(0)  # this month's serving alone
 
 
 @dataclass(frozen=True)
@@ -206,18 +200,47 @@ def break_even(inputs: BreakEvenInputs) -> BreakEvenResult:
     volumes = monthly_volumes(inputs.calls_per_month, inputs.growth_per_month, inputs.horizon_months)
     for month, calls in enumerate(volumes, start=1):
         frontier = calls * inputs.frontier_cost_per_call_usd
-        post = calls * inputs.self_hosted_cost_per_call_usd + recurring_usd
+        serving = serving_usd(inputs, calls)
+        post = serving + recurring_usd
         post += inputs.one_time_usd if month == 1 else 0
         cumulative_frontier, cumulative_post = cumulative_frontier + frontier, cumulative_post + post
         if first is None and cumulative_post <= cumulative_frontier:
             first = month
         rows.append(MonthRow(month, calls, frontier, post, cumulative_frontier, cumulative_post,
-                             cumulative_frontier - cumulative_post))
-    saving_per_call_usd = inputs.frontier_cost_per_call_usd - inputs.self_hosted_cost_per_call_usd
-    # No volume pays back a recurring bill when each call costs more self-hosted than on the API.
-    calls_needed = (int((recurring_usd / saving_per_call_usd).to_integral_value(ROUND_CEILING))
-                    if saving_per_call_usd > 0 else None)
-    return BreakEvenResult(inputs, rows, first, rows[-1].cumulative_saving_usd, calls_needed)
+                             cumulative_frontier - cumulative_post, serving))
+    return BreakEvenResult(inputs, rows, first, rows[-1].cumulative_saving_usd, _calls_needed(inputs, recurring_usd))
+
+
+def serving_usd(inputs: BreakEvenInputs, calls) -> Decimal:
+    """A month of serving at this volume: the plan's replica-hours, or calls × a per-call price."""
+    if inputs.serving is not None:
+        return inputs.serving.usd_per_month(calls)
+    return calls * inputs.self_hosted_cost_per_call_usd
+
+
+def _calls_needed(inputs: BreakEvenInputs, recurring_usd: Decimal) -> int | None:
+    """The smallest steady monthly volume whose saving over the frontier covers the recurring bill."""
+    def covers(calls: int) -> bool:
+        return calls * inputs.frontier_cost_per_call_usd - serving_usd(inputs, calls) >= recurring_usd
+
+    if inputs.serving is None:
+        saving_per_call_usd = inputs.frontier_cost_per_call_usd - inputs.self_hosted_cost_per_call_usd
+        # No volume pays back a recurring bill when each call costs more self-hosted than on the API.
+        return (int((recurring_usd / saving_per_call_usd).to_integral_value(ROUND_CEILING))
+                if saving_per_call_usd > 0 else None)
+    # Replicas are whole, so the saving is a saw-tooth in the volume: double until it covers, then
+    # bisect to a crossing. When a frontier call costs no more than a replica's share per call
+    # past the floor, nothing up to a quadrillion calls covers it: None.
+    high = 1
+    while not covers(high):
+        high *= 2
+        if high > 10 ** 15:
+            return None
+    low = high // 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if covers(middle) else (middle, high)
+    return high
 
 
 def _require_spend(inputs: BreakEvenInputs, what: str) -> MlopsSpend:
@@ -273,6 +296,65 @@ def sensitivity(inputs: BreakEvenInputs, factors=(Decimal("0.5"), Decimal(1), De
             rows.append(SensitivityRow(parameter, factor, result.break_even_month,
                                        result.cumulative_saving_at_horizon_usd))
     return rows
+
+
+def pays(result: BreakEvenResult) -> bool:
+    """Post-training pays within the horizon: it breaks even, and is not behind again at the end."""
+    return result.break_even_month is not None and result.cumulative_saving_at_horizon_usd >= 0
+
+
+@dataclass(frozen=True)
+class FlipPoint:
+    parameter: str
+    factor: Decimal  # the parameter × factor is the first value (to 0.01) at which the answer flips
+    pays_now: bool
+
+    @property
+    def text(self) -> str:
+        what = {"volume": "the declared volume", "frontier_price": "the frontier price",
+                "people_time": "the people time", "retrain_frequency": "the retraining frequency"}[self.parameter]
+        return f"at {self.factor}× {what} it {'no longer pays' if self.pays_now else 'would pay'}"
+
+
+# Which way each parameter has to move to make post-training look worse: more volume and a
+# dearer frontier help it; more people time and more retraining hurt it.
+_HURTS_WHEN = {"volume": "down", "frontier_price": "down", "people_time": "up", "retrain_frequency": "up"}
+_FLIP_STEP = Decimal("0.01")
+
+
+def flip_points(inputs: BreakEvenInputs, parameters: Iterable[str] = SENSITIVITY_PARAMETERS) -> list[FlipPoint]:
+    """For each parameter alone, the factor at which the answer (pays within the horizon or not)
+    flips, found by bisection on the break-even function itself; nearest to 1 (in ratio) first.
+
+    A parameter the answer does not turn on within [1/1000, 1000] is left out. retrain_frequency and
+    people_time need the spend by category and are skipped without it.
+    """
+    base = pays(break_even(inputs))
+    out = []
+    for parameter in parameters:
+        if parameter in ("retrain_frequency", "people_time") and inputs.spend is None:
+            continue
+        worse = _HURTS_WHEN[parameter] == "down"
+        # Walking toward "worse" flips a paying answer; toward "better" flips a losing one.
+        downward = worse if base else not worse
+        far = Decimal("0.001") if downward else Decimal(1000)
+        if pays(break_even(_varied(inputs, parameter, far))) == base:
+            continue
+        near = Decimal(1)  # same answer as base at near, flipped at far
+        for _ in range(60):
+            middle = (near + far) / 2
+            if pays(break_even(_varied(inputs, parameter, middle))) == base:
+                near = middle
+            else:
+                far = middle
+            if abs(far - near) < _FLIP_STEP / 4:
+                break
+        # Round outward to a factor that is flipped for certain, then state it to two places.
+        factor = far.quantize(_FLIP_STEP, rounding=ROUND_DOWN if downward else ROUND_UP)
+        if pays(break_even(_varied(inputs, parameter, factor))) == base:
+            factor = far
+        out.append(FlipPoint(parameter, factor.normalize() if factor == factor.to_integral() else factor, base))
+    return sorted(out, key=lambda f: abs(f.factor.ln()))
 
 
 def _usd(amount: Decimal) -> str:
@@ -362,11 +444,27 @@ def _break_even_text(result: BreakEvenResult) -> str:
             f"{_usd(result.cumulative_saving_at_horizon_usd)} over {horizon} months")
 
 
-def decide(constraints: Constraints, full_result: BreakEvenResult,
+NOT_MEASURED = "the ninety-day test is not measured yet (no frontier call logged): latency, cost and " \
+               "reliability against the targets are unknown"
+
+
+def decide(constraints: Constraints | None, full_result: BreakEvenResult,
            naive_result: BreakEvenResult | None = None) -> Verdict:
     """The seed's frame: post-training pays only when a measured constraint fails, the data or the
-    volume make it matter, and the fully loaded arithmetic breaks even within the horizon."""
+    volume make it matter, and the fully loaded arithmetic breaks even within the horizon.
+
+    constraints=None (nothing measured yet) gives the arithmetic's answer, marked as such.
+    """
     c, full = constraints, full_result
+    if c is None:
+        reasons = [NOT_MEASURED, f"fully loaded, post-training {_break_even_text(full)}"]
+        if naive_result is not None:
+            reasons.append(f"counting compute only, it {_break_even_text(naive_result)}")
+        if pays(full):
+            return Verdict(f"the arithmetic pays from month {full.break_even_month}; the ninety-day test is not "
+                           "measured yet", reasons, [], False)
+        return Verdict("stay on the frontier API", [f"post-training does not pay within "
+                                                    f"{full.inputs.horizon_months} months"] + reasons, [], False)
     failing, reasons = _constraint_reasons(c)
     reasons.append(f"the use case touches {'' if c.proprietary_data else 'no '}proprietary data")
     reasons.append(f"inference cost ({_usd(c.monthly_cost_usd)} a month) "

@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, table
 
@@ -19,6 +19,8 @@ def _ledger(settings):
 
 
 def cmd_report(args) -> int:
+    from ml.costs.report import summary_lines
+    from ml.costs.review_page import usd
     from ml.pipeline.cost_report import build_report
 
     settings, wf = settings_and_workflow(args)
@@ -26,12 +28,17 @@ def cmd_report(args) -> int:
     if args.refresh or not path.exists():
         build_report(wf.name)
     report = json.loads(path.read_text())
-    lines = [f"{wf.name}: {report['verdict']}", *(f"  - {r}" for r in report["reasons"]), "",
-             table([{"category": k, "usd": f"{float(v):,.2f}"} for k, v in report["ledger_totals_usd"].items()],
-                   ["category", "usd"]), "",
-             table([{"view": "compute only (naive)", **report["naive"]}, {"view": "fully loaded", **report["fully_loaded"]}],
-                   ["view", "break_even_month", "saving_at_horizon_usd", "break_even_calls_per_month"]), "",
-             f"HTML: {path.with_suffix('.html')}   FOCUS CSV: {path.parent / 'costs_focus.csv'}"]
+    headline, *basis = summary_lines(report)
+    lines = [f"{wf.name}: {headline}", *(f"  {b}" for b in basis), "", *(f"  - {r}" for r in report["reasons"]), ""]
+    if not report.get("pending"):
+        lines += [table([{"category": k, "usd": usd(Decimal(v))} for k, v in report["ledger_totals_usd"].items()],
+                        ["category", "usd"]), "",
+                  table([{"view": "compute only (naive)", **report["naive"],
+                          "saving_at_horizon_usd": usd(Decimal(report["naive"]["saving_at_horizon_usd"]))},
+                         {"view": "fully loaded", **report["fully_loaded"],
+                          "saving_at_horizon_usd": usd(Decimal(report["fully_loaded"]["saving_at_horizon_usd"]))}],
+                        ["view", "break_even_month", "saving_at_horizon_usd", "break_even_calls_per_month"]), "",
+                  f"HTML: {path.with_suffix('.html')}   FOCUS CSV: {path.parent / 'costs_focus.csv'}"]
     emit(args, report, "\n".join(lines))
     return 0
 
@@ -47,14 +54,14 @@ def cmd_entries(args) -> int:
 
 
 def cmd_add(args) -> int:
-    from ml.costs.capture import book_manual
+    from ml.costs.capture import book_manual, manual_quantity
     from ml.costs.pricebook import PriceBook
 
     settings, wf = settings_and_workflow(args)
     try:
-        quantity = Decimal(args.quantity)
-    except InvalidOperation:
-        raise ValueError(f"--quantity {args.quantity!r} is not a number") from None
+        quantity = manual_quantity(args.quantity, "hours" if args.role else "months" if args.tooling else "units")
+    except ValueError as exc:
+        raise ValueError(f"--quantity: {exc}") from None
     with _ledger(settings) as ledger:
         entry = book_manual(ledger, price_book=PriceBook.load(settings.price_book_file), workflow=wf.name,
                             on=date.fromisoformat(args.on) if args.on else date.today(), quantity=quantity,
@@ -80,6 +87,7 @@ def cmd_export(args) -> int:
 
     settings, wf = settings_and_workflow(args)
     with _ledger(settings) as ledger:
+        ledger.check_intact()  # a tampered ledger is not exported as if it were the books
         entries = ledger.entries(workflow=wf.name)
     if args.out:
         write_focus_csv(entries, args.out)
@@ -91,6 +99,19 @@ def cmd_export(args) -> int:
         writer.writeheader()
         writer.writerows(focus_rows(entries))
     return 0
+
+
+def cmd_verify(args) -> int:
+    settings, _ = settings_and_workflow(args)
+    with _ledger(settings) as ledger:
+        tampered = ledger.verify()
+        n = len(ledger.entries())
+    doc = {"entries": n, "intact": not tampered, "tampered": [asdict(t) for t in tampered]}
+    text = (f"ledger intact: {n} entries, each matching its payload hash" if not tampered else
+            "\n".join([f"ledger TAMPERED: {len(tampered)} of {n} entries changed outside the ledger"]
+                      + [f"  #{t.id} {t.idempotency_key}: {t.problem}" for t in tampered]))
+    emit(args, doc, text)
+    return 0 if not tampered else 1
 
 
 def cmd_flush(args) -> int:
@@ -149,6 +170,11 @@ def register(sub) -> None:
     p.add_argument("--out", help="file to write (default: stdout)")
     add_workflow(p)
     p.set_defaults(func=cmd_export)
+
+    p = csub.add_parser("verify", help="check every ledger entry against its payload hash; exit 1 naming any tampered")
+    add_workflow(p)
+    add_json(p)
+    p.set_defaults(func=cmd_verify)
 
     p = csub.add_parser("flush", help="move entries spooled while the ledger was unreachable into it")
     add_workflow(p)

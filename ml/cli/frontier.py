@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, table
+from ml.costs.unit_costs import NINETY_DAY_WINDOW_DAYS as NINETY_DAYS
 
 
 def _ms(value) -> str:
@@ -17,6 +18,9 @@ def cmd_report(args) -> int:
     settings, wf = settings_and_workflow(args)
     report = build_report(wf.name, window_days=args.window_days, settings=settings)
     m, t = report["measured"], report["targets"]
+    if m is None:
+        emit(args, report, f"{wf.name}: {report['verdict']}\nreport: {report['path']}")
+        return 0
     rows = [
         {"measure": "latency p50 / p95 / p99", "measured": " / ".join(_ms(m["latency_ms"][p]) for p in ("p50", "p95", "p99")),
          "target": f"p99 <= {t['latency_sla_p99_ms']:,.0f} ms"},
@@ -59,6 +63,7 @@ def cmd_export(args) -> int:
 
 def _shadow(settings, wf, book, log_dir):
     from ml import registry
+    from ml.costs import unit_costs
     from ml.frontier.calllog import CallLog
     from ml.frontier.proxy import Shadow
 
@@ -66,11 +71,16 @@ def _shadow(settings, wf, book, log_dir):
     if champion is None:
         raise LookupError(f"--shadow needs a @champion of {wf.model_name}; run `mlops run --only distill` first, "
                           "or start the proxy without --shadow.")
+    client = registry.configure(settings)
+    throughput = client.get_run(champion.run_id).data.metrics.get("eval.throughput_calls_per_s")
+    if not throughput:
+        raise LookupError(f"--shadow: {wf.model_name} v{champion.version} has no measured throughput "
+                          "(eval.throughput_calls_per_s); re-run distill, or start the proxy without --shadow.")
     return Shadow.for_model_dir(
         registry.download_weights(wf.model_name, champion.version), CallLog(log_dir / "shadow"),
         max_length=wf.training.max_length, student=f"{wf.model_name} v{champion.version}",
-        hour_usd=book.compute_hour_usd(wf.serving_resource, datetime.now(timezone.utc).date()),
-        utilisation=wf.serving_utilisation)
+        student_cost_per_call_usd=unit_costs.student_cost_per_call_usd(
+            wf, book, throughput, datetime.now(timezone.utc).date()))
 
 
 def cmd_proxy(args) -> int:
@@ -106,7 +116,7 @@ def register(sub) -> None:
     fsub = frontier.add_subparsers(dest="frontier_command", required=True, metavar="ACTION")
 
     p = fsub.add_parser("report", help="latency, cost and reliability against the SLA, budget and target; verdict")
-    p.add_argument("--window-days", type=int, default=90, help="days of calls to measure (default 90)")
+    p.add_argument("--window-days", type=int, default=NINETY_DAYS, help=f"days of calls to measure (default {NINETY_DAYS})")
     add_workflow(p)
     add_json(p)
     p.set_defaults(func=cmd_report)

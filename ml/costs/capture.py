@@ -22,9 +22,10 @@ import os
 import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from ml.costs import unit_costs
 from ml.costs.ledger import CATEGORIES, Category, Entry, IdempotencyConflict, Ledger, LedgerError, NewEntry
 from ml.costs.pricebook import PriceBook, PriceBookError
 
@@ -69,7 +70,7 @@ REDISTILLATION_ASSET_MARK = "upstream"
 SHARED_WORKFLOW = "platform"
 # Storage is billed per GB = 2^30 bytes (as S3 does), per calendar month.
 BYTES_PER_GB = Decimal(2 ** 30)
-TOKENS_PER_UNIT = Decimal(1_000_000)
+TOKENS_PER_UNIT = unit_costs.TOKENS_PER_PRICE_UNIT  # a frontier_api entry's quantity is in 1M tokens
 
 
 # Deciding what a task run is --------------------------------------------------------------
@@ -326,7 +327,7 @@ class _DayModel:
 
 
 def book_frontier_calls(ledger: Ledger, call_log_rows, price_book: PriceBook, workflow: str, *,
-                        before: date | None = None, billable_statuses: tuple[str, ...] = ("ok",),
+                        before: date | None = None, billable_statuses: tuple[str, ...] = unit_costs.BILLABLE_STATUSES,
                         source: str = "call_log") -> list[Entry]:
     """Book frontier spend from call-log rows: tokens x the price book, per UTC day and model.
 
@@ -476,6 +477,7 @@ def book_manual(ledger: Ledger, *, price_book: PriceBook, workflow: str, on: dat
                          f"unit_price_usd= (an invoice line); got {', '.join(given) or 'none'}.")
     if not person or not str(person).strip():
         raise ValueError("person= is required: who booked this entry (it is kept as the entry's source).")
+    quantity = manual_quantity(quantity, "hours" if role else "months" if tooling else "units")
     if role is not None:
         unit_price = price_book.person_hour_usd(role, on)
         unit, resource, category = unit or "hour", resource or f"people:{role}", category or Category.PEOPLE.value
@@ -495,6 +497,30 @@ def book_manual(ledger: Ledger, *, price_book: PriceBook, workflow: str, on: dat
         content = json.dumps(draft.to_json() | {"idempotency_key": None}, sort_keys=True)
         idempotency_key = f"manual:{hashlib.sha256(content.encode()).hexdigest()[:40]}"
     return ledger.append(NewEntry(idempotency_key=idempotency_key, **values))
+
+
+# A manual line is one timesheet, one tool's months or one invoice line: beyond these it is a typo.
+MAX_MANUAL_QUANTITY = Decimal(1_000_000)
+
+
+def manual_quantity(raw, what: str) -> Decimal:
+    """A positive, bounded quantity for a manual entry; only Ledger.reverse books a negative one."""
+    if isinstance(raw, (float, bool)):
+        raise TypeError(f"quantity={raw!r} is a {type(raw).__name__}; quantities are Decimal: pass Decimal('{raw}') "
+                        f"or '{raw}'.")
+    try:
+        quantity = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"quantity {raw!r} is not a number; give the {what} as e.g. 2.5.") from None
+    if not quantity.is_finite():
+        raise ValueError(f"quantity {raw!r} is not a finite number; give the {what} as e.g. 2.5.")
+    if quantity <= 0:
+        raise ValueError(f"quantity {raw} must be more than 0 {what}; to correct a booked entry, reverse it "
+                         "(mlops costs reverse ID --reason ...) and book the right amount.")
+    if quantity > MAX_MANUAL_QUANTITY:
+        raise ValueError(f"quantity {raw} {what} is more than {MAX_MANUAL_QUANTITY:,} in one entry; check the "
+                         "number, or split it into several entries.")
+    return quantity
 
 
 # Helpers ---------------------------------------------------------------------------------

@@ -80,6 +80,19 @@ class IdempotencyConflict(LedgerError):
     """The idempotency key is taken by an entry with a different payload."""
 
 
+class LedgerTampered(LedgerError):
+    """Stored entries no longer match their own payload hash: the ledger was edited outside the code."""
+
+
+@dataclass(frozen=True)
+class Tampered:
+    """One entry whose stored facts disagree with what was booked, and how."""
+
+    id: int
+    idempotency_key: str
+    problem: str
+
+
 # Column types -----------------------------------------------------------------------------
 
 class ExactDecimal(sa.types.TypeDecorator):
@@ -222,8 +235,13 @@ class NewEntry:
         put("occurred_at", self.occurred_at.astimezone(timezone.utc))
         put("category", str(Category(self.category)))
         put("description", str(self.description or ""))
-        quantity = _decimal("quantity", self.quantity).quantize(QUANTITY_PLACES, rounding=ROUND_HALF_EVEN)
-        unit_price = _decimal("unit_price", self.unit_price).quantize(PRICE_PLACES, rounding=ROUND_HALF_EVEN)
+        quantity, unit_price = _decimal("quantity", self.quantity), _decimal("unit_price", self.unit_price)
+        # Bounds first: quantising 1e30 to 9 places overflows Decimal's precision (InvalidOperation).
+        if abs(quantity) >= MAX_QUANTITY or abs(unit_price) >= MAX_AMOUNT:
+            raise ValueError(f"quantity {self.quantity} x unit_price {self.unit_price} is too large for one entry "
+                             f"(quantity below {MAX_QUANTITY:,}, amount below {MAX_AMOUNT:,}); split it.")
+        quantity = quantity.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_EVEN)
+        unit_price = unit_price.quantize(PRICE_PLACES, rounding=ROUND_HALF_EVEN)
         # Negative quantities only come from Ledger.reverse; everything booked directly is a cost.
         if unit_price < 0:
             raise ValueError(f"unit_price={unit_price} is negative; book costs, and correct them with Ledger.reverse().")
@@ -429,6 +447,36 @@ class Ledger:
                 time.sleep(0.05 * 2 ** attempt * (1 + random.random()))
         raise AssertionError("unreachable")
 
+    # Verifying ---------------------------------------------------------------------------
+
+    def verify(self) -> list[Tampered]:
+        """Every entry whose stored facts disagree with its payload hash or with itself.
+
+        The database refuses UPDATE, DELETE and REPLACE; this catches what goes around the
+        database (a dropped trigger, a hand-edited file): each entry's facts are hashed again
+        and compared with the digest booked with them, its amount recomputed from quantity x
+        unit price, and a reversal checked against the entry it reverses.
+        """
+        with self._engine.connect() as conn:
+            rows = [_entry(r) for r in conn.execute(sa.select(ledger_entries).order_by(ledger_entries.c.id))]
+        by_id = {e.id: e for e in rows}
+        out = []
+        for e in rows:
+            problem = _stored_problem(e, by_id)
+            if problem:
+                out.append(Tampered(e.id, e.idempotency_key, problem))
+        return out
+
+    def check_intact(self) -> None:
+        """Raise LedgerTampered naming the entries when verify() finds any (reports and exports call it)."""
+        bad = self.verify()
+        if bad:
+            named = "; ".join(f"#{t.id} ({t.problem})" for t in bad[:5]) + (f"; and {len(bad) - 5} more"
+                                                                            if len(bad) > 5 else "")
+            raise LedgerTampered(f"{len(bad)} ledger entr{'y was' if len(bad) == 1 else 'ies were'} changed outside "
+                                 f"the ledger: {named}. Nothing is reported from it; run `mlops costs verify`, "
+                                 "restore the ledger from a backup, and re-book from the spool and the sources.")
+
     # Reading -----------------------------------------------------------------------------
 
     def get(self, entry_id: int) -> Entry:
@@ -514,6 +562,31 @@ class Ledger:
 
 def _entry(row) -> Entry:
     return Entry(**{f.name: getattr(row, f.name) for f in fields(Entry)})
+
+
+def _stored_problem(e: Entry, by_id: dict[int, Entry]) -> str | None:
+    """Why a stored entry cannot be what was booked, or None."""
+    try:
+        facts = NewEntry(idempotency_key=e.idempotency_key, occurred_at=e.occurred_at, category=e.category,
+                         workflow=e.workflow, resource=e.resource, quantity=e.quantity, unit=e.unit,
+                         unit_price=e.unit_price, source_kind=e.source_kind, source=e.source, currency=e.currency,
+                         model=e.model, description=e.description)
+    except (TypeError, ValueError, InvalidOperation) as exc:
+        return f"its stored facts are not a valid entry: {exc}"
+    if payload_sha256(facts, e.reverses_id) != e.payload_sha256:
+        return "its facts do not match the payload hash booked with them"
+    if e.amount != amount_of(e.quantity, e.unit_price):
+        return f"amount {e.amount} is not quantity {e.quantity} x unit price {e.unit_price}"
+    if e.reverses_id is None:
+        if e.quantity < 0:
+            return "a negative quantity that reverses nothing"
+        return None
+    original = by_id.get(e.reverses_id)
+    if original is None:
+        return f"it reverses entry {e.reverses_id}, which is gone"
+    if e.quantity != -original.quantity or e.unit_price != original.unit_price:
+        return f"it does not cancel entry {e.reverses_id} exactly"
+    return None
 
 
 def _same_or_conflict(existing: Entry, digest: str) -> Entry:

@@ -11,8 +11,11 @@ import csv
 import html
 import io
 from calendar import monthrange
-from collections import defaultdict
+from decimal import Decimal
 from pathlib import Path
+
+from ml.breakeven import CATEGORIES
+from ml.costs.review_page import usd
 
 FOCUS_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargeCategory", "ChargeDescription",
                  "ChargePeriodStart", "ChargePeriodEnd", "ServiceName", "ServiceCategory", "ResourceId",
@@ -54,6 +57,23 @@ def write_focus_csv(entries, path: Path) -> Path:
     return Path(path)
 
 
+def summary_lines(report: dict) -> list[str]:
+    """The verdict and what it stands on, as every reader shows it (CLI, HTML report, cost-review page)."""
+    basis = report.get("basis") or {}
+    lines = [report.get("headline") or report["verdict"]]
+    lines += [basis[k] for k in ("volume", "reconciliation", "recurring") if basis.get(k)]
+    if basis.get("flip"):
+        lines.append(f"margin: {basis['flip']}")
+    serving = report.get("serving")
+    if serving:
+        lines.append(f"serving: {serving['replicas']} replica(s) of {report.get('serving_resource', 'the serving class')} "
+                     f"at ${Decimal(serving['instance_hour_usd']):.4f} an hour = {usd(Decimal(serving['usd_per_month']))} "
+                     f"a month (always-on floor {serving['min_replicas']} replica(s), "
+                     f"{usd(Decimal(serving['floor_usd_per_month']))}; peak {serving['peak_to_average']}× the average "
+                     f"rate; {serving['throughput_calls_per_s']} calls/s per replica measured)")
+    return lines
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -61,7 +81,7 @@ def _png(fig) -> str:
 
 
 def charts(naive, full, entries) -> dict[str, str]:
-    """Two charts as base64 PNG: cumulative cost of both options, and MLOps spend by category by month."""
+    """Two charts as base64 PNG: cumulative cost of both options, and the ledger's spend by category."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,19 +104,21 @@ def charts(naive, full, entries) -> dict[str, str]:
     cumulative = _png(fig)
     plt.close(fig)
 
-    by_month: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    # Every category gets a bar with its amount written on it, on a symmetric log scale: people's
+    # hours are thousands of times a day's storage, and on a linear axis they hid the other seven.
+    by_category: dict[str, Decimal] = {c: Decimal(0) for c in CATEGORIES}
     for e in entries:
-        by_month[e.occurred_at.strftime("%Y-%m")][e.category] += float(e.amount)
+        by_category[e.category] = by_category.get(e.category, Decimal(0)) + e.amount
     fig, ax = plt.subplots(figsize=(8, 4))
-    months_sorted = sorted(by_month)
-    bottom = [0.0] * len(months_sorted)
-    for cat in sorted({c for m in by_month.values() for c in m}):
-        values = [by_month[m].get(cat, 0.0) for m in months_sorted]
-        ax.bar(months_sorted, values, bottom=bottom, label=cat)
-        bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_ylabel("USD")
-    ax.set_title("ledger spend by category and month")
-    ax.legend(fontsize=7)
+    names = list(by_category)
+    values = [float(by_category[c]) for c in names]
+    ax.barh(names, values, color=["#c0392b" if v < 0 else "#2471a3" for v in values])
+    ax.set_xscale("symlog", linthresh=1)
+    for y, (name, amount) in enumerate(by_category.items()):
+        ax.annotate(usd(amount), (float(amount), y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("USD booked (symmetric log scale)")
+    ax.set_title("ledger spend by category, every category")
     spend = _png(fig)
     plt.close(fig)
     return {"cumulative": cumulative, "spend": spend}
@@ -106,23 +128,25 @@ def write_html(report: dict, naive, full, entries, out_dir: Path) -> Path:
     imgs = charts(naive, full, entries)
     esc = html.escape
     reasons = "".join(f"<li>{esc(r)}</li>" for r in report["reasons"])
-    totals = "".join(f"<tr><td>{esc(k)}</td><td class=num>${float(v):,.2f}</td></tr>"
+    headline, *basis = summary_lines(report)
+    basis_items = "".join(f"<li>{esc(line)}</li>" for line in basis)
+    totals = "".join(f"<tr><td>{esc(k)}</td><td class=num>{usd(Decimal(v))}</td></tr>"
                      for k, v in report["ledger_totals_usd"].items())
     sens = "".join(f"<tr><td>{esc(r['parameter'])}</td><td>×{esc(r['factor'])}</td><td>{r['break_even_month'] or 'never'}</td>"
-                   f"<td class=num>${float(r['saving_at_horizon_usd']):,.0f}</td></tr>" for r in report["sensitivity"])
+                   f"<td class=num>{usd(Decimal(r['saving_at_horizon_usd']))}</td></tr>" for r in report["sensitivity"])
     page = f"""<!doctype html><html lang=en><head><meta charset=utf-8>
 <title>Break-even: {esc(report['workflow'])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}}
 td,th{{padding:2px 10px;text-align:left}} .num{{text-align:right}} .verdict{{font-size:1.4em;font-weight:600}}</style></head>
 <body><h1>Frontier API or post-training? — {esc(report['workflow'])}</h1>
-<p class=verdict id=verdict>{esc(report['verdict'])}</p><ul id=reasons>{reasons}</ul>
+<p class=verdict id=verdict>{esc(headline)}</p><ul id=basis>{basis_items}</ul><ul id=reasons>{reasons}</ul>
 <h2>Cumulative cost</h2><img alt="cumulative cost of both options" src="data:image/png;base64,{imgs['cumulative']}">
 <table><tr><th></th><th>break-even month</th><th>saving at month {full.inputs.horizon_months}</th></tr>
-<tr><td>compute only (naive)</td><td>{report['naive']['break_even_month'] or 'never'}</td><td class=num>${float(report['naive']['saving_at_horizon_usd']):,.0f}</td></tr>
-<tr><td>fully loaded</td><td>{report['fully_loaded']['break_even_month'] or 'never'}</td><td class=num>${float(report['fully_loaded']['saving_at_horizon_usd']):,.0f}</td></tr></table>
-<p>Frontier cost per call ${float(report['frontier_cost_per_call_usd']):.6f} (measured tokens × price book v{report['price_book_version']});
-self-hosted ${float(report['self_hosted_cost_per_call_usd']):.8f} ({report['throughput_calls_per_s']:.1f} calls/s measured).
-One-time MLOps spend ${float(report['one_time_usd']):,.2f}; recurring ${float(report['recurring_usd_per_month']):,.2f} a month.</p>
+<tr><td>compute only (naive)</td><td>{report['naive']['break_even_month'] or 'never'}</td><td class=num>{usd(Decimal(report['naive']['saving_at_horizon_usd']))}</td></tr>
+<tr><td>fully loaded</td><td>{report['fully_loaded']['break_even_month'] or 'never'}</td><td class=num>{usd(Decimal(report['fully_loaded']['saving_at_horizon_usd']))}</td></tr></table>
+<p>Frontier cost per call ${Decimal(report['frontier_cost_per_call_usd']):.6f} ({esc(report['frontier']['detail'])}; price book v{report['price_book_version']});
+self-hosted ${Decimal(report['self_hosted_cost_per_call_usd']):.8f} per call at the declared volume.
+One-time MLOps spend {usd(Decimal(report['one_time_usd']))}; recurring {usd(Decimal(report['recurring_usd_per_month']))} a month.</p>
 <h2>Ledger by category</h2><table>{totals}</table>
 <img alt="spend by category by month" src="data:image/png;base64,{imgs['spend']}">
 <h2>Sensitivity</h2><table><tr><th>parameter</th><th>factor</th><th>break-even month</th><th>saving at horizon</th></tr>{sens}</table>

@@ -33,6 +33,7 @@ class WorkflowReview:
     naive: dict | None = None
     fully_loaded: dict | None = None
     problem: str | None = None
+    basis: tuple[str, ...] = ()  # what the verdict stands on: ml.costs.report.summary_lines
     has_html_report: bool = False
     spend_usd: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (month, category) -> amount
     ledger_problem: str | None = None
@@ -41,7 +42,8 @@ class WorkflowReview:
         """JSON-safe: money as exact decimal strings (round for display only)."""
         return {
             "workflow": self.workflow, "description": self.description, "verdict": self.verdict,
-            "reasons": list(self.reasons), "generated_at": self.generated_at, "problem": self.problem,
+            "reasons": list(self.reasons), "basis": list(self.basis), "generated_at": self.generated_at,
+            "problem": self.problem,
             "break_even": {"naive": self.naive, "fully_loaded": self.fully_loaded},
             "has_html_report": self.has_html_report,
             "ledger_usd": [{"month": m, "category": c, "amount_usd": str(a)}
@@ -80,9 +82,13 @@ def review(workflow: str, description: str, reports_dir: Path, ledger) -> Workfl
         ledger_problem = None
     except LedgerError as exc:  # e.g. mixed currencies: show it, the verdict is still worth reading
         spend, ledger_problem = {}, str(exc)
+    from ml.costs.report import summary_lines
+
+    basis = tuple(summary_lines(report)[1:]) if report else ()
     report = report or {}
     return WorkflowReview(
-        workflow=workflow, description=description, verdict=report.get("verdict"),
+        workflow=workflow, description=description, verdict=report.get("headline") or report.get("verdict"),
+        basis=basis,
         reasons=tuple(str(r) for r in report.get("reasons", ())), generated_at=report.get("generated_at"),
         naive=report.get("naive"), fully_loaded=report.get("fully_loaded"), problem=problem,
         has_html_report=(Path(reports_dir) / workflow / REPORT_HTML).is_file(),
@@ -150,13 +156,15 @@ def _section(r: WorkflowReview) -> str:
     if r.verdict is None:
         verdict = f"<p class=\"verdict none\" id=\"verdict-{wf_id}\">{esc(r.problem or 'no report yet')}</p>"
     else:
-        kind = "stay" if r.verdict.startswith("stay") else "pays"
+        kind = "stay" if r.verdict.startswith("stay") else "none" if r.verdict.startswith("no verdict") else "pays"
         verdict = f"<p class=\"verdict {kind}\" id=\"verdict-{wf_id}\">{esc(r.verdict)}</p>"
     reasons = "".join(f"<li>{esc(x)}</li>" for x in r.reasons)
     parts = [f"<section id=\"wf-{wf_id}\"><h2>{wf_id}</h2>"]
     if r.description:
         parts.append(f"<p class=muted>{esc(r.description)}</p>")
     parts.append(verdict)
+    if r.basis:
+        parts.append(f"<ul id=\"basis-{wf_id}\">" + "".join(f"<li>{esc(x)}</li>" for x in r.basis) + "</ul>")
     if reasons:
         parts.append(f"<ul id=\"reasons-{wf_id}\">{reasons}</ul>")
     if r.naive or r.fully_loaded:

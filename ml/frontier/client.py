@@ -21,14 +21,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
 
 import httpx
 
+from ml.costs import unit_costs
 from ml.costs.pricebook import PriceBook, PriceBookError
 
 log = logging.getLogger(__name__)
-TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
 
 
 @dataclass
@@ -226,10 +225,11 @@ class FrontierClient:
         if self.price_book is None:
             return None
         try:
-            price_in, price_out = self.price_book.frontier_token_prices(model, datetime.now(timezone.utc).date())
+            cost = unit_costs.priced_call_usd(self.price_book, model, datetime.now(timezone.utc).date(),
+                                              tokens_in, tokens_out)
         except PriceBookError:
             return None  # an unpriced model must not fail the call; the report names it
-        return round(float((tokens_in * price_in + tokens_out * price_out) / TOKENS_PER_PRICE_UNIT), 8)
+        return round(float(cost), 8)  # informational only: the ledger re-prices from tokens
 
     def _finish(self, call: Call, body: dict) -> None:
         call.latency_ms = (time.perf_counter() - call.started_s) * 1000

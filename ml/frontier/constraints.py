@@ -15,12 +15,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from ml.breakeven import TOKENS_PER_PRICE_UNIT, Constraints
+from ml.breakeven import Constraints
+from ml.costs import unit_costs
 from ml.costs.pricebook import PriceBook
 from ml.workflows import Workflow
 
 PERCENTILES = (50, 95, 99)
-DAYS_PER_MONTH = 30.44  # mean Gregorian month
+NOT_MEASURED = "not measured yet"
 
 
 class NoCallsError(ValueError):
@@ -80,7 +81,7 @@ class Measurement:
 
 
 def measure(rows: Iterable[dict], wf: Workflow, price_book: PriceBook, *, now: datetime,
-            window_days: int = 90) -> Measurement:
+            window_days: int = unit_costs.NINETY_DAY_WINDOW_DAYS) -> Measurement:
     if window_days < 1:
         raise ValueError(f"window_days={window_days} must be >= 1, e.g. 90.")
     rows = in_window(rows, now, window_days)
@@ -92,11 +93,7 @@ def measure(rows: Iterable[dict], wf: Workflow, price_book: PriceBook, *, now: d
     if not ok:
         raise ValueError(f"{wf.name}: none of {len(rows)} frontier calls in the window succeeded, so latency and "
                          "cost cannot be measured; check the upstream URL and key (mlops config).")
-    cost = Decimal(0)
-    for r in ok:
-        price_in, price_out = price_book.frontier_token_prices(str(r["model"]), _ts(r).date())
-        cost += (int(r["tokens_in"]) * price_in + int(r["tokens_out"]) * price_out) / TOKENS_PER_PRICE_UNIT
-    per_call = cost / len(ok)
+    per_call = unit_costs.measured_frontier_cost(ok, price_book).cost_per_call_usd
     return Measurement(
         window_days=window_days, since=(now - timedelta(days=window_days)).isoformat(timespec="seconds"),
         until=now.isoformat(timespec="seconds"), calls=len(rows), ok_calls=len(ok),
@@ -105,7 +102,7 @@ def measure(rows: Iterable[dict], wf: Workflow, price_book: PriceBook, *, now: d
         availability=len(ok) / len(rows),
         latency_ms=_percentiles([float(r["latency_ms"]) for r in ok]),
         ttft_ms=_percentiles([float(r["ttft_ms"]) for r in ok if r.get("ttft_ms") is not None]),
-        cost_per_call_usd=per_call, calls_per_month_observed=len(rows) / window_days * DAYS_PER_MONTH,
+        cost_per_call_usd=per_call, calls_per_month_observed=len(rows) / window_days * float(unit_costs.DAYS_PER_MONTH),
         monthly_cost_usd=per_call * wf.monthly_calls)
 
 
@@ -163,16 +160,27 @@ def shadow_summary(rows: Iterable[dict], wf: Workflow) -> dict | None:
             "students": sorted({str(r.get("student")) for r in rows})}
 
 
-def report(rows: Iterable[dict], wf: Workflow, price_book: PriceBook, *, now: datetime, window_days: int = 90,
+def report(rows: Iterable[dict], wf: Workflow, price_book: PriceBook, *, now: datetime, window_days: int = unit_costs.NINETY_DAY_WINDOW_DAYS,
            shadow_rows: Iterable[dict] = ()) -> dict:
-    """Everything `mlops frontier report` prints and frontier_constraints.json holds (JSON-ready)."""
-    m = measure(rows, wf, price_book, now=now, window_days=window_days)
+    """Everything `mlops frontier report` prints and frontier_constraints.json holds (JSON-ready).
+
+    With no call in the window the report says so ("not measured yet", measured: null) rather than
+    failing: a workflow trained on human labels has no frontier log until traffic goes through the proxy.
+    """
+    targets = {"latency_sla_p99_ms": wf.latency_sla_p99_ms, "monthly_budget_usd": str(wf.monthly_budget_usd),
+               "availability_target": wf.availability_target, "monthly_calls": wf.monthly_calls}
+    try:
+        m = measure(rows, wf, price_book, now=now, window_days=window_days)
+    except NoCallsError as exc:
+        return {"workflow": wf.name, "generated_at": now.isoformat(timespec="seconds"),
+                "price_book_version": price_book.version, "verdict": f"{NOT_MEASURED}: {exc}",
+                "constraints_failing": [], "all_inside_range": None, "measured": None, "window_days": window_days,
+                "targets": targets, "shadow": shadow_summary(in_window(shadow_rows, now, window_days), wf)}
     c = constraints(m, wf)
     failing, text = verdict(c)
     measured = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(m).items()}
     return {"workflow": wf.name, "generated_at": now.isoformat(timespec="seconds"),
             "price_book_version": price_book.version, "verdict": text, "constraints_failing": failing,
             "all_inside_range": not failing, "measured": measured,
-            "targets": {"latency_sla_p99_ms": wf.latency_sla_p99_ms, "monthly_budget_usd": str(wf.monthly_budget_usd),
-                        "availability_target": wf.availability_target, "monthly_calls": wf.monthly_calls},
+            "targets": targets,
             "shadow": shadow_summary(in_window(shadow_rows, now, window_days), wf)}

@@ -30,7 +30,6 @@ from ml.frontier.calllog import CallLog
 from ml.frontier.client import Call, FrontierClient
 
 log = logging.getLogger(__name__)
-MS_PER_HOUR = Decimal(3_600_000)
 
 
 def _error(status: int, kind: str, message: str) -> JSONResponse:
@@ -81,10 +80,12 @@ def build_app(client: FrontierClient) -> FastAPI:
 class Shadow:
     """Scores each answered request with the student, off the request path, beside the frontier."""
 
-    def __init__(self, predict: Callable[[str], str], log_: CallLog, *, student: str, hour_usd: Decimal,
-                 utilisation: float, max_pending: int = 1000):
+    def __init__(self, predict: Callable[[str], str], log_: CallLog, *, student: str,
+                 student_cost_per_call_usd: Decimal, max_pending: int = 1000):
         self.predict, self.log, self.student = predict, log_, student
-        self.hour_usd, self.utilisation = Decimal(str(hour_usd)), Decimal(str(utilisation))
+        # One figure for every call: the student's serving month at the declared volume, per call
+        # (ml.costs.unit_costs), the same the gate and the break-even use for this version.
+        self.student_cost_per_call_usd = Decimal(str(student_cost_per_call_usd))
         self.dropped = self.failed = 0
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
@@ -127,9 +128,7 @@ class Shadow:
                 self.failed += 1
                 log.exception("shadow: the student failed on call %s", row["call_id"])
                 continue
-            # What this call would have cost on the student: its share of a serving hour, paid
-            # for at the workflow's utilisation (idle hours are paid too).
-            cost = self.hour_usd * Decimal(str(round(latency_ms, 3))) / MS_PER_HOUR / self.utilisation
+            cost = self.student_cost_per_call_usd
             frontier = row.get("response_label")
             self.log.append({
                 "call_id": row["call_id"], "ts": row["ts"], "workflow": row["workflow"], "student": self.student,

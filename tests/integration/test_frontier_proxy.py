@@ -225,7 +225,7 @@ def test_shadow_mode_scores_the_student_beside_the_frontier(fake, tmp_path, tiny
         if (tiny_base_model / name).exists():
             (student_dir / name).write_bytes((tiny_base_model / name).read_bytes())
     shadow = Shadow.for_model_dir(student_dir, CallLog(tmp_path / "log" / "shadow"), student="tiny v1",
-                                  hour_usd=Decimal("0.1008"), utilisation=0.5)
+                                  student_cost_per_call_usd=Decimal("0.000049056"))
     fake.script = ["ok", "error500", "ok", "ok"]
     with proxy(fake.url, tmp_path / "log", max_retries=0, extra_sinks=[shadow.submit]) as (url, log):
         for i in range(4):
@@ -239,6 +239,6 @@ def test_shadow_mode_scores_the_student_beside_the_frontier(fake, tmp_path, tiny
         assert s["frontier_label"] == frontier["response_label"] == "billing" and s["student_label"] in LABELS
         assert s["agree"] == (s["student_label"] == "billing")
         assert s["frontier_latency_ms"] == frontier["latency_ms"] and s["student_latency_ms"] > 0
-        assert Decimal(s["student_cost_usd"]) > 0
+        assert Decimal(s["student_cost_usd"]) == Decimal("0.000049056")  # the cost model's figure, per call
     summary = shadow_summary(scored, Workflow(name="ticket_routing", monthly_calls=1000))
     assert summary["requests"] == 3 and summary["agreement"] == sum(s["agree"] for s in scored) / 3

@@ -16,7 +16,7 @@ from ml.breakeven import (
     frontier_cost_per_call_usd,
     monthly_volumes,
     naive_vs_fully_loaded,
-    self_hosted_cost_per_call_usd,
+    pays,
     sensitivity,
     spend_from_category_totals,
 )
@@ -34,34 +34,6 @@ from ml.breakeven import (
 ])
 def test_frontier_cost_per_call(tokens_in, tokens_out, price_in, price_out, expected):
     assert frontier_cost_per_call_usd(tokens_in, tokens_out, price_in, price_out) == expected
-
-
-@pytest.mark.parametrize("throughput, hour_usd, utilisation, expected", [
-    # 10 calls/s × 3,600 s × 0.5 = 18,000 calls an hour; $3.60 / 18,000 = $0.0002
-    (10, D("3.60"), D("0.5"), D("0.0002")),
-    # 1 call/s × 3,600 × 1 = 3,600 calls an hour; $36 / 3,600 = $0.01
-    (1, D(36), 1, D("0.01")),
-    # halving utilisation doubles the cost per call: $36 / 1,800 = $0.02
-    (1, D(36), 0.5, D("0.02")),
-])
-def test_self_hosted_cost_per_call(throughput, hour_usd, utilisation, expected):
-    assert self_hosted_cost_per_call_usd(throughput, hour_usd, utilisation) == expected
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(throughput_calls_per_s=10, instance_hour_usd=2, utilisation=0), "utilisation=0 must be in (0, 1]"),
-    (dict(throughput_calls_per_s=10, instance_hour_usd=2, utilisation=1.5), "utilisation=1.5 must be in (0, 1]"),
-    (dict(throughput_calls_per_s=10, instance_hour_usd=2, utilisation=60), "for 60% pass 0.6"),
-    (dict(throughput_calls_per_s=10, instance_hour_usd=2, utilisation=-0.1), "utilisation=-0.1 is negative"),
-    (dict(throughput_calls_per_s=0, instance_hour_usd=2, utilisation=0.5), "throughput_calls_per_s=0 must be > 0"),
-    (dict(throughput_calls_per_s="fast", instance_hour_usd=2, utilisation=0.5),
-     "throughput_calls_per_s='fast' is not a number"),
-    (dict(throughput_calls_per_s=10, instance_hour_usd=-1, utilisation=0.5), "instance_hour_usd=-1 is negative"),
-])
-def test_self_hosted_cost_rejects_bad_input(kwargs, message):
-    with pytest.raises(ValueError) as excinfo:
-        self_hosted_cost_per_call_usd(**kwargs)
-    assert message in str(excinfo.value)
 
 
 # --- volumes -------------------------------------------------------------------------------
@@ -202,7 +174,7 @@ REALISTIC_SPEND = MlopsSpend(
 def _realistic(**overrides) -> BreakEvenInputs:
     values = dict(calls_per_month=2_000_000, growth_per_month=D("0.05"),
                   frontier_cost_per_call_usd=frontier_cost_per_call_usd(1500, 200, D("2.5"), D(10)),
-                  self_hosted_cost_per_call_usd=self_hosted_cost_per_call_usd(50, D(4), D("0.4")),
+                  self_hosted_cost_per_call_usd=D(4) / D(72_000),  # $4 an hour / (50 calls/s × 3,600 s × 0.4),
                   spend=REALISTIC_SPEND)
     return BreakEvenInputs(**{**values, **overrides})
 

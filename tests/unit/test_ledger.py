@@ -287,7 +287,7 @@ def test_opening_again_migrates_nothing_and_a_newer_schema_is_refused(tmp_path):
     Ledger(f"sqlite:///{path}").close()
     Ledger(f"sqlite:///{path}").close()
     raw = sqlite3.connect(path)
-    assert raw.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0001",)]
+    assert raw.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0002",)]
     raw.execute(f"UPDATE {VERSION_TABLE} SET version_num = '9999'")
     raw.commit()
     raw.close()
