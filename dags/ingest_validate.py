@@ -63,7 +63,9 @@ def build(wf):
         def check_rejections(results: list[dict]) -> int:
             rejected = [r["rejected"] for r in results or [] if r and r.get("rejected")]
             if rejected:
-                raise AirflowFailException(f"{len(rejected)} batch(es) rejected:\n" + "\n".join(rejected))
+                # One line first (what `mlops run` shows), the full reasons after it.
+                firsts = " | ".join(r.splitlines()[0] for r in rejected)
+                raise AirflowFailException(f"{len(rejected)} batch(es) rejected: {firsts}\n" + "\n".join(rejected))
             return len(results or [])
 
         results = ingest_batch.expand(name=list_batches())

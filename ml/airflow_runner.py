@@ -50,10 +50,67 @@ def airflow_bin() -> str:
     return str(local) if local.exists() else (shutil.which("airflow") or "airflow")
 
 
+PASSWORDS_FILE_VAR = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
+
+
+def protect_passwords_file(settings: Settings, env: dict[str, str]) -> Path:
+    """Create the auth manager's passwords file 0600 before Airflow does.
+
+    Airflow's SimpleAuthManager opens it with open(..., "a+"): created under the umask (0644),
+    it would leave the generated admin password readable by every local user. It keeps the
+    mode of a file that exists, and reads an empty one as no passwords yet.
+    """
+    path = Path(env.get(PASSWORDS_FILE_VAR) or settings.airflow_home / "simple_auth_manager_passwords.json.generated")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
+# A line Airflow's structlog console renderer starts a record with: "2026-12-01T19:03:45.795699Z [warning  ] ...".
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z? \[\s*(?:debug|info|warning|error|critical)\s*\]")
+# Its end: the logger's name in brackets, then key=value pairs or the end of the line.
+_LOG_RECORD_END = re.compile(r"\[[\w.]+\](?: \w+=|\s*$)")
+
+
+def split_log_records(lines, out, err) -> None:
+    """Airflow's CLI logs warnings on stdout; send those records to `err` and the rest to `out`.
+
+    So `mlops airflow dags list -o json | jq` gets the JSON alone. A record may span lines (a
+    warning's text has newlines): it goes on until the line that names its logger.
+    """
+    in_record, record_lines = False, 0
+    for line in lines:
+        if _LOG_RECORD.match(line):
+            in_record, record_lines = True, 0
+        if in_record:
+            err.write(line)
+            record_lines += 1
+            if _LOG_RECORD_END.search(line) or record_lines >= 20:
+                in_record = False
+        else:
+            out.write(line)
+    out.flush()
+    err.flush()
+
+
 def run_airflow(settings: Settings, args: list[str], *, log_path: Path | None = None,
-                check: bool = True) -> subprocess.CompletedProcess:
+                check: bool = True, split_stdout: bool = False) -> subprocess.CompletedProcess:
+    """`airflow ARGS` with the platform's environment. split_stdout: Airflow's log records go to
+    stderr and only the command's own output to stdout (for a pipe, not a terminal)."""
     env = _child_env(settings)
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    protect_passwords_file(settings, env)
+    if log_path is None and split_stdout:
+        proc = subprocess.Popen([airflow_bin(), *args], env=env, stdout=subprocess.PIPE, text=True,
+                                errors="replace")
+        try:
+            split_log_records(proc.stdout, sys.stdout, sys.stderr)
+        finally:
+            proc.wait()
+        if check and proc.returncode != 0:
+            raise AirflowRunError(f"`airflow {' '.join(args)}` exited {proc.returncode}.")
+        return subprocess.CompletedProcess(proc.args, proc.returncode)
     if log_path is None:
         return subprocess.run([airflow_bin(), *args], env=env, check=check)
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -335,9 +335,22 @@ def record_decision(client: MlflowClient, name: str, version: str, decision: str
         raise ValueError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
     if not why or not why.strip():
         raise RegistryError("a decision needs a reason (--reason TEXT); it is recorded with it.")
-    record = {"decision": decision, "who": _who(who), "why": why.strip(), "at": _now()}
+    record = {"decision": decision, "who": _who(who), "why": why.strip(), "at": _now(), "id": uuid.uuid4().hex}
     client.set_model_version_tag(name, str(version), APPROVAL_TAG, json.dumps(record))
     return record
+
+
+def withdraw_decision(client: MlflowClient, name: str, version: str, record: dict, previous: dict | None) -> None:
+    """Put back the decision that stood before `record`, when the move `record` was for did not happen.
+
+    Only while `record` is still the latest decision: one written since by someone else stands.
+    """
+    if (decision_of(client, name, version) or {}).get("id") != record.get("id"):
+        return
+    if previous is None:
+        client.delete_model_version_tag(name, str(version), APPROVAL_TAG)
+    else:
+        client.set_model_version_tag(name, str(version), APPROVAL_TAG, json.dumps(previous))
 
 
 def _json_tag(client: MlflowClient, name: str, version: str, tag: str) -> dict | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata as md
 import shutil
 import sys
@@ -148,9 +149,13 @@ def cmd_airflow(args) -> int:
     """Any airflow command with the platform's AIRFLOW_HOME, dags/ and plugins/."""
     settings = load_settings()
     settings.ensure_dirs()
+    if not args.airflow_args:
+        raise ValueError("name an airflow command, e.g. `mlops airflow standalone` or `mlops airflow dags list -o json`")
     if args.airflow_args[:1] != ["db"]:
         migrate(settings)
-    return run_airflow(settings, args.airflow_args, check=False).returncode
+    # On a pipe, Airflow's own log lines (warnings) go to stderr so that `-o json` output parses.
+    piped = not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty())
+    return run_airflow(settings, args.airflow_args, check=False, split_stdout=piped).returncode
 
 
 def cmd_workflows(args) -> int:
@@ -253,8 +258,12 @@ def register(sub) -> None:
     add_json(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("airflow", help="run an airflow command with the platform's settings, e.g. `mlops airflow standalone`")
-    p.add_argument("airflow_args", nargs="+", help="arguments passed to airflow")
+    p = sub.add_parser("airflow", help="run an airflow command with the platform's settings, e.g. `mlops airflow standalone`",
+                       description="Runs `airflow ARGS...` with AIRFLOW_HOME in the state folder, this repository's "
+                                   "dags/ and plugins/, and this venv's bin on PATH; every flag after the command "
+                                   "goes to airflow (`mlops airflow dags list -o json`). Port of `standalone`: "
+                                   "AIRFLOW__API__PORT=8081 mlops airflow standalone.")
+    p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="the airflow command and its flags")
     p.set_defaults(func=cmd_airflow)
 
     p = sub.add_parser("workflows", help="list the declared workflows and their schedules")

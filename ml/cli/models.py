@@ -130,6 +130,13 @@ def cmd_show(args) -> int:
     approval_text = _approval_text(approval, wait, registry)
     if approval_text:
         lines.append(f"  approval: {approval_text}")
+    # The exact training and evaluation files of this version, back from the DVC remote.
+    train_md5 = v.tags.get("dataset_version")
+    eval_md5 = v.tags.get("eval_dataset_version") or (evaluation or {}).get("eval_version")
+    if train_md5:
+        info["data_checkout"] = (f"mlops data checkout {train_md5}{f' --eval {eval_md5}' if eval_md5 else ''} "
+                                 f"--out data-v{v.version} --workflow {wf.name}")
+        lines.append(f"  data: {info['data_checkout']}")
     emit(args, info, "\n".join(lines))
     return 0
 
@@ -164,6 +171,7 @@ def cmd_approve(args) -> int:
             "compared them; nothing recorded. Re-run the gate (mlops run --only distill), or add --override-gate "
             "to promote it over the current champion anyway (recorded).")
     reason = args.reason + (" (gate overridden)" if args.override_gate else "")
+    previous = registry.decision_of(client, wf.model_name, version)
     record = registry.record_decision(client, wf.model_name, version, "approved", why=reason, who=args.who)
     wait = registry.wait_of(client, wf.model_name, version)  # read after writing the decision: see ml/registry.py
     if registry.is_waiting(wait):
@@ -173,11 +181,21 @@ def cmd_approve(args) -> int:
                             f"(within {registry.WAIT_POLL_MAX_S / 60:.0f} minutes): `mlops models history` shows it.")
         return 0
     # No run waits: this command is the one that moves @champion.
-    entry = registry.move_alias(client, wf.model_name, registry.CHAMPION, version, expected_from=expected,
-                                why=f"approved: {reason}", who=record["who"], kind="promote")
-    payload = {"version": version, "decision": record, "moved": not entry.get("unchanged"), "move": entry}
-    emit(args, payload, f"v{version} is @champion already ({record['who']}: {args.reason})" if entry.get("unchanged")
-         else f"@champion of {wf.model_name}: v{entry['from']} → v{entry['to']} ({entry['who']}: {args.reason})")
+    try:
+        entry = registry.move_alias(client, wf.model_name, registry.CHAMPION, version, expected_from=expected,
+                                    why=f"approved: {reason}", who=record["who"], kind="promote")
+    except registry.RegistryError as exc:
+        # A decision is recorded only with the move it causes: nothing moved, so nothing stays.
+        registry.withdraw_decision(client, wf.model_name, version, record, previous)
+        raise type(exc)(f"{exc} Nothing recorded on v{version}.") from None
+    if entry.get("unchanged"):
+        registry.withdraw_decision(client, wf.model_name, version, record, previous)
+        payload = {"version": version, "decision": None, "moved": False, "unchanged": True, "move": entry}
+        emit(args, payload, f"unchanged: v{version} is @champion already (since {entry.get('at', '?')}, "
+                            f"{entry.get('who', '?')}: {entry.get('why', '?')}); nothing recorded")
+        return 0
+    payload = {"version": version, "decision": record, "moved": True, "move": entry}
+    emit(args, payload, f"@champion of {wf.model_name}: v{entry['from']} → v{entry['to']} ({entry['who']}: {args.reason})")
     return 0
 
 
@@ -199,8 +217,14 @@ def cmd_reject(args) -> int:
 def cmd_rollback(args) -> int:
     registry, client, wf = _client(args)
     entry = registry.rollback(client, wf.model_name, why=args.reason, who=args.who)
-    emit(args, entry, f"@champion of {wf.model_name} rolled back: v{entry['from']} → v{entry['to']} "
-                      f"({entry['who']}: {args.reason})")
+    if entry.get("unchanged"):
+        # Another rollback of the same champion moved it first: that one is the recorded decision.
+        emit(args, {**entry, "moved": False}, f"unchanged: @champion of {wf.model_name} is v{entry['to']} already, "
+             f"moved there by {entry.get('who', '?')} at {entry.get('at', '?')} ({entry.get('why', '?')}); "
+             "your reason was not recorded")
+        return 0
+    emit(args, {**entry, "moved": True}, f"@champion of {wf.model_name} rolled back: v{entry['from']} → v{entry['to']} "
+                                         f"({entry['who']}: {args.reason})")
     return 0
 
 
