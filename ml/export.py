@@ -169,3 +169,62 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
+
+
+# The served artifact: what the registry holds for a version is the variant the gate judged.
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".ckpt")
+
+
+def _requirements(variant: str) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["mlflow", "pandas", "numpy"] + (["onnxruntime", "tokenizers"] if variant.startswith("onnx")
+                                              else ["torch", "transformers"])
+    pinned = []
+    for name in names:
+        try:
+            pinned.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pinned.append(name)
+    return pinned
+
+
+def log_served_model(variant: str, model_dir: Path, artifact: Path, *, max_length: int, name: str = "model"):
+    """Log `variant` of a trained classifier as the MLflow pyfunc model (ml/serving_model.py) in the active run.
+
+    torch variants carry the safetensors model folder; ONNX variants carry the graph and the
+    tokenizer files only (the scoring host then needs onnxruntime and `tokenizers`, not torch),
+    and the run keeps the safetensors weights under `weights/` for lineage and re-scoring
+    (ml.registry.download_weights finds them there). Returns MLflow's ModelInfo.
+    """
+    import shutil
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from ml.serving_model import ONNX_VARIANTS
+
+    model_dir = Path(model_dir)
+    example = pd.DataFrame({"text": ["my card was charged twice for the same order"]})
+    signature = infer_signature(example, pd.DataFrame({"label": ["x"], "score": [0.5], "probs": ["{}"]}))
+    code = Path(__file__).resolve().parent / "serving_model.py"
+    with tempfile.TemporaryDirectory(prefix="mlops-served-") as tmp:
+        if variant in ONNX_VARIANTS:
+            tokenizer_dir = Path(tmp) / "tokenizer"
+            tokenizer_dir.mkdir()
+            for path in model_dir.iterdir():
+                if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES):
+                    shutil.copy2(path, tokenizer_dir / path.name)
+            if not (tokenizer_dir / "tokenizer.json").exists():
+                raise ExportError(f"{model_dir} has no tokenizer.json (a fast tokenizer); the ONNX variant needs it. "
+                                  "Serve torch_fp32 (serving: {variants: [torch_fp32]}).")
+            artifacts = {"onnx_model": str(artifact), "tokenizer_dir": str(tokenizer_dir)}
+            mlflow.log_artifacts(str(model_dir), artifact_path="weights")
+        else:
+            artifacts = {"model_dir": str(model_dir)}
+        return mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts, signature=signature,
+                                       input_example=example, pip_requirements=_requirements(variant),
+                                       model_config={"max_length": max_length, "variant": variant, "threads": 0})

@@ -2,7 +2,10 @@
 
 Aliases, not the deprecated stages: `@challenger` is the newest candidate, `@champion` is what
 serves. Every alias move is appended to the registered model's history (tags named
-`alias_history.<seq>`), so the registry alone answers "who moved champion, when, and why".
+`alias_history.<seq>`, one readable line each: `AT @ALIAS vFROM → vTO (KIND) by WHO: WHY`), so
+the registry alone answers "who moved champion, when, and why". A version's description says
+the same for the version, in Markdown: the gate's decision with every check's figure and
+threshold, the approval, and when it became @champion (`describe_gate`, `set_description_section`).
 
 Alias moves are compare-and-set. MLflow has no conditional update of an alias, but creating a
 registered model is atomic (its name is unique in the registry database, also behind
@@ -37,6 +40,7 @@ import getpass
 import json
 import os
 import random
+import re
 import socket
 import time
 import uuid
@@ -122,7 +126,7 @@ def _logged_model_id(model_uri: str) -> str | None:
 
 
 def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, idempotency_key: str,
-             tags: dict[str, str]) -> str:
+             tags: dict[str, str], description: str | None = None) -> str:
     """Create a model version once per idempotency key (an Airflow retry or re-run returns the same one).
 
     Two concurrent registrations may both create a version; afterwards both look again and the
@@ -131,23 +135,67 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, id
     query = f"name='{name}' and tags.idempotency_key='{idempotency_key}'"
     existing = client.search_model_versions(query)
     if existing:
-        return str(min(existing, key=lambda v: int(v.version)).version)
+        first = min(existing, key=lambda v: int(v.version))
+        link_logged_model(client, first.model_id, name, str(first.version))  # a crash may have left it out
+        return str(first.version)
     try:
         client.create_registered_model(name, tags={"workflow": tags.get("workflow", "")})
     except MlflowException:
         pass  # exists already
     mv = client.create_model_version(name, model_uri, run_id=run_id, model_id=_logged_model_id(model_uri),
-                                     tags={**tags, "idempotency_key": idempotency_key})
+                                     tags={**tags, "idempotency_key": idempotency_key}, description=description)
     winners = sorted(client.search_model_versions(query), key=lambda v: int(v.version))
     if winners and str(winners[0].version) != str(mv.version):
         client.delete_model_version(name, str(mv.version))
+        link_logged_model(client, winners[0].model_id, name, str(winners[0].version))
         return str(winners[0].version)
+    link_logged_model(client, mv.model_id, name, str(mv.version))
     return str(mv.version)
+
+
+def link_logged_model(client: MlflowClient, model_id: str | None, name: str, version: str) -> None:
+    """The LoggedModel's side of the version link, as `mlflow.register_model` writes it.
+
+    `create_model_version(model_id=...)` links the version to the model only; the MLflow UI lists
+    a logged model's versions from its `mlflow.modelVersions` tag, so without this it shows the
+    champion as "Not registered". Idempotent, and a version deleted since is dropped from it.
+    """
+    if not model_id:
+        return
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    mine = [v for v in client.search_model_versions(f"name='{name}'") if v.model_id == model_id]
+    keep = [e for e in linked if e.get("name") != name] + [
+        {"name": name, "version": str(v.version)} for v in sorted(mine, key=lambda v: int(v.version))]
+    if {"name": name, "version": str(version)} not in keep:  # the store's search lags its create
+        keep.append({"name": name, "version": str(version)})
+    if keep != linked:
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(keep)})
+
+
+_HISTORY_LINE = re.compile(r"^(?P<at>\S+) @(?P<alias>\S+) (?:v(?P<from>\S+)|none) → v(?P<to>\S+) "
+                           r"\((?P<kind>[^)]*)\) by (?P<who>[^:]*): (?P<why>.*)$")
+
+
+def _history_line(entry: dict) -> str:
+    start = f"v{entry['from']}" if entry["from"] is not None else "none"
+    return (f"{entry['at']} @{entry['alias']} {start} → v{entry['to']} ({entry['kind']}) by {entry['who']}: "
+            f"{entry['why']}")
+
+
+def _history_entry(key: str, value: str) -> dict:
+    if value.startswith("{"):  # written before the one-line format
+        return json.loads(value)
+    m = _HISTORY_LINE.match(value)
+    if m is None:
+        raise RegistryError(f"registry tag {key} is not an alias history line: {value[:120]!r}")
+    return {"seq": int(key[len(HISTORY_PREFIX):]), **m.groupdict()}
 
 
 def _history(client: MlflowClient, name: str) -> list[dict]:
     tags = client.get_registered_model(name).tags
-    entries = [json.loads(v) for k, v in tags.items() if k.startswith(HISTORY_PREFIX)]
+    entries = [_history_entry(k, v) for k, v in tags.items() if k.startswith(HISTORY_PREFIX)]
     return sorted(entries, key=lambda e: e["seq"])
 
 
@@ -258,10 +306,45 @@ def move_alias(client: MlflowClient, name: str, alias: str, to_version: str, *, 
             raise RegistryError(f"{name}: the registry was too slow to move @{alias} safely (nothing moved); retry.")
         client.set_registered_model_alias(name, alias, to_version)
         seq = len(_history(client, name)) + 1
-        entry = {"seq": seq, "alias": alias, "from": current_version, "to": to_version, "why": why, "who": who,
+        # One line per move: no newline in it, and no ':' in who (the line's separator before why).
+        entry = {"seq": seq, "alias": alias, "from": current_version, "to": to_version,
+                 "why": " ".join(why.split()), "who": " ".join(who.replace(":", "_").split()) or "?",
                  "at": _now(), "kind": kind}
-        client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(entry))
+        client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:06d}", _history_line(entry))
+    if alias == CHAMPION:
+        set_description_section(client, name, to_version, "@champion",
+                                f"since {entry['at']} ({kind}, from v{current_version}) by {entry['who']}: {entry['why']}")
     return entry
+
+
+def describe_gate(decision: dict) -> str:
+    """The gate's decision as the version description shows it: every check, its figure and threshold."""
+    champion = decision.get("champion_version")
+    lines = [f"**Gate:** {'PASSED' if decision.get('passed') else 'FAILED'}"
+             + (f" against champion v{champion}" if champion else " (no champion: absolute thresholds)")]
+    for c in decision.get("checks", []):
+        lines.append(f"- {'ok' if c['passed'] else 'FAIL'} `{c['name']}`: {c['detail']} "
+                     f"(observed {_figure(c['observed'])}, threshold {_figure(c['threshold'])})")
+    return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    return "none" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def set_description_section(client: MlflowClient, name: str, version: str, label: str, text: str) -> None:
+    """Replace the paragraph `**label:** …` of a version's description (append it when absent).
+
+    The description is derived from tags and history that stay the record; a failure to update
+    it is printed, never raised, so it cannot undo or block the move or decision it describes.
+    """
+    try:
+        current = client.get_model_version(name, str(version)).description or ""
+        paragraphs = [p for p in current.split("\n\n") if p.strip() and not p.startswith(f"**{label}:**")]
+        paragraphs.append(f"**{label}:** {' '.join(text.split())}")
+        client.update_model_version(name, str(version), description="\n\n".join(paragraphs))
+    except MlflowException as exc:
+        print(f"{name} v{version}: description not updated ({exc.message[:200]}); the tags say the same.")
 
 
 def _is_rollback(entry: dict) -> bool:
@@ -337,6 +420,8 @@ def record_decision(client: MlflowClient, name: str, version: str, decision: str
         raise RegistryError("a decision needs a reason (--reason TEXT); it is recorded with it.")
     record = {"decision": decision, "who": _who(who), "why": why.strip(), "at": _now(), "id": uuid.uuid4().hex}
     client.set_model_version_tag(name, str(version), APPROVAL_TAG, json.dumps(record))
+    set_description_section(client, name, version, "Approval",
+                            f"{decision} by {record['who']} at {record['at']}: {record['why']}")
     return record
 
 
@@ -389,14 +474,18 @@ def open_wait(client: MlflowClient, name: str, version: str, *, run_key: str, ti
     wait = {"run_key": run_key, "state": "waiting", "since": since.isoformat(),
             "deadline": (since + timedelta(seconds=timeout_s)).isoformat(timespec="seconds"), "outcome": None}
     client.set_model_version_tag(name, str(version), WAIT_TAG, json.dumps(wait))
-    return wait
+    return {**wait, "opened": True}  # this look opened it: the moment to tell the model owners
 
 
 def close_wait(client: MlflowClient, name: str, version: str, outcome: str) -> dict:
     """The waiting run stops waiting: `outcome` is approved, rejected or timed out."""
     wait = {**(wait_of(client, name, version) or {}), "state": "ended", "outcome": outcome, "ended": _now()}
     client.set_model_version_tag(name, str(version), WAIT_TAG, json.dumps(wait))
-    return {**wait, "opened": True}  # this look opened it: the moment to tell the model owners
+    if outcome == "timed out":
+        set_description_section(client, name, version, "Approval",
+                                f"nobody decided between {wait.get('since')} and {wait.get('deadline')}; the run "
+                                "that waited ended without promoting it.")
+    return wait
 
 
 def download_weights(name: str, version: str) -> Path:
@@ -405,7 +494,11 @@ def download_weights(name: str, version: str) -> Path:
 
     root = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
     artifacts = Model.load(str(root)).flavors["python_function"]["artifacts"]
-    return root / artifacts["model_dir"]["path"]
+    if "model_dir" in artifacts:
+        return root / artifacts["model_dir"]["path"]
+    # An ONNX-served version carries the graph and tokenizer; its run keeps the weights (ml.export.log_served_model).
+    run_id = MlflowClient().get_model_version(name, str(version)).run_id
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights"))
 
 
 def list_versions(client: MlflowClient, name: str) -> list[dict]:
@@ -420,7 +513,8 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
         out.append({"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
                     "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
                     "gate": v.tags.get("gate"), "macro_f1": v.tags.get("macro_f1"),
-                    "latency_p99_ms": v.tags.get("latency_p99_ms"), "dataset_version": v.tags.get("dataset_version"),
+                    "latency_p99_ms": v.tags.get("latency_p99_ms"), "served_variant": v.tags.get("served_variant"),
+                    "dataset_version": v.tags.get("dataset_version"),
                     "approval": json.loads(v.tags[APPROVAL_TAG]) if v.tags.get(APPROVAL_TAG) else None,
                     "approval_wait": json.loads(v.tags[WAIT_TAG]) if v.tags.get(WAIT_TAG) else None})
     return out

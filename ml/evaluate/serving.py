@@ -72,3 +72,29 @@ def measure_serving(model, tokenizer, texts: Sequence[str], *, max_length: int =
     figures = measure_latency(predict, texts, n_single=n_single, n_batches=n_batches, batch_size=batch_size)
     figures["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
     return figures
+
+
+def candidate_variants(declared: Sequence[str], device: str) -> list[str]:
+    """The variants that compete to be served: `auto` is every one the device runs (bf16 only on CUDA)."""
+    if tuple(declared) == ("auto",):
+        return ["torch_fp32", "onnx_fp32", "onnx_int8"] + (["torch_bf16"] if device == "cuda" else [])
+    return list(declared)
+
+
+def choose_served_variant(variants: dict[str, dict], max_quality_cost: float) -> str:
+    """The fastest variant (lowest gate p99) whose macro-F1 is within max_quality_cost of torch fp32.
+
+    variants: {name: {"macro_f1_cost", "latency_p99_ms", ...}}; a variant without a finite
+    figure cannot be chosen. torch fp32 (cost 0) is the fallback, so there is always an answer
+    when it was scored. Ties go to the variant listed first.
+    """
+    def usable(figures: dict) -> bool:
+        cost, p99 = figures.get("macro_f1_cost"), figures.get("latency_p99_ms")
+        return (isinstance(cost, (int, float)) and np.isfinite(cost) and cost <= max_quality_cost + 1e-12
+                and isinstance(p99, (int, float)) and np.isfinite(p99))
+
+    eligible = [name for name, figures in variants.items() if usable(figures)]
+    if not eligible:
+        raise ValueError(f"no serving variant has finite figures within a macro-F1 cost of {max_quality_cost}: "
+                         f"{ {n: (f.get('macro_f1_cost'), f.get('latency_p99_ms')) for n, f in variants.items()} }")
+    return min(eligible, key=lambda name: variants[name]["latency_p99_ms"])

@@ -57,6 +57,7 @@ def srv(tmp_path_factory, tiny_base_model):
                                                     experiment_id=experiment_id, max_length=WORKFLOW.training.max_length)
             versions.append(registry.register(client, WORKFLOW.model_name, model_uri, run_id,
                                               idempotency_key=f"run-{seed}", tags={"workflow": WORKFLOW.name}))
+        versions.append(register_onnx_version(client, experiment_id, folder / "model0", folder / "onnx"))
         registry.move_alias(client, WORKFLOW.model_name, registry.CHAMPION, versions[0], expected_from=None, why="first")
         app = create_app(settings, WORKFLOW, refresh_s=REFRESH_S, max_batch=MAX_BATCH, max_text_chars=MAX_TEXT_CHARS)
         with ServerThread(app) as app_url:
@@ -65,6 +66,21 @@ def srv(tmp_path_factory, tiny_base_model):
     mlflow.set_tracking_uri(before[0])
     mlflow.set_registry_uri(before[1])
     torch.set_num_threads(before[2])
+
+
+def register_onnx_version(client, experiment_id: str, model_dir, out_dir) -> str:
+    """v3: v1's weights served as onnx_fp32, logged the way the distill step logs a winning ONNX variant."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ml.export import export_onnx, log_served_model
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True)
+    path = export_onnx(model.eval(), AutoTokenizer.from_pretrained(model_dir, local_files_only=True),
+                       out_dir / "model.onnx")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        info = log_served_model("onnx_fp32", model_dir, path, max_length=WORKFLOW.training.max_length)
+    return registry.register(client, WORKFLOW.model_name, info.model_uri, run.info.run_id, idempotency_key="run-onnx",
+                             tags={"workflow": WORKFLOW.name, "served_variant": "onnx_fp32"})
 
 
 def direct(version: str, texts: list[str]) -> pd.DataFrame:
@@ -134,9 +150,34 @@ def test_a_bad_request_gets_a_4xx_naming_the_problem(srv, body, status, reason):
     assert all(word in detail for word in reason), detail
 
 
+def test_probes_metrics_and_answers_without_probabilities(srv):
+    assert httpx.get(f"{srv['url']}/livez", timeout=10).json() == {"status": "alive"}
+    ready = httpx.get(f"{srv['url']}/readyz", timeout=10).json()
+    assert ready == {"status": "ready", "model_version": srv["versions"][0], "served_variant": "torch_fp32"}
+    lean = post(srv, {"texts": TEXTS, "include_probs": False}).json()
+    assert lean["probs"] is None and len(lean["labels"]) == len(TEXTS)
+    metrics = httpx.get(f"{srv['url']}/metrics", timeout=10).text
+    assert 'mlops_serve_requests_total{status="200"}' in metrics and "mlops_serve_batch_size_bucket" in metrics
+    assert f'mlops_serve_model_info{{variant="torch_fp32",version="{srv["versions"][0]}"}} 1.0' in metrics
+    assert "mlops_serve_model_load_seconds" in metrics and "mlops_serve_request_latency_seconds_bucket" in metrics
+
+
+def test_concurrent_single_requests_each_get_their_own_answer(srv):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"ticket {i}: {TEXTS[i % 3]}" for i in range(24)]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda t: post(srv, {"texts": [t]}).json(), texts))
+    expected = direct(srv["versions"][0], texts)
+    assert [a["labels"][0] for a in answers] == list(expected["label"])
+    assert [a["scores"][0] for a in answers] == pytest.approx(list(expected["score"]), abs=1e-6)
+
+
 def test_without_a_champion_the_service_starts_and_answers_503(srv):
     nobody = dataclasses.replace(WORKFLOW, name="nothing_yet")  # no registered model at all
     with ServerThread(create_app(srv["settings"], nobody, refresh_s=REFRESH_S)) as url:
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+        assert httpx.get(f"{url}/livez", timeout=10).status_code == 200
         health = httpx.get(f"{url}/health", timeout=10)
         assert health.status_code == 503 and "nothing_yet_student has no @champion" in health.json()["last_error"]
         response = httpx.post(f"{url}/predict", json={"texts": ["hi"]}, timeout=10)
@@ -220,6 +261,35 @@ def test_a_version_loads_and_predicts_without_the_ml_package(srv, tmp_path):
     assert result == {"labels": list(direct(srv["versions"][0], TEXTS)["label"]), "ml_modules": []}
 
 
+# A scoring host of an ONNX-served version: the platform absent, and neither torch nor transformers imported.
+NO_TORCH_SCRIPT = '''
+import json, sys
+sys.modules["ml"] = None
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+out = model.predict(pd.DataFrame({"text": json.loads(sys.argv[2])}))
+print(json.dumps({"labels": list(out["label"]), "scores": list(out["score"]),
+                  "imported": sorted(m for m in ("torch", "transformers") if m in sys.modules)}))
+'''
+
+
+def test_an_onnx_served_version_scores_like_torch_without_importing_torch(srv, tmp_path):
+    onnx_version = srv["versions"][2]
+    uri = f"models:/{WORKFLOW.model_name}/{onnx_version}"
+    done = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, uri, json.dumps(TEXTS)], cwd=tmp_path, timeout=120,
+                          capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": srv["mlflow_url"], "HF_HUB_OFFLINE": "1",
+                               "OMP_NUM_THREADS": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    torch_answer = direct(srv["versions"][0], TEXTS)  # the same weights under torch
+    assert result["imported"] == []
+    assert result["labels"] == list(torch_answer["label"])
+    assert result["scores"] == pytest.approx(list(torch_answer["score"]), abs=1e-4)
+    # The weights stay with the run, for lineage and re-scoring.
+    assert (registry.download_weights(WORKFLOW.model_name, onnx_version) / "config.json").exists()
+
+
 def wait_for_version(srv, version: str) -> list[int]:
     """Poll /health until it serves `version`, predicting on each round; the statuses seen meanwhile."""
     statuses, deadline = [], time.monotonic() + SWAP_WAIT_S
@@ -234,7 +304,7 @@ def wait_for_version(srv, version: str) -> list[int]:
 
 def test_a_new_champion_and_a_rollback_are_served_without_a_restart(srv):
     # Runs last in this module: it moves @champion (and moves it back).
-    v1, v2 = srv["versions"]
+    v1, v2 = srv["versions"][:2]
     registry.move_alias(srv["client"], WORKFLOW.model_name, registry.CHAMPION, v2, expected_from=v1, why="better")
     statuses = wait_for_version(srv, v2)
     assert set(statuses) <= {200}  # requests kept being answered while v2 loaded

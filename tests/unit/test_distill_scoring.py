@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ml.config import load_settings
+from ml.evaluate.serving import candidate_variants, choose_served_variant
 from ml.pipeline.distill import _score
 from ml.train.student import build_student
 from ml.workflows import load_workflows
@@ -59,4 +60,44 @@ def test_int8_figures_and_all_export_metrics_are_numbers(scored):
     assert int8["weights_bytes"] < int8["fp32_weights_bytes"]
     # evaluate_and_gate logs every value of these blocks as an MLflow metric: each must be a finite number.
     for block in ("int8", "onnx", "onnx_int8"):
-        assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in report[block].values()), block
+        numbers = {k: v for k, v in report[block].items() if k != "per_class_f1"}
+        assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in numbers.values()), block
+    assert set(report["onnx_int8"]["per_class_f1"]) == set(LABELS)  # the gate judges a served ONNX variant on it
+
+
+def variants(**figures):
+    return {name: {"macro_f1_cost": cost, "latency_p99_ms": p99} for name, (cost, p99) in figures.items()}
+
+
+# (variants: name -> (macro-F1 cost vs torch fp32, gate p99 ms), max_quality_cost, the one served)
+CHOICES = {
+    "int8 fastest and within tolerance": (variants(torch_fp32=(0, 3.0), onnx_fp32=(0, 1.6), onnx_int8=(0.0037, 0.8)),
+                                          0.005, "onnx_int8"),
+    "int8 costs too much quality": (variants(torch_fp32=(0, 3.0), onnx_fp32=(0, 1.6), onnx_int8=(0.02, 0.8)),
+                                    0.005, "onnx_fp32"),
+    "exactly at the tolerance": (variants(torch_fp32=(0, 3.0), onnx_int8=(0.005, 0.8)), 0.005, "onnx_int8"),
+    "a variant that scores better costs nothing": (variants(torch_fp32=(0, 3.0), onnx_int8=(-0.01, 0.8)), 0.0,
+                                                   "onnx_int8"),
+    "an unmeasured variant is never chosen": (variants(torch_fp32=(0, 3.0), onnx_int8=(0.0, float("nan"))), 0.005,
+                                              "torch_fp32"),
+    "torch is fastest": (variants(torch_fp32=(0, 1.0), onnx_fp32=(0, 1.6)), 0.005, "torch_fp32"),
+}
+
+
+@pytest.mark.parametrize("figures, tolerance, served", CHOICES.values(), ids=CHOICES.keys())
+def test_the_fastest_variant_within_the_quality_cost_is_served(figures, tolerance, served):
+    assert choose_served_variant(figures, tolerance) == served
+
+
+def test_no_usable_variant_is_an_error_naming_the_figures():
+    with pytest.raises(ValueError, match="no serving variant"):
+        choose_served_variant(variants(onnx_int8=(0.5, 1.0)), 0.005)
+
+
+@pytest.mark.parametrize("declared, device, expected", [
+    (("auto",), "cpu", ["torch_fp32", "onnx_fp32", "onnx_int8"]),
+    (("auto",), "cuda", ["torch_fp32", "onnx_fp32", "onnx_int8", "torch_bf16"]),
+    (("onnx_int8", "torch_fp32"), "cpu", ["onnx_int8", "torch_fp32"]),
+])
+def test_candidate_variants(declared, device, expected):
+    assert candidate_variants(declared, device) == expected
