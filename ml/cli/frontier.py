@@ -99,7 +99,8 @@ def cmd_proxy(args) -> int:
     sinks = [log.append] + ([shadow.submit] if shadow else [])
     client = FrontierClient(args.upstream_url or settings.frontier_base_url, settings.frontier_api_key,
                             workflow=wf.name, labels=wf.labels, price_book=book, sinks=sinks,
-                            timeout_s=args.timeout_s, max_retries=args.max_retries)
+                            timeout_s=args.timeout_s, max_retries=args.max_retries,
+                            max_concurrency=args.max_concurrency, deadline_s=args.deadline_s)
     print(f"mlops proxy: {wf.name} on http://{args.host}:{args.port}/v1 → {client.url}; "
           f"call log {log.directory}{'; shadow: ' + shadow.student if shadow else ''}", flush=True)
     try:
@@ -133,6 +134,10 @@ def register(sub) -> None:
     p.add_argument("--upstream-url", help="OpenAI-compatible base URL (default $MLOPS_FRONTIER_BASE_URL)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-attempt timeout in seconds (default 30)")
     p.add_argument("--max-retries", type=int, default=2, help="retries on 429/5xx/connection errors (default 2)")
+    p.add_argument("--max-concurrency", type=int, default=64,
+                   help="calls in flight to the upstream at once; more are refused with 503 at once (default 64)")
+    p.add_argument("--deadline-s", type=float, default=None,
+                   help="one call's deadline over all attempts (default: every attempt's timeout plus backoff)")
     p.add_argument("--shadow", action="store_true", help="also score each request with the @champion student")
     add_workflow(p)
     p.set_defaults(func=cmd_proxy)

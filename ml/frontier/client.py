@@ -8,6 +8,11 @@ default headers.
 
 Retries: 429, 5xx and connection failures are retried with bounded exponential backoff (honouring
 Retry-After up to the cap); a timeout is not, because the caller's time is already spent.
+
+A hung upstream must not take the proxy with it: at most max_concurrency calls are in flight to
+the upstream (the HTTP pool is sized to match, so no call waits on a pool slot), a call beyond
+that is refused at once (`saturated`, the proxy answers 503 with Retry-After) rather than queued
+behind hung ones, and every call has a deadline (deadline_s) over all its attempts and backoff.
 """
 
 from __future__ import annotations
@@ -84,34 +89,74 @@ def parse_label(answer: str | None, labels: Sequence[str]) -> str | None:
 class FrontierClient:
     def __init__(self, base_url: str, api_key: str, *, workflow: str, labels: Sequence[str] = (),
                  price_book: PriceBook | None = None, sinks: Sequence[Callable[[dict], None]] = (),
-                 timeout_s: float = 30.0, max_retries: int = 2, backoff_s: float = 0.5, max_backoff_s: float = 8.0):
+                 timeout_s: float = 30.0, max_retries: int = 2, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
+                 max_concurrency: int = 64, deadline_s: float | None = None):
         if not base_url:
             raise ValueError("no upstream URL; set MLOPS_FRONTIER_BASE_URL (e.g. https://api.openai.com/v1) "
                              "or pass --upstream-url.")
-        if max_retries < 0 or timeout_s <= 0:
+        if max_retries < 0 or not timeout_s > 0:
             raise ValueError(f"max_retries={max_retries} must be >= 0 and timeout_s={timeout_s} > 0.")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency={max_concurrency!r} must be a whole number >= 1, e.g. 64.")
+        # By default a call may use every attempt's timeout and the backoff between them, no more.
+        deadline_s = timeout_s * (max_retries + 1) + max_backoff_s * max_retries if deadline_s is None else deadline_s
+        if not deadline_s > 0:
+            raise ValueError(f"deadline_s={deadline_s!r} must be > 0 seconds.")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.workflow, self.labels, self.price_book, self.sinks = workflow, tuple(labels), price_book, list(sinks)
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        self.max_concurrency, self.deadline_s = max_concurrency, float(deadline_s)
+        self.in_flight = self.rejected = 0  # one event loop touches these: no lock needed
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=headers)
+        # The pool holds every admitted call, so none waits for a connection (httpx's default pool
+        # of 100 made an unrelated call wait behind 100 hung ones).
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            headers=headers)
+
+    def saturation(self) -> dict:
+        """What /healthz reports: calls in flight against the bound, and calls refused so far."""
+        return {"in_flight": self.in_flight, "max_concurrency": self.max_concurrency,
+                "saturated": self.in_flight >= self.max_concurrency, "rejected": self.rejected,
+                "deadline_s": self.deadline_s}
+
+    def _admit(self) -> bool:
+        if self.in_flight >= self.max_concurrency:
+            self.rejected += 1
+            log.warning("frontier %s: %d calls in flight (max_concurrency); refused one", self.workflow, self.in_flight)
+            return False
+        self.in_flight += 1
+        return True
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def complete(self, body: dict) -> Call:
-        """One non-streamed completion; the Call holds the upstream body (or why there is none)."""
+        """One non-streamed completion; the Call holds the upstream body (or why there is none).
+
+        A call refused for saturation has status "saturated" and is not a frontier call: no row.
+        """
         call = _new_call()
-        resp = await self._send(body, call)
-        if resp is not None:
-            try:
-                call.body = await resp.aread()
-            except httpx.TimeoutException:
-                call.fail("timeout", "Timeout")
-            except httpx.TransportError:
-                call.fail("error", "ConnectionError")
-            finally:
-                await resp.aclose()
+        if not self._admit():
+            call.fail("saturated", "Saturated")
+            return call
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                resp = await self._send(body, call)
+                if resp is not None:
+                    try:
+                        call.body = await resp.aread()
+                    except httpx.TimeoutException:
+                        call.fail("timeout", "Timeout")
+                    except httpx.TransportError:
+                        call.fail("error", "ConnectionError")
+                    finally:
+                        await resp.aclose()
+        except TimeoutError:
+            call.fail("timeout", "Deadline")
+        finally:
+            self.in_flight -= 1
             if call.status == "ok":
                 try:
                     data = json.loads(call.body)
@@ -130,15 +175,27 @@ class FrontierClient:
         """
         body = {**body, "stream_options": body.get("stream_options") or {"include_usage": True}}
         call = _new_call()
-        resp = await self._send(body, call)
-        if resp is not None and call.status != "ok":
-            try:
-                call.body = await resp.aread()
-            except httpx.HTTPError:
-                pass  # the error body is a courtesy to the caller; the call is recorded either way
-            finally:
-                await resp.aclose()
+        if not self._admit():
+            call.fail("saturated", "Saturated")
+            return call, None
+        resp = None
+        try:
+            async with asyncio.timeout(self.deadline_s):  # until the headers; the read timeout bounds each chunk
+                resp = await self._send(body, call)
+                if resp is not None and call.status != "ok":
+                    try:
+                        call.body = await resp.aread()
+                    except httpx.HTTPError:
+                        pass  # the error body is a courtesy to the caller; the call is recorded either way
+                    finally:
+                        await resp.aclose()
+        except TimeoutError:
+            call.fail("timeout", "Deadline")
+        except BaseException:
+            self.in_flight -= 1
+            raise
         if call.status != "ok":
+            self.in_flight -= 1
             self._finish(call, body)
             return call, None
         return call, self._relay(call, body, resp)
@@ -176,6 +233,7 @@ class FrontierClient:
             call.fail("error", "ClientDisconnected")
             raise
         finally:
+            self.in_flight -= 1
             call.response_text = "".join(parts)
             self._finish(call, body)
             await resp.aclose()

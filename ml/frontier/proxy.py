@@ -37,6 +37,10 @@ def _error(status: int, kind: str, message: str) -> JSONResponse:
 
 
 def _failure(call: Call) -> Response:
+    if call.status == "saturated":
+        response = _error(503, "saturated", "the proxy has its maximum of calls in flight to the upstream; retry shortly")
+        response.headers["Retry-After"] = "1"
+        return response
     if call.status == "timeout":
         return _error(504, "timeout", "the upstream model did not answer in time")
     if call.body and call.http_status and call.http_status >= 400:
@@ -54,7 +58,7 @@ def build_app(client: FrontierClient) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"ok": True, "workflow": client.workflow}
+        return {"ok": True, "workflow": client.workflow, **client.saturation()}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -7,6 +7,7 @@ Each request takes the next mode from `script`, then `default_mode`:
              non-streamed choice carries them as OpenAI's {"content": [...]}
   slow       ok, after `slow_s` (streamed: the headers at once, the first token after slow_s)
   hang       sleeps `hang_s` before anything, so a client with a shorter timeout gives up
+  block      waits until the test sets `release` (at most BLOCK_MAX_S), then answers ok: a hung upstream
   error429 / error500 / error400   an OpenAI-style error body with that status
   malformed  200 with a truncated JSON body
   cut        streamed: closes the stream before [DONE]
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_SLEEP_S = 2.0  # tests stay bounded in time
+BLOCK_MAX_S = 60.0  # a "block" request never outlives a test that forgot to release it by much
 
 
 class FakeOpenAI:
@@ -32,6 +34,7 @@ class FakeOpenAI:
         self.logprobs = logprobs
         self.answer, self.default_mode, self.slow_s, self.hang_s, self.delay_s = answer, default_mode, slow_s, hang_s, delay_s
         self.script: list[str] = []
+        self.release = threading.Event()
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
@@ -72,6 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if mode == "hang":
                 time.sleep(fake.hang_s)
+            if mode == "block":
+                fake.release.wait(BLOCK_MAX_S)
+                mode = "ok"
             if mode.startswith("error"):
                 status = int(mode[len("error"):])
                 payload = {"error": {"message": f"fake {status}", "type": "fake_error"}}

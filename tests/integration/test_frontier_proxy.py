@@ -242,3 +242,56 @@ def test_shadow_mode_scores_the_student_beside_the_frontier(fake, tmp_path, tiny
         assert Decimal(s["student_cost_usd"]) == Decimal("0.000049056")  # the cost model's figure, per call
     summary = shadow_summary(scored, Workflow(name="ticket_routing", monthly_calls=1000))
     assert summary["requests"] == 3 and summary["agreement"] == sum(s["agree"] for s in scored) / 3
+
+
+# A hung upstream -----------------------------------------------------------------------------
+
+def _healthz(url: str) -> dict:
+    return httpx.get(f"{url}/healthz", timeout=HTTP_TIMEOUT_S).json()
+
+
+def _wait_for(predicate, what: str, deadline_s: float = 60.0) -> None:
+    import time
+
+    until = time.monotonic() + deadline_s  # generous: only a broken proxy runs into it
+    while not predicate():
+        assert time.monotonic() < until, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_hung_upstream_saturates_the_bound_and_the_next_call_is_refused_at_once(fake, tmp_path):
+    """Before: 100 hung calls held httpx's default pool, and an unrelated call waited 26 s for a slot.
+    Now the calls in flight are bounded; one more is refused with 503 while they hang, and /healthz says so."""
+    fake.default_mode = "block"
+    bound = 4
+    # The upstream timeout is far beyond the test's own 10 s request timeout: a proxy that queued the
+    # extra call behind the hung ones would make that request time out and the test fail.
+    with proxy(fake.url, tmp_path / "log", max_retries=0, timeout_s=120.0, max_concurrency=bound) as (url, log):
+        with ThreadPoolExecutor(bound) as pool:
+            hung = [pool.submit(httpx.post, f"{url}/v1/chat/completions", json=chat(f"hung {i}"), timeout=120.0)
+                    for i in range(bound)]
+            _wait_for(lambda: _healthz(url)["in_flight"] == bound, "the hung calls to be in flight")
+            health = _healthz(url)
+            assert health["saturated"] and health["max_concurrency"] == bound
+            refused = post(url, chat("an unrelated call"))
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["type"] == "saturated"
+            assert _healthz(url)["rejected"] == 1
+            fake.release.set()  # the upstream recovers: every hung call completes
+            assert [f.result().status_code for f in hung] == [200] * bound
+        assert _healthz(url)["in_flight"] == 0 and not _healthz(url)["saturated"]
+        fake.default_mode = "ok"
+        assert post(url, chat("after")).status_code == 200
+    rows = read_rows(tmp_path / "log")
+    assert len(rows) == bound + 1 and all(r["status"] == "ok" for r in rows)  # the refused call is not a frontier call
+
+
+def test_a_call_has_a_deadline_over_all_its_attempts(fake, tmp_path):
+    fake.default_mode = "error500"
+    # Each 500 is retried after backoff; the deadline ends the call before the 50 retries do.
+    with proxy(fake.url, tmp_path / "log", max_retries=50, backoff_s=0.2, max_backoff_s=0.2,
+               deadline_s=0.5) as (url, log):
+        response = post(url, chat())
+    assert response.status_code == 504
+    (row,) = read_rows(tmp_path / "log")
+    assert row["status"] == "timeout" and row["error"] == "Deadline" and row["retries"] < 50
