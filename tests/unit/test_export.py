@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import numpy as np
 import pytest
 import torch
@@ -85,9 +86,14 @@ def test_measure_latency_reports_percentiles_in_order():
     assert calls == [3] + [1] * 20 + [32, 32]  # warm-up, batch-1 calls, batch-32 calls
 
 
-def test_onnx_int8_is_smaller_and_close_to_the_fp32_graph(classifier, exported, tmp_path):
+def test_onnx_int8_is_smaller_and_close_to_the_fp32_graph(classifier, exported, tmp_path, caplog):
     _, tokenizer = classifier
-    path = quantize_onnx_int8(exported.path, tmp_path / "model.int8.onnx")
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger().info("a line of the caller's own")
+        path = quantize_onnx_int8(exported.path, tmp_path / "model.int8.onnx")
+    # The quantizer's per-tensor info lines stay out of task logs; the caller's own lines do not.
+    assert [r.getMessage() for r in caplog.records if r.levelno < logging.WARNING] == ["a line of the caller's own"]
+    assert logging.getLogger().filters == [] and logging.getLogger("onnxruntime").level == logging.NOTSET
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
     assert path.stat().st_size < 0.5 * exported.path.stat().st_size  # int8 weights, the embeddings' too
     int8 = OnnxClassifier(path, tokenizer, threads=1)
