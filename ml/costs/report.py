@@ -10,40 +10,121 @@ import base64
 import csv
 import html
 import io
-from calendar import monthrange
+import json
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 from ml.breakeven import CATEGORIES
 from ml.costs.review_page import usd
 
-FOCUS_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargeCategory", "ChargeDescription",
-                 "ChargePeriodStart", "ChargePeriodEnd", "ServiceName", "ServiceCategory", "ResourceId",
-                 "ConsumedQuantity", "ConsumedUnit", "ListUnitPrice", "x_Workflow", "x_Model", "x_LedgerCategory",
-                 "x_Source", "x_IdempotencyKey")
+# FOCUS 1.0's columns, in its order. Five are written twice: under the names of the final 1.0
+# specification (InvoiceIssuerName, ProviderName, PublisherName, ResourceId, ChargeCategory) and
+# under those the FinOps Foundation's focus-validator 1.0.0 checks for FOCUS 1.0 (InvoiceIssuer,
+# Provider, Publisher, ResourceID, and ChargeType, which its SkuPriceId rule reads), so the file
+# loads in tools built on either. Ours are x_ columns.
+FOCUS_VERSION = "1.0"
+FOCUS_COLUMNS = (
+    "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",
+    "BillingPeriodEnd", "BillingPeriodStart", "ChargeCategory", "ChargeType", "ChargeClass", "ChargeDescription",
+    "ChargeFrequency", "ChargePeriodEnd", "ChargePeriodStart", "CommitmentDiscountCategory",
+    "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountStatus", "CommitmentDiscountType",
+    "ConsumedQuantity", "ConsumedUnit", "ContractedCost", "ContractedUnitPrice", "EffectiveCost",
+    "InvoiceIssuerName", "InvoiceIssuer", "ListCost", "ListUnitPrice", "PricingCategory", "PricingQuantity",
+    "PricingUnit", "ProviderName", "Provider", "PublisherName", "Publisher", "RegionId", "RegionName",
+    "ResourceId", "ResourceID", "ResourceName", "ResourceType", "ServiceCategory", "ServiceName", "SkuId",
+    "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
+    "x_Workflow", "x_Model", "x_LedgerCategory", "x_LedgerEntryId", "x_ReversesEntryId", "x_Source",
+    "x_IdempotencyKey")
+BILLING_ACCOUNT_ID, BILLING_ACCOUNT_NAME = "mlops-cost-ledger", "MLOps cost ledger"
 
 # Ledger category → FOCUS ServiceCategory (the closest of FOCUS's allowed values).
 SERVICE_CATEGORY = {"frontier_api": "AI and Machine Learning", "training_compute": "Compute", "serving": "Compute",
                     "evaluation": "Compute", "data_curation": "Analytics", "keeping_current": "Compute",
                     "versioning_storage": "Storage", "people": "Other", "tooling": "Management and Governance"}
+# The ledger's units in FOCUS's unit format (plural units, a power-of-ten multiplier).
+FOCUS_UNIT = {"hour": "Hours", "month": "Months", "GB-month": "GB-Months", "1M tokens in": "1000000 Tokens",
+              "1M tokens out": "1000000 Tokens"}
+
+
+def _z(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as FOCUS writes date-times."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _month_start(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month(moment: datetime) -> datetime:
+    return (_month_start(moment) + timedelta(days=32)).replace(day=1)
+
+
+def charge_period(e) -> tuple[datetime, datetime]:
+    """[start, end) of what an entry charges for; FOCUS's end is exclusive, so it is after the start.
+
+    A task try: its hours from its start. Storage: the metered period (its key ends with the
+    period's dates). A month of a tool: that calendar month. Anything else (a day's frontier calls,
+    a day's timesheet, an invoice line): the UTC day it occurred on.
+    """
+    start = e.occurred_at.astimezone(timezone.utc)
+    quantity = abs(Decimal(e.quantity))
+    if e.unit == "hour" and e.source_kind == "task":
+        end = start + timedelta(seconds=float(quantity * 3600))
+        return start, max(end, start + timedelta(seconds=1))
+    if e.unit == "GB-month":
+        try:
+            first, last = e.idempotency_key.rsplit(":", 2)[1:]
+            return (datetime.fromisoformat(first).replace(tzinfo=timezone.utc),
+                    datetime.fromisoformat(last).replace(tzinfo=timezone.utc))
+        except ValueError:
+            pass
+    if e.unit == "month":
+        return _month_start(start), _next_month(start)
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day + timedelta(days=1)
+
+
+def _provider(category: str) -> str:
+    return {"frontier_api": "Frontier API provider", "people": "Internal (people)"}.get(category, "Cloud (price book)")
 
 
 def focus_rows(entries) -> list[dict]:
     rows = []
     for e in entries:
-        start = e.occurred_at
+        start, end = charge_period(e)
+        unit = FOCUS_UNIT.get(e.unit, e.unit)
+        sku = f"{e.resource}/{e.unit}"
+        provider = _provider(e.category)
+        charge_category = "Purchase" if e.source_kind == "person" else "Usage"
+        frequency = ("Recurring" if e.unit == "month" else
+                     "One-Time" if e.source_kind == "person" else "Usage-Based")
         rows.append({
-            "BilledCost": str(e.amount), "EffectiveCost": str(e.amount), "ListCost": str(e.amount),
-            "BillingCurrency": e.currency,
-            # A reversing entry corrects an earlier one: FOCUS calls that an adjustment.
-            "ChargeCategory": "Adjustment" if e.reverses_id else ("Purchase" if e.source_kind == "person" else "Usage"),
-            "ChargeDescription": e.description, "ChargePeriodStart": start.isoformat(),
-            "ChargePeriodEnd": start.replace(day=monthrange(start.year, start.month)[1]).isoformat()
-            if e.unit == "GB-month" else start.isoformat(),
-            "ServiceName": e.resource.split(":")[0], "ServiceCategory": SERVICE_CATEGORY.get(e.category, "Other"),
-            "ResourceId": e.resource, "ConsumedQuantity": str(e.quantity), "ConsumedUnit": e.unit,
-            "ListUnitPrice": str(e.unit_price), "x_Workflow": e.workflow, "x_Model": e.model or "",
-            "x_LedgerCategory": e.category, "x_Source": e.source, "x_IdempotencyKey": e.idempotency_key})
+            "AvailabilityZone": "", "BilledCost": str(e.amount), "BillingAccountId": BILLING_ACCOUNT_ID,
+            "BillingAccountName": BILLING_ACCOUNT_NAME, "BillingCurrency": e.currency,
+            "BillingPeriodEnd": _z(_next_month(start)), "BillingPeriodStart": _z(_month_start(start)),
+            "ChargeCategory": charge_category, "ChargeType": charge_category,
+            # A reversing entry corrects an earlier one: FOCUS 1.0 marks it a Correction.
+            "ChargeClass": "Correction" if e.reverses_id else "", "ChargeDescription": e.description,
+            "ChargeFrequency": frequency, "ChargePeriodEnd": _z(end), "ChargePeriodStart": _z(start),
+            "CommitmentDiscountCategory": "", "CommitmentDiscountId": "", "CommitmentDiscountName": "",
+            "CommitmentDiscountStatus": "", "CommitmentDiscountType": "",
+            "ConsumedQuantity": str(e.quantity), "ConsumedUnit": unit,
+            # No negotiated rates: the price book's price is the list, contracted and effective price.
+            "ContractedCost": str(e.amount), "ContractedUnitPrice": str(e.unit_price), "EffectiveCost": str(e.amount),
+            "InvoiceIssuerName": provider, "InvoiceIssuer": provider, "ListCost": str(e.amount),
+            "ListUnitPrice": str(e.unit_price), "PricingCategory": "Standard", "PricingQuantity": str(e.quantity),
+            "PricingUnit": unit, "ProviderName": provider, "Provider": provider, "PublisherName": provider,
+            "Publisher": provider, "RegionId": "", "RegionName": "",
+            "ResourceId": f"{e.workflow}/{e.resource}", "ResourceID": f"{e.workflow}/{e.resource}",
+            "ResourceName": e.resource, "ResourceType": e.resource.split(":")[0] if ":" in e.resource else "compute",
+            "ServiceCategory": SERVICE_CATEGORY.get(e.category, "Other"), "ServiceName": e.resource.split(":")[0],
+            "SkuId": sku, "SkuPriceId": f"{sku}@{e.unit_price}", "SubAccountId": e.workflow,
+            "SubAccountName": e.workflow,
+            "Tags": json.dumps({"x_workflow": e.workflow, "x_ledger_category": e.category}, sort_keys=True),
+            "x_Workflow": e.workflow, "x_Model": e.model or "", "x_LedgerCategory": e.category,
+            "x_LedgerEntryId": str(e.id), "x_ReversesEntryId": "" if e.reverses_id is None else str(e.reverses_id),
+            "x_Source": e.source, "x_IdempotencyKey": e.idempotency_key})
     return rows
 
 
