@@ -158,7 +158,9 @@ def test_cost_report_gives_a_verdict_from_the_ledger(platform):
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     assert data["verdict"].startswith(("post-training pays from month", "stay on the frontier API"))
-    assert "frontier_api" not in data["ledger_totals_usd"]  # priced per call, not as MLOps spend
+    # Every category is shown; frontier_api and serving are priced per call, never counted as MLOps spend.
+    assert "frontier_api" in data["ledger_totals_usd"] and "frontier_api" not in data["basis"]["recurring_categories"]
+    assert float(data["serving"]["usd_per_month"]) >= float(data["serving"]["floor_usd_per_month"]) > 0
     assert float(data["ledger_totals_usd"]["training_compute"]) > 0
     reports = root / "state" / "reports" / "tickets_e2e"
     assert "<img" in (reports / "breakeven.html").read_text()
