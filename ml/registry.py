@@ -136,7 +136,7 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, id
     existing = client.search_model_versions(query)
     if existing:
         first = min(existing, key=lambda v: int(v.version))
-        link_logged_model(client, first.model_id, name, str(first.version))  # a crash may have left it out
+        link_logged_model(client, _version_model_id(first), name, str(first.version))  # a crash may have left it out
         return str(first.version)
     try:
         client.create_registered_model(name, tags={"workflow": tags.get("workflow", "")})
@@ -147,10 +147,15 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, id
     winners = sorted(client.search_model_versions(query), key=lambda v: int(v.version))
     if winners and str(winners[0].version) != str(mv.version):
         client.delete_model_version(name, str(mv.version))
-        link_logged_model(client, winners[0].model_id, name, str(winners[0].version))
+        link_logged_model(client, _version_model_id(winners[0]), name, str(winners[0].version))
         return str(winners[0].version)
-    link_logged_model(client, mv.model_id, name, str(mv.version))
+    link_logged_model(client, _logged_model_id(model_uri), name, str(mv.version))
     return str(mv.version)
+
+
+def _version_model_id(mv) -> str | None:
+    # The SQLite store does not keep a version's model_id; its source (`models:/m-…`) names it.
+    return mv.model_id or _logged_model_id(mv.source or "")
 
 
 def link_logged_model(client: MlflowClient, model_id: str | None, name: str, version: str) -> None:
@@ -165,7 +170,7 @@ def link_logged_model(client: MlflowClient, model_id: str | None, name: str, ver
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
-    mine = [v for v in client.search_model_versions(f"name='{name}'") if v.model_id == model_id]
+    mine = [v for v in client.search_model_versions(f"name='{name}'") if _version_model_id(v) == model_id]
     keep = [e for e in linked if e.get("name") != name] + [
         {"name": name, "version": str(v.version)} for v in sorted(mine, key=lambda v: int(v.version))]
     if {"name": name, "version": str(version)} not in keep:  # the store's search lags its create

@@ -9,6 +9,8 @@ A task can declare what the listener would otherwise infer, in its executor_conf
     @task(queue="gpu", executor_config={"resource_class": "gpu_h100", "cost_category": "evaluation"})
 resource_class must be a compute_hourly class of the price book; by default the class comes
 from the task's pool (when named after a class), then its queue (the price book's `queues:`).
+A task that reports the device it computed on (ml.costs.capture.report_device; the training
+task does) is priced by that device (the price book's `devices:`), which wins over all of these.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def _book(ti) -> None:
         except ValueError as exc:  # a typo in the declaration must not lose the cost
             log.warning("Cost listener: %s Booking by the task's name instead.", exc)
             category = capture.category_for(ti.dag_id, ti.task_id, redistillation=redistillation)
+        ran_on = capture.reported_device(settings.state_dir, ti.dag_id, ti.run_id, ti.task_id, ti.try_number) or {}
         capture.book_task_run(
             settings.ledger_url, settings.state_dir / "spool",
             dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number,
@@ -70,7 +73,8 @@ def _book(ti) -> None:
             resource=declared.get("resource_class"),
             started_at=getattr(ti, "start_date", None), ended_at=getattr(ti, "end_date", None),
             workflow=capture.workflow_for(ti.dag_id, getattr(dag, "params", None), getattr(dag, "tags", None)),
-            category=category, price_book=settings.price_book_file)
+            category=category, price_book=settings.price_book_file,
+            device=ran_on.get("device"), device_name=ran_on.get("device_name"))
     except Exception:  # noqa: BLE001 - the cost of a task is never worth failing it
         log.exception("Cost listener: could not book %s", getattr(ti, "task_id", ti))
 

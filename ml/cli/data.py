@@ -42,6 +42,16 @@ def cmd_versions(args) -> int:
     return 0
 
 
+def cmd_checkout(args) -> int:
+    from ml.pipeline.ingest_validate import store_for
+
+    settings, wf = settings_and_workflow(args)
+    result = store_for(settings, wf).checkout(args.version, Path(args.out), eval_version=args.eval)
+    emit(args, result, "\n".join(f"restored {f['path']} ({role} version {f['version'][:12]}, {f['rows']} rows)"
+                                  for role, f in result["files"].items()))
+    return 0
+
+
 def cmd_quarantine(args) -> int:
     from ml.validation import quarantine as q
 
@@ -100,6 +110,14 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_versions)
 
     p = dsub.add_parser("quarantine", help="list | show ID | release ID: batches the validation gate rejected")
+    p = dsub.add_parser("checkout", help="restore a dataset version's exact train and eval files from the DVC remote")
+    p.add_argument("version", help="a dataset version (md5 or its first 6+ characters; a model's dataset_version tag)")
+    p.add_argument("--out", required=True, help="folder to write train.parquet and eval.parquet into (never overwritten)")
+    p.add_argument("--eval", help="the evaluation set's version (default: the frozen one in the dataset's log)")
+    add_workflow(p)
+    add_json(p)
+    p.set_defaults(func=cmd_checkout)
+
     p.add_argument("action", choices=("list", "show", "release"))
     p.add_argument("id", nargs="?", help="quarantined batch ID (from `list`)")
     add_workflow(p)

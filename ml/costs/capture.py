@@ -118,6 +118,56 @@ def resource_class_for(price_book: PriceBook, *, resource: str | None, pool: str
     return price_book.resource_class_for_queue(queue) or (queue if queue in price_book.compute_hourly else "cpu")
 
 
+# Where a task's body says which device it computed on, for the listener to price (see report_device).
+DEVICE_REPORTS_DIR = "devices"
+
+
+def report_device(state_dir: Path | str, device: str, device_name: str | None = None) -> None:
+    """Called from a task's body: the device it computed on ("cpu" or "cuda", and the GPU's name).
+
+    The listener books the try at the price of that device instead of guessing from the queue:
+    a `gpu`-queue task that found no GPU ran on the CPU and costs a CPU hour. The try is named
+    by the AIRFLOW_CTX_* variables Airflow sets around a task's execution; outside Airflow (a
+    test, a notebook) there is no try to price and nothing is written. Never raises.
+    """
+    try:
+        ident = [os.environ.get(f"AIRFLOW_CTX_{k}") for k in ("DAG_ID", "DAG_RUN_ID", "TASK_ID", "TRY_NUMBER")]
+        if not all(ident):
+            return
+        if device_name is None and str(device).startswith("cuda"):
+            import torch
+
+            device_name = torch.cuda.get_device_name()
+        _write_json(Path(state_dir) / DEVICE_REPORTS_DIR, _device_file(*ident),
+                    {"device": str(device), "device_name": device_name})
+    except Exception:  # noqa: BLE001 - pricing must never fail the work it prices
+        log.exception("Cost capture: could not record the device %s", device)
+
+
+def reported_device(state_dir: Path | str, dag_id: str, run_id: str, task_id: str, try_number) -> dict | None:
+    """What the task try said it computed on (report_device), or None."""
+    path = Path(state_dir) / DEVICE_REPORTS_DIR / _device_file(dag_id, run_id, task_id, try_number)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and report.get("device") else None
+
+
+def _device_file(dag_id, run_id, task_id, try_number) -> str:
+    return hashlib.sha256(f"{dag_id}/{run_id}/{task_id}/{int(try_number)}".encode()).hexdigest()[:40] + ".json"
+
+
+def device_resource_class(price_book: PriceBook, device: str | None, device_name: str | None = None) -> str | None:
+    """The compute class of a device that ran a task: the CPU class for "cpu", the price book's
+    `devices:` match for a GPU's name; None when the book does not know the device."""
+    if not device:
+        return None
+    if device == "cpu":
+        return price_book.cpu_class
+    return price_book.resource_class_for_device(device_name or "")
+
+
 def duration_hours(started_at: datetime, ended_at: datetime) -> Decimal:
     """Exact hours between two aware datetimes (no float on the way), at least zero."""
     delta = ended_at - started_at
@@ -152,6 +202,8 @@ class TaskRun:
     workflow: str
     category: str
     price_book: str = ""  # the price book file that prices it at flush time
+    device: str | None = None  # what the task said it computed on: "cpu" or "cuda"
+    device_name: str | None = None  # the GPU's name, e.g. "NVIDIA A10G"
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -164,24 +216,31 @@ class TaskRun:
                              "ended_at": datetime.fromisoformat(raw["ended_at"])}))
 
     def entry(self, price_book: PriceBook) -> NewEntry:
-        """Price the try: hours x the rate of its resource class on the day it started (UTC)."""
+        """Price the try: hours x the rate of the device it ran on (else its declared class, pool or
+        queue) on the day it started (UTC)."""
         started = self.started_at.astimezone(timezone.utc)
-        resource_class = resource_class_for(price_book, resource=self.resource, pool=self.pool, queue=self.queue)
+        ran_on = device_resource_class(price_book, self.device, self.device_name)
+        resource_class = ran_on or resource_class_for(price_book, resource=self.resource, pool=self.pool,
+                                                      queue=self.queue)
         rate = price_book.compute_hour_usd(resource_class, started.date())
+        how = (f"ran on {self.device_name or self.device}" if ran_on else
+               f"device {self.device_name or self.device} not in the price book's devices; by declaration/queue"
+               if self.device else "by declaration/pool/queue")
         return NewEntry(
             idempotency_key=task_key(self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number),
             occurred_at=started, category=self.category, workflow=self.workflow,
             resource=resource_class, quantity=duration_hours(self.started_at, self.ended_at), unit="hour",
             unit_price=rate, currency=price_book.currency, source_kind="task",
             source=_fit(f"{self.dag_id}/{self.run_id}/{self.task_id}/{self.map_index}/{self.try_number}", 500),
-            description=f"{self.task_id} try {self.try_number} on {resource_class} "
+            description=f"{self.task_id} try {self.try_number} on {resource_class}, {how} "
                         f"(queue {self.queue or '-'}, pool {self.pool or '-'})")
 
 
 def book_task_run(ledger_url: str, spool_dir: Path | str, *, dag_id: str, run_id: str, task_id: str,
                   try_number: int, map_index: int | None, queue: str | None, pool: str | None,
                   resource: str | None, started_at: datetime | None, ended_at: datetime | None,
-                  workflow: str, category: str, price_book: PriceBook | Path | str) -> None:
+                  workflow: str, category: str, price_book: PriceBook | Path | str,
+                  device: str | None = None, device_name: str | None = None) -> None:
     """Book one task try's compute. Never raises: what cannot be booked now is spooled.
 
     A try without a start time never ran and costs nothing; one without an end time (marked
@@ -195,7 +254,8 @@ def book_task_run(ledger_url: str, spool_dir: Path | str, *, dag_id: str, run_id
                       map_index=-1 if map_index is None else int(map_index), queue=queue, pool=pool,
                       resource=resource, started_at=started_at, ended_at=ended_at or datetime.now(timezone.utc),
                       workflow=workflow, category=category,
-                      price_book=str(price_book.path if isinstance(price_book, PriceBook) else price_book))
+                      price_book=str(price_book.path if isinstance(price_book, PriceBook) else price_book),
+                      device=device, device_name=device_name)
         key = task_key(dag_id, run_id, task_id, map_index, try_number)
         try:
             book = price_book if isinstance(price_book, PriceBook) else PriceBook.load(price_book)
@@ -233,23 +293,26 @@ def _book_or_spool(ledger_url: str, spool_dir: Path | str, entry: NewEntry) -> N
 
 def _spool(spool_dir: Path | str, key: str, record: dict) -> None:
     """Write one record atomically; one file per key, so spooling the same entry twice is one file."""
-    text = json.dumps(record, sort_keys=True)
     try:
-        spool_dir = Path(spool_dir)
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        final = spool_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
-        fd, tmp = tempfile.mkstemp(dir=spool_dir, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_json(Path(spool_dir), f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json", record)
     except Exception:  # noqa: BLE001 - last resort: the record is in the task log, for a human to book
-        log.exception("Cost capture: could not spool to %s; the unbooked record is: %s", spool_dir, text)
+        log.exception("Cost capture: could not spool to %s; the unbooked record is: %s", spool_dir,
+                      json.dumps(record, sort_keys=True))
+
+
+def _write_json(directory: Path, name: str, record: dict) -> None:
+    """Renamed into place, so a crash leaves the old file or the new one, never half of one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def pending(spool_dir: Path | str) -> list[Path]:

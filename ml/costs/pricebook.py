@@ -8,6 +8,7 @@ key, the date and the file to edit.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -41,6 +42,9 @@ class PriceBook:
     frontier_per_1m_tokens: dict[str, tuple[Price, ...]]
     people_hourly: dict[str, tuple[Price, ...]]
     tooling_monthly: dict[str, tuple[Price, ...]]
+    # Which class a device that ran a task is priced as: "cpu" for the CPU, else a part of a GPU's
+    # name as torch reports it ("A10G" matches "NVIDIA A10G"); the longest matching part wins.
+    devices: dict[str, str] = None  # type: ignore[assignment]
 
     @classmethod
     def load(cls, path: Path | str) -> "PriceBook":
@@ -53,7 +57,7 @@ class PriceBook:
             raise PriceBookError(f"{path}: not valid YAML ({exc}).") from None
         if not isinstance(doc, dict):
             raise PriceBookError(f"{path}: expected a mapping with version, currency, compute_hourly, ...")
-        allowed = {"version", "currency", "compute_hourly", "queues", "storage_gb_month",
+        allowed = {"version", "currency", "compute_hourly", "queues", "devices", "storage_gb_month",
                    "frontier_per_1m_tokens", "people_hourly", "tooling_monthly"}
         unknown = sorted(set(doc) - allowed)
         if unknown:
@@ -85,7 +89,17 @@ class PriceBook:
                 raise PriceBookError(
                     f"{path}: queues.{queue} names {resource_class!r}, which has no compute_hourly price; "
                     f"use one of {', '.join(compute)} or add it under compute_hourly.")
+        devices = doc.get("devices") or {}
+        if not isinstance(devices, dict):
+            raise PriceBookError(f"{path}: 'devices' must map a device (cpu, or part of a GPU's name) to a "
+                                 "compute_hourly class.")
+        for device, resource_class in devices.items():
+            if resource_class not in compute:
+                raise PriceBookError(
+                    f"{path}: devices.{device} names {resource_class!r}, which has no compute_hourly price; "
+                    f"use one of {', '.join(compute)} or add it under compute_hourly.")
         return cls(
+            devices={str(k): str(v) for k, v in devices.items()},
             path=path, version=version, currency=CURRENCY, compute_hourly=compute,
             queues={str(k): str(v) for k, v in queues.items()},
             storage_gb_month=_prices(path, "storage_gb_month", doc.get("storage_gb_month"), ("usd",)),
@@ -112,6 +126,19 @@ class PriceBook:
 
     def tooling_month_usd(self, name: str, on: date) -> Decimal:
         return self._lookup("tooling_monthly", self.tooling_monthly, name, on)["usd"]
+
+    @property
+    def cpu_class(self) -> str | None:
+        """The class a task that computed on the CPU is priced as."""
+        return (self.devices or {}).get("cpu") or self.queues.get("default") or \
+            ("cpu" if "cpu" in self.compute_hourly else None)
+
+    def resource_class_for_device(self, device_name: str) -> str | None:
+        """The class of a GPU by its name (the longest `devices:` key inside it), or None."""
+        # As a whole word: "L4" must not price an "L40S".
+        matches = [k for k in (self.devices or {})
+                   if k != "cpu" and re.search(rf"(?<![A-Za-z0-9]){re.escape(k)}(?![A-Za-z0-9])", device_name, re.I)]
+        return self.devices[max(matches, key=len)] if matches else None
 
     def resource_class_for_queue(self, queue: str | None) -> str | None:
         """The compute class a Celery queue runs on, or None when the book does not map it."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from ml import registry
 from ml.config import Settings
+from ml.costs.capture import report_device
 from ml.data import contract
 from ml.evaluate.gate import decide
 from ml.evaluate.metrics import classification_report, metric_key, per_class_metrics
@@ -116,8 +117,10 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
     # not by the DAG run: a new run of the same inputs after a kill resumes where it stopped.
     checkpoint_root = settings.runs_dir / wf.name / "checkpoints"
     with _open_run(settings, wf, run_key) as run:
-        dataset = mlflow.data.from_pandas(train_df, name=f"{wf.name}-train", digest=meta["dataset_version"][:36])
+        dataset = mlflow.data.from_pandas(train_df, name=f"{wf.name}-train", digest=meta["dataset_version"][:36],
+                                          source=store.source_url(meta["dataset_version"]))
         mlflow.log_input(dataset, context="training")
+        report_device(settings.state_dir, _device(settings))  # the cost listener prices this try by it
         result = train_student(base_dir=base_dir, texts=list(train_df[contract.TEXT]), teacher_probs=data["probs"],
                                hard_labels=data["hard"], label_names=meta["labels"], cfg=wf.training,
                                out_dir=out_dir, device=_device(settings), seed=settings.seed,
@@ -427,6 +430,30 @@ def _served_description(served: dict, evaluation: dict) -> str:
             f"p50 {served['latency_p50_ms']:.2f} ms ({served['method']}). Other variants: {others or 'none'}.")
 
 
+def _link_evaluation(settings: Settings, wf: Workflow, run_id: str, model_uri: str, evaluation: dict) -> None:
+    """The evaluation set as a run input (its DVC remote object as the source, its md5 as the digest),
+    and the run's eval.* metrics again against the logged model and that dataset, so the MLflow UI
+    shows them on the model's page. The figures are the ones evaluate_and_gate logged; a retry
+    finds the model's metrics there and logs nothing twice."""
+    import mlflow
+
+    model_id = registry._logged_model_id(model_uri)
+    store, eval_version = store_for(settings, wf), evaluation["eval_version"]
+    dataset = mlflow.data.from_pandas(store.load("eval"), name=f"{wf.name}-eval", digest=eval_version,
+                                      source=store.source_url(eval_version))
+    client = registry.MlflowClient()
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(dataset, context="evaluation")
+        if model_id:
+            # log_model already copied the run's metrics to the model, without a dataset: these are
+            # the same figures, named with the set they were measured on.
+            done = {m.key for m in client.get_logged_model(model_id).metrics if m.dataset_digest == eval_version}
+            metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items()
+                       if k.startswith("eval.") and k not in done}
+            if metrics:
+                mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
+
+
 def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: dict) -> dict:
     import mlflow
 
@@ -446,16 +473,19 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
             info = log_served_model(served["variant"], Path(train_ref["model_dir"]), Path(served["artifact"]),
                                     max_length=wf.training.max_length)
             model_uri = info.model_uri
+    _link_evaluation(settings, wf, run_id, model_uri, evaluation)
     tags = {"workflow": wf.name, "dataset_version": train_ref["dataset_version"],
             "base_model": wf.base_model, "base_fingerprint": train_ref["base_fingerprint"],
             "teacher": json.dumps(train_ref["teacher"]), "git_sha": git_sha(settings), "airflow_run_key": run_key,
             "gate": "passed" if gate_ref["passed"] else "failed", "macro_f1": f"{gate_ref['macro_f1']:.4f}",
             "latency_p99_ms": f"{gate_ref['latency_p99_ms']:.2f}",
             "gate_decision": json.dumps(evaluation["decision"])[:4900], **_served_tags(served, evaluation),
+            "eval_dataset_version": evaluation["eval_version"],
             "cost_usd": _run_cost_usd(settings, wf, run_key),
             "cost_scope": "cost ledger: this DAG run's tasks booked before registration (targets, training, evaluation)"}
     version = registry.register(client, wf.model_name, model_uri, run_id, idempotency_key=run_key, tags=tags,
-                                description=_served_description(served, evaluation))
+                                description=registry.describe_gate(evaluation["decision"]) + "\n\n"
+                                + _served_description(served, evaluation))
     current = registry.version_by_alias(client, wf.model_name, registry.CHALLENGER)
     if current is None or str(current.version) != version:
         registry.move_alias(client, wf.model_name, registry.CHALLENGER, version,

@@ -153,6 +153,45 @@ def test_a_task_try_is_booked_as_hours_times_the_rate_of_its_class(tmp_path, led
     assert pending(tmp_path / "spool") == []
 
 
+# Price what ran: the device the task reports, the queue only as a fallback --------------------
+
+@pytest.mark.parametrize("device, device_name, expected_class, expected_rate", [
+    # The seed's bug: train_student on the `gpu` queue found no GPU, ran on the CPU, and was
+    # booked as 1.5 A10G hours ($1.509). It is 1.5 CPU hours: 1.5 x $0.1008 = $0.1512.
+    ("cpu", None, "cpu", Decimal("0.1008")),
+    ("cuda", "NVIDIA A100-SXM4-40GB", "gpu_a100", Decimal("2.74")),
+    ("cuda", "NVIDIA H200", "gpu_a10g", Decimal("1.006")),  # not in the book's devices: the queue's class
+    (None, None, "gpu_a10g", Decimal("1.006")),  # nothing reported: the queue's class
+])
+def test_a_try_is_priced_by_the_device_it_ran_on(tmp_path, ledger_url, device, device_name, expected_class,
+                                                 expected_rate):
+    book_task_run(ledger_url, tmp_path / "spool", **task_run(device=device, device_name=device_name))
+    with Ledger(ledger_url) as ledger:
+        [entry] = ledger.entries()
+    assert (entry.resource, entry.unit_price, entry.amount) == (expected_class, expected_rate, Decimal("1.5") * expected_rate)
+    if device:
+        assert (device_name or device) in entry.description
+
+
+def test_the_task_reports_its_device_and_the_listener_reads_it(tmp_path, monkeypatch):
+    capture.report_device(tmp_path, "cpu")  # outside Airflow: no try to name, nothing written
+    assert not (tmp_path / capture.DEVICE_REPORTS_DIR).exists()
+    for key, value in {"DAG_ID": "distill__t", "DAG_RUN_ID": "manual__1", "TASK_ID": "train_student",
+                       "TRY_NUMBER": "2"}.items():
+        monkeypatch.setenv(f"AIRFLOW_CTX_{key}", value)
+    capture.report_device(tmp_path, "cuda", "NVIDIA A10G")
+    assert capture.reported_device(tmp_path, "distill__t", "manual__1", "train_student", 2) == {
+        "device": "cuda", "device_name": "NVIDIA A10G"}
+    assert capture.reported_device(tmp_path, "distill__t", "manual__1", "train_student", 1) is None  # another try
+
+
+def test_a_device_priced_as_an_unknown_class_is_refused(tmp_path):
+    text = PRICE_BOOK_FILE.read_text().replace("  A10G: gpu_a10g", "  A10G: gpu_a10", 1)
+    (tmp_path / "book.yaml").write_text(text)
+    with pytest.raises(PriceBookError, match="devices.A10G names 'gpu_a10'"):
+        PriceBook.load(tmp_path / "book.yaml")
+
+
 def test_every_retry_is_booked_once_and_a_redelivery_is_not_doubled(tmp_path, ledger_url):
     spool = tmp_path / "spool"
     for run in (task_run(try_number=1), task_run(try_number=1), task_run(try_number=2),
