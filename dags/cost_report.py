@@ -1,7 +1,8 @@
 """cost_report: keep the books, and answer "does post-training pay, and from when?".
 
-1. **book_metered** — frontier spend from the accepted call logs (tokens × the price book) and
-   this month's storage of datasets and model artifacts, into the append-only cost ledger.
+1. **book_metered** — frontier spend from the accepted call logs (tokens × the price book),
+   this month's storage of datasets and model artifacts, and the workflow's equal share of the
+   control plane (the price book's tooling_monthly, every month), into the append-only ledger.
    (Every task's compute is booked by the cost listener plugin as the task finishes.)
 2. **build_report** — the ninety-day constraints measured on the call log, break-even of the
    frontier API vs. fully loaded post-training (beside the naive compute-only answer), the

@@ -562,6 +562,36 @@ def book_manual(ledger: Ledger, *, price_book: PriceBook, workflow: str, on: dat
     return ledger.append(NewEntry(idempotency_key=idempotency_key, **values))
 
 
+# The platform's own control plane --------------------------------------------------------
+
+def book_tooling_months(ledger: Ledger, price_book: PriceBook, *, workflow: str, workflows: list[str],
+                        first_month: date, until: date) -> list[Entry]:
+    """Book the workflow's share of every tooling_monthly line of the price book, for each calendar
+    month from first_month to the month of `until`, both included.
+
+    The rule, stated: the control plane (Airflow, MLflow, ...) serves every declared workflow alike,
+    so each of the N declared workflows carries 1/N of each tool's month, booked at the start of
+    the month (a month of a service is paid for when it begins). One entry per tool, month and
+    workflow: running it again books nothing twice.
+    """
+    if workflow not in workflows:
+        raise ValueError(f"workflow {workflow!r} is not among the declared workflows {workflows}.")
+    share = Decimal(1) / Decimal(len(workflows))
+    out, month = [], first_month.replace(day=1)
+    while month <= until:
+        for tool in sorted(price_book.tooling_monthly):
+            out.append(ledger.append(NewEntry(
+                idempotency_key=_fit(f"tooling:{tool}:{month:%Y-%m}:{workflow}", 200),
+                occurred_at=datetime.combine(month, time(), timezone.utc), category=Category.TOOLING.value,
+                workflow=workflow, resource=f"tooling:{tool}", quantity=share, unit="month",
+                unit_price=price_book.tooling_month_usd(tool, month), currency=price_book.currency,
+                source_kind="system", source="tooling_monthly",
+                description=f"{tool}, {month:%Y-%m}: 1/{len(workflows)} of the month, an equal share for each "
+                            f"declared workflow")))
+        month = (month + timedelta(days=32)).replace(day=1)
+    return out
+
+
 # A manual line is one timesheet, one tool's months or one invoice line: beyond these it is a typo.
 MAX_MANUAL_QUANTITY = Decimal(1_000_000)
 

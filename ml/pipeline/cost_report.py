@@ -51,7 +51,20 @@ def book_metered(workflow: str) -> dict:
             if n_bytes is not None:
                 storage.append(capture.book_storage(ledger, n_bytes, workflow=wf.name, price_book=book,
                                                     period_start=start, period_end=today, resource=f"storage:{name}"))
-    return {"frontier_entries": len(frontier), "storage_entries": len(storage)}
+        tooling = _book_tooling(settings, wf, book, ledger, today)
+    return {"frontier_entries": len(frontier), "storage_entries": len(storage), "tooling_entries": len(tooling)}
+
+
+def _book_tooling(settings, wf, book: PriceBook, ledger: Ledger, today: date) -> list:
+    """The workflow's share of the control plane (capture.book_tooling_months states the rule)."""
+    from ml.workflows import load_workflows
+
+    # Since the platform first ran a task for it: the frontier call log can be far older than that.
+    first = min((e.occurred_at.date() for e in ledger.entries(workflow=wf.name) if e.source_kind == "task"),
+                default=today)
+    return capture.book_tooling_months(ledger, book, workflow=wf.name,
+                                       workflows=sorted(load_workflows(settings.workflows_file)),
+                                       first_month=first, until=today)
 
 
 def stored_bytes(location: str) -> int | None:

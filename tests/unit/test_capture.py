@@ -537,3 +537,20 @@ def test_the_listener_spools_when_the_ledger_is_down(listener, tmp_path, monkeyp
     monkeypatch.setenv("MLOPS_LEDGER_URL", f"postgresql://postgres@127.0.0.1:{closed_port()}/ledger")
     listener.hook.on_task_instance_success(previous_state=None, task_instance=fake_task_instance())
     assert len(pending(tmp_path / "spool")) == 1
+
+
+# The control plane, booked every month ---------------------------------------------------------
+
+def test_tooling_is_booked_every_month_in_equal_shares(ledger_url, book):
+    with Ledger(ledger_url) as ledger:
+        booked = capture.book_tooling_months(ledger, book, workflow="b", workflows=["a", "b", "c"],
+                                             first_month=date(2026, 10, 17), until=date(2026, 12, 1))
+        again = capture.book_tooling_months(ledger, book, workflow="b", workflows=["a", "b", "c"],
+                                            first_month=date(2026, 10, 17), until=date(2026, 12, 1))
+        assert [e.id for e in again] == [e.id for e in booked] and len(ledger.entries()) == 6
+        months = ledger.totals(("month",))
+    # Each month: (121.03 + 73.58) / 3 = 64.87 for each of the three workflows (1/3 = 0.333333333 of a month).
+    assert {m: v.quantize(Decimal("0.01")) for m, v in months.items()} == {
+        "2026-10": Decimal("64.87"), "2026-11": Decimal("64.87"), "2026-12": Decimal("64.87")}
+    assert {e.resource for e in booked} == {"tooling:airflow_control_plane", "tooling:mlflow_server"}
+    assert all(e.category == "tooling" and e.occurred_at.day == 1 for e in booked)
