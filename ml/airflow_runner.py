@@ -236,6 +236,7 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
         tmp_link.symlink_to(log_path.relative_to(latest.parent))
         os.replace(tmp_link, latest)
         echo(f"→ airflow dags test {dag_id}  (log: {log_path})")
+        sys.stdout.flush()
         when = logical.isoformat()
         env = _child_env(settings, {PROGRESS_FILE_VAR: str(progress_path)})
         with open(log_path, "w") as log:
@@ -295,6 +296,7 @@ class _RunWatcher:
         stream = getattr(sys.stdout, "isatty", None)
         self.tty = bool(enabled and echo is print and stream and stream())
         self.running: list[str] = []
+        self.finished: set[str] = set()
         self._shown_running: list[str] | None = None
         self._last_plain = (None, 0.0, None)  # (step, monotonic time, val score)
         self._drawn = False
@@ -325,13 +327,17 @@ class _RunWatcher:
             except AirflowRunError:
                 continue  # the run may not exist yet; the final look decides
             self.running = sorted(t for t, s in states.items() if s == "running")
+            self.finished = {t for t, s in states.items() if s in FINISHED_TASK_STATES}
 
     def _show(self, snap: dict | None) -> None:
         running = list(self.running)
-        if snap and snap.get("task") and not running:
-            running = [str(snap["task"])]  # Airflow's states not polled yet: the snapshot names the task
-        if snap and snap.get("task") and snap["task"] not in running:
-            snap = None  # the snapshot of a task that has ended
+        task = str(snap.get("task")) if snap and snap.get("task") else None
+        if task and task in self.finished:
+            snap, task = None, None  # the last snapshot of a task Airflow has seen end
+        if task and not running:
+            running = [task]  # between two looks at Airflow's states: the snapshot names the task
+        if task and task not in running:
+            snap = None
         line = progress_line(snap)
         if self.tty:
             text = f"  {', '.join(running) or 'starting'}  {line}".rstrip()
@@ -341,6 +347,7 @@ class _RunWatcher:
             return
         if running != self._shown_running and running:
             self.echo(f"  running: {', '.join(running)}")
+            sys.stdout.flush()  # a log file or pipe sees it now, not when the buffer fills
             self._shown_running = running
         if snap and line:
             step, at, score = self._last_plain
@@ -348,6 +355,7 @@ class _RunWatcher:
             now = time.monotonic()
             if snap.get("step") != step and (now - at >= PLAIN_LINE_EVERY_S or val != score or step is None):
                 self.echo(f"  {snap.get('task', 'training')}: {line}")
+                sys.stdout.flush()
                 self._last_plain = (snap.get("step"), now, val)
 
 

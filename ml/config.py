@@ -126,6 +126,27 @@ class Settings:
             Path(self.mlflow_artifact_root).mkdir(parents=True, exist_ok=True)
 
 
+def state_note(settings: Settings, environ: dict[str, str] | None = None) -> str | None:
+    """Why the state folder may not be the one meant, or None when it holds state.
+
+    A mistyped MLOPS_STATE_DIR is not an error (a new state folder is how every install starts)
+    but must not pass silently: a command reading it would show an empty registry or ledger as
+    if that were the truth. "Holds state" means a dataset or an Airflow metadata DB is there.
+    """
+    env = os.environ if environ is None else environ
+    state = settings.state_dir
+    origin = f"{ENV_PREFIX}STATE_DIR={env[ENV_PREFIX + 'STATE_DIR']}" if env.get(ENV_PREFIX + "STATE_DIR") else "the default"
+    if not state.exists():
+        return (f"state folder {state} ({origin}) does not exist: this is a new, empty state. "
+                f"If you meant an existing one, check {ENV_PREFIX}STATE_DIR.")
+    data = settings.data_dir
+    has_data = data.is_dir() and next((p for p in data.rglob("*") if p.is_file()), None) is not None
+    if not has_data and not (settings.airflow_home / "airflow.db").exists():
+        return (f"state folder {state} ({origin}) holds no dataset and no Airflow run yet (new or empty). "
+                f"If you expected data here, check {ENV_PREFIX}STATE_DIR.")
+    return None
+
+
 def _parse(name: str, raw: str, typ):
     var = ENV_PREFIX + name.upper()
     try:

@@ -68,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             common._json_stdout = real_stdout
         sys.stdout = sys.stderr
+    common.take_notes()  # none left from an earlier in-process call
     try:
         code = args.func(args) or EXIT_OK
         real_stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        for text in common.take_notes():
+            print(f"mlops: {text}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
         print("mlops: interrupted", file=sys.stderr)
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         known = (CliError, SettingsError, ValueError, RuntimeError, FileNotFoundError, PermissionError, LookupError)
         if not isinstance(exc, known):
             raise
-        message = f"mlops {args.command}: {exc}"
+        notes = common.take_notes()
+        message = f"mlops {args.command}: {exc}" + (f" (note: {'; '.join(notes)})" if notes else "")
         print(message, file=sys.stderr)
         if as_json:
             common.emit(args, {"error": str(exc), "command": args.command, "exit_code": EXIT_ERROR})

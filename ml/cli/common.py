@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ml.config import Settings, load_settings
+from ml.config import Settings, load_settings, state_note
 from ml.workflows import Workflow, load_workflows
 
 
@@ -18,14 +18,51 @@ def add_workflow(parser) -> None:
 
 
 def settings_and_workflow(args) -> tuple[Settings, Workflow]:
+    """The settings and the workflow a command acts on, saying on stderr what a user did not choose:
+    the workflow when -w was not given, and a state folder that is new or empty."""
     settings = load_settings()
+    state = state_note(settings)
     workflows = load_workflows(settings.workflows_file)
     name = getattr(args, "workflow", None)
-    if name is None:
-        return settings, next(iter(workflows.values()))
-    if name not in workflows:
+    if name is not None and name not in workflows:
         raise LookupError(f"unknown workflow {name!r}; {settings.workflows_file} declares: {', '.join(workflows)}")
+    if state:
+        note(state)
+    if name is None:
+        first = next(iter(workflows.values()))
+        others = f"; others: {', '.join(n for n in workflows if n != first.name)}" if len(workflows) > 1 else ""
+        note(f"workflow {first.name!r} (the first in {settings.workflows_file}; choose with -w NAME{others})")
+        return settings, first
     return settings, workflows[name]
+
+
+# What a user did not choose but should know (the workflow picked for them, a new state folder).
+# Long commands (run, demo) print them at once; others leave them to main(), which prints them
+# after the command, or folds them into the one-line error when it fails.
+_notes: list[str] = []
+_notes_now = False
+
+
+def note(text: str) -> None:
+    if _notes_now:
+        print(f"mlops: {text}", file=sys.stderr, flush=True)
+    else:
+        _notes.append(text)
+
+
+def notes_now() -> None:
+    """From here on, print notes at once (a command that runs for minutes)."""
+    global _notes_now
+    _notes_now = True
+    for text in _notes:
+        print(f"mlops: {text}", file=sys.stderr, flush=True)
+    _notes.clear()
+
+
+def take_notes() -> list[str]:
+    global _notes_now
+    taken, _notes[:], _notes_now = list(_notes), [], False
+    return taken
 
 
 # Under --json, main() points sys.stdout at stderr for the whole command (so whatever a step

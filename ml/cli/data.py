@@ -28,7 +28,7 @@ def cmd_import(args) -> int:
     result = {"workflow": wf.name, "dropped": str(target), "kind": batch.kind, "rows": len(batch.frame),
               "role": args.role}
     emit(args, result, f"dropped {target} ({batch.kind}, {len(batch.frame)} rows) for {wf.name}; "
-                       f"it is validated by the next ingest_validate__{wf.name} run (now: mlops run --only ingest_validate)")
+                       f"it is validated by the next ingest_validate__{wf.name} run (now: mlops run --only ingest_validate -w {wf.name})")
     return 0
 
 
@@ -74,7 +74,8 @@ def cmd_quarantine(args) -> int:
 
 def _need_id(args) -> str:
     if not args.id:
-        raise ValueError(f"`mlops data quarantine {args.action}` needs a batch ID; see `mlops data quarantine list`")
+        raise ValueError(f"`mlops data quarantine {args.action}` needs a batch ID; see `mlops data quarantine list"
+                         f"{' -w ' + args.workflow if args.workflow else ''}`")
     return args.id
 
 
@@ -109,7 +110,6 @@ def register(sub) -> None:
     add_json(p)
     p.set_defaults(func=cmd_versions)
 
-    p = dsub.add_parser("quarantine", help="list | show ID | release ID: batches the validation gate rejected")
     p = dsub.add_parser("checkout", help="restore a dataset version's exact train and eval files from the DVC remote")
     p.add_argument("version", help="a dataset version (md5 or its first 6+ characters; a model's dataset_version tag)")
     p.add_argument("--out", required=True, help="folder to write train.parquet and eval.parquet into (never overwritten)")
@@ -118,6 +118,7 @@ def register(sub) -> None:
     add_json(p)
     p.set_defaults(func=cmd_checkout)
 
+    p = dsub.add_parser("quarantine", help="list | show ID | release ID: batches the validation gate rejected")
     p.add_argument("action", choices=("list", "show", "release"))
     p.add_argument("id", nargs="?", help="quarantined batch ID (from `list`)")
     add_workflow(p)

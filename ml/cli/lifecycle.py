@@ -8,8 +8,8 @@ import shutil
 import sys
 
 from ml.airflow_runner import migrate, run_airflow, test_dag
-from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, table
-from ml.config import load_settings
+from ml.cli.common import add_json, add_workflow, emit, notes_now, settings_and_workflow, table
+from ml.config import load_settings, state_note
 from ml.workflows import load_workflows
 
 DAGS = ("ingest_validate", "distill", "frontier_report", "cost_report")
@@ -95,6 +95,7 @@ def _latest_gate_failures(client, wf) -> list[str]:
 
 
 def cmd_demo(args) -> int:
+    notes_now()
     settings, wf = settings_and_workflow(args)
     settings.ensure_dirs()
     log = (lambda m: None) if args.json else print
@@ -103,7 +104,7 @@ def cmd_demo(args) -> int:
     first = summary(settings, wf)
     if first["champion"] is None:
         raise RuntimeError(f"the lifecycle ran but no version became @champion; the gate said: "
-                           f"{'; '.join(first['gate_failures'])} (see `mlops models show N`)")
+                           f"{'; '.join(first['gate_failures'])} (see `mlops models show N -w {wf.name}`)")
     keep_current = {"shown": False, "reason": "--skip-keep-current"}
     if not args.skip_keep_current:
         from ml import demo_keep_current
@@ -121,7 +122,8 @@ def cmd_demo(args) -> int:
         f"  cost ledger:   {result['ledger']}",
         f"  Airflow UI:    {result['airflow_ui']}",
         f"  MLflow UI:     {result['mlflow_ui']}",
-        "  next:          mlops models list | mlops costs report | mlops data versions"])
+        f"  next:          mlops models list -w {wf.name} | mlops costs report -w {wf.name} | "
+        f"mlops data versions -w {wf.name}"])
     emit(args, result, text)
     return 0
 
@@ -136,6 +138,7 @@ def _kept_current_line(kc: dict) -> str:
 
 
 def cmd_run(args) -> int:
+    notes_now()
     settings, wf = settings_and_workflow(args)
     settings.ensure_dirs()
     stages = [args.only] if args.only else list(DAGS)
@@ -190,6 +193,8 @@ def cmd_doctor(args) -> int:
             raise RuntimeError(f"unexpected versions: {', '.join(bad)}; run `make install`")
         return ", ".join(f"{p} {v}" for p, v in found.items())
 
+    state_warning = state_note(settings)  # before the checks below create the folder
+
     def state_writable():
         settings.ensure_dirs()
         probe = settings.state_dir / ".doctor"
@@ -235,9 +240,15 @@ def cmd_doctor(args) -> int:
               _check("device", device)]
     if settings.mlflow_tracking_uri.split(":")[0] in ("sqlite", "postgresql", "mysql"):
         checks.insert(5, _check("MLflow database", database("mlflow_tracking_uri")))
+    if state_warning:
+        # A warning, not a failure: a new state is how every install starts.
+        checks.insert(2, {"check": "state folder has data", "ok": True, "warning": True, "detail": state_warning})
+    for c in checks:
+        c.setdefault("warning", False)
     ok = all(c["ok"] for c in checks)
-    emit(args, {"ok": ok, "checks": checks},
-         "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']:<22} {c['detail']}" for c in checks))
+    emit(args, {"ok": ok, "warnings": sum(bool(c.get("warning")) for c in checks), "checks": checks},
+         "\n".join(f"{'WARN' if c.get('warning') else 'ok  ' if c['ok'] else 'FAIL'}  {c['check']:<22} {c['detail']}"
+                   for c in checks))
     return 0 if ok else 1
 
 

@@ -159,7 +159,7 @@ def cmd_approve(args) -> int:
     gate = _json_tag(v.tags, "gate_decision") or {}
     if v.tags.get("gate") != "passed" and not args.override_gate:
         raise ValueError(f"v{version} failed its gate ({v.tags.get('gate') or 'no gate recorded'}); see "
-                         f"`mlops models show {version}`; pass --override-gate to promote it anyway (recorded)")
+                         f"`mlops models show {version} -w {wf.name}`; pass --override-gate to promote it anyway (recorded)")
     current = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
     current_version = str(current.version) if current else None
     # Compare-and-set against the champion the gate compared with: a gate passed against another
@@ -168,7 +168,7 @@ def cmd_approve(args) -> int:
     if current_version not in (expected, version):
         raise registry.PromotionConflict(
             f"@champion of {wf.model_name} is now v{current_version}, not v{expected} as when the gate of v{version} "
-            "compared them; nothing recorded. Re-run the gate (mlops run --only distill), or add --override-gate "
+            f"compared them; nothing recorded. Re-run the gate (mlops run --only distill -w {wf.name}), or add --override-gate "
             "to promote it over the current champion anyway (recorded).")
     reason = args.reason + (" (gate overridden)" if args.override_gate else "")
     previous = registry.decision_of(client, wf.model_name, version)
@@ -178,7 +178,7 @@ def cmd_approve(args) -> int:
         payload = {"version": version, "decision": record, "moved": False, "promoted_by": wait["run_key"]}
         emit(args, payload, f"v{version} approved by {record['who']}: {args.reason}\n"
                             f"DAG run {wait['run_key']} is waiting for it and moves @champion at its next look "
-                            f"(within {registry.WAIT_POLL_MAX_S / 60:.0f} minutes): `mlops models history` shows it.")
+                            f"(within {registry.WAIT_POLL_MAX_S / 60:.0f} minutes): `mlops models history -w {wf.name}` shows it.")
         return 0
     # No run waits: this command is the one that moves @champion.
     try:
@@ -209,7 +209,7 @@ def cmd_reject(args) -> int:
     if registry.is_waiting(wait):
         lines.append(f"DAG run {wait['run_key']} ends at its next look with promote skipped.")
     if registry.CHAMPION in v.aliases:
-        lines.append(f"v{version} is @champion and keeps serving: `mlops models rollback --reason TEXT` to replace it.")
+        lines.append(f"v{version} is @champion and keeps serving: `mlops models rollback --reason TEXT -w {wf.name}` to replace it.")
     emit(args, {"version": version, "decision": record, "promoted_by": None}, "\n".join(lines))
     return 0
 

@@ -127,7 +127,9 @@ def test_doctor_json_reports_each_check(env, tmp_path):
     assert result.returncode in (0, 1), result.stderr[-2000:]
     report = json.loads(result.stdout)
     checks = {c["check"]: c for c in report["checks"]}
-    assert all(set(c) == {"check", "ok", "detail"} and isinstance(c["ok"], bool) for c in checks.values())
+    assert all(set(c) == {"check", "ok", "detail", "warning"} and isinstance(c["ok"], bool) for c in checks.values())
+    # A new state folder is a warning (a mistyped MLOPS_STATE_DIR must not pass as "all ok"), not a failure.
+    assert checks["state folder has data"]["warning"] is True and report["warnings"] == 1
     assert {"versions", "state folder writable", "workflows file", "ledger database", "device"} <= set(checks)
     assert checks["state folder writable"]["ok"] is True
     assert checks["state folder writable"]["detail"] == str((tmp_path / "state").resolve())
