@@ -116,7 +116,7 @@ def constraints(m: Measurement, wf: Workflow) -> Constraints:
 
 
 def _usd(amount: Decimal) -> str:
-    return f"${amount:,.2f}"
+    return f"{'-' if amount < 0 else ''}${abs(amount):,.2f}"
 
 
 def verdict(c: Constraints) -> tuple[list[str], str]:

@@ -216,3 +216,24 @@ def test_the_ninety_day_report_says_not_measured_yet(state):
 
     report = build_report("human_labelled", settings=state, now=datetime(2026, 12, 1, tzinfo=timezone.utc))
     assert report["verdict"].startswith("not measured yet") and report["measured"] is None
+
+
+def test_cli_json_html_and_cost_page_show_the_same_verdict_basis_and_margin(state, capsys):
+    from ml.cli import main
+    from ml.costs import review_page
+    from ml.costs.ledger import Ledger
+
+    assert main(["costs", "report", "--refresh", "--json", "-w", "human_labelled"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)  # exactly one JSON document on stdout
+    assert main(["costs", "report", "-w", "human_labelled"]) == 0
+    text = capsys.readouterr().out
+    html_report = (state.reports_dir / "human_labelled" / "breakeven.html").read_text()
+    with Ledger(state.ledger_url) as ledger:
+        page = review_page.render_page([review_page.review("human_labelled", "", state.reports_dir, ledger)])
+    import html as html_lib
+
+    for needle in (report["verdict"], report["basis"]["flip"], report["basis"]["reconciliation"],
+                   report["basis"]["recurring"], "2 replica(s) of cpu", "$147.17 a month"):
+        assert needle in text and needle in html_lib.unescape(html_report) and needle in html_lib.unescape(page), needle
+    assert "$-" not in text + html_report + page  # money is -$1,234, never $-1,234
