@@ -34,6 +34,7 @@ workflows:
     base_model: {base}
     teacher: {{kind: call_log, model: frontier-large}}
     latency_sla_p99_ms: 5000
+    monthly_calls: 3000000   # the demo's volume: below ~150k calls a month two always-on replicas cost more than the frontier, and the cost gate says so
     schedule: {{cron: null, on_new_data: true}}
     training: {{epochs: 1, batch_size: 16, max_length: 32, learning_rate: 1.0e-3, checkpoint_every: 10}}
     validation: {{min_rows: 20, min_per_class: 1}}
