@@ -2,11 +2,13 @@
 
 A user copies these lines; one that names a command or flag that does not exist (`mlops workflows
 show NAME` before it existed) is a broken promise. Placeholders (NAME, FILE, N) stand for values;
-`[--flag]` is optional and `a|b` offers a choice: each form is parsed.
+`[--flag]` is optional and `a|b` offers a choice: each form is parsed. A mention that leaves out a
+required value passes; an unknown command, flag or choice never does.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 from pathlib import Path
@@ -64,6 +66,23 @@ def forms(command: str) -> list[list[str]]:
     return out
 
 
+def optional_values(parser):
+    """The parser with no required option, positional or value: a mention in prose may leave out
+    values (`mlops costs add --tooling`), and argparse would report those before an unknown flag."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                optional_values(sub)
+        else:
+            action.required = False
+            if action.nargs is None and not isinstance(action.const, bool) and action.type is not bool \
+                    and action.__class__.__name__ in ("_StoreAction",):
+                action.nargs = "?"  # `--tooling` named in prose without its value
+    for group in parser._mutually_exclusive_groups:
+        group.required = False
+    return parser
+
+
 COMMANDS = quoted_commands()
 
 
@@ -73,7 +92,7 @@ def test_the_readme_quotes_mlops_commands():
 
 @pytest.mark.parametrize("where, command", COMMANDS, ids=[f"{w} {c}" for w, c in COMMANDS])
 def test_a_quoted_command_parses(where, command, capsys):
-    parser = build_parser()
+    parser = optional_values(build_parser())
     for argv in forms(command):
         try:
             parser.parse_args(argv)
