@@ -1,7 +1,9 @@
-"""Inference and serving figures for a saved model directory, measured in one process.
+"""Inference figures for a saved model directory, and the choice of the variant that is served.
 
-The same `predict_probs` scores the evaluation set and times the serving path, so the
-latency the gate checks is the latency of the model that was scored.
+`predict_probs` scores the evaluation set; `measure_latency` gives in-process throughput (the
+cost model's calls per second). The latency the gate judges is not taken here but by
+ml/evaluate/latency.py (a separate process, robust to a busy host), for every candidate variant;
+`choose_served_variant` then picks the fastest within the workflow's quality tolerance.
 """
 
 from __future__ import annotations

@@ -4,9 +4,12 @@
    run folder; XCom carries its path).
 2. `train`: fine-tune the student on the distillation loss, in an MLflow run that a retry
    re-opens (checkpoints make the retry resume, not restart).
-3. `evaluate_and_gate`: challenger and champion on the same frozen evaluation set, in one
-   process: quality, p99 latency at batch 1, cost per 1,000 calls; the gate's decision.
-4. `register_challenger`: log the model (safetensors, models-from-code pyfunc), register one
+3. `evaluate_and_gate`: challenger and champion on the same frozen evaluation set: quality of
+   each serving variant (torch fp32, ONNX fp32/int8, bf16 on CUDA), their p99 latency at batch 1
+   measured apart from the host's load (ml/evaluate/latency.py); the fastest within
+   `serving.max_quality_cost` is the served variant, and the gate (quality, latency, cost per
+   1,000 calls) judges it.
+4. `register_challenger`: log the served variant (models-from-code pyfunc), register one
    version per DAG run (idempotent), tag its lineage, point @challenger at it.
 5. `await_approval`: with `approval: manual`, one look at the model owner's decision per poke of
    the DAG's waiting task; automatic approval passes at once.
@@ -28,6 +31,7 @@ from ml import registry
 from ml.config import Settings
 from ml.costs.capture import report_device
 from ml.data import contract
+from ml.evaluate import confusion
 from ml.evaluate.gate import decide
 from ml.evaluate.metrics import classification_report, metric_key, per_class_metrics
 from ml.evaluate.latency import measure_isolated
@@ -354,10 +358,10 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
                   "eval_version": store_for(settings, wf).current("eval")["version"],
                   "frontier_cost_per_1k_calls_usd": frontier_per_call * 1000 if frontier_per_call else None}
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
-    _confusion_png(challenger["confusion_matrix"], labels, out / "confusion_matrix.png")
+    image = confusion.save_png(challenger["confusion_matrix"], labels, out / confusion.IMAGE_ARTIFACT)
     with mlflow.start_run(run_id=train_ref["run_id"]):
         mlflow.log_artifact(str(out / "evaluation.json"))
-        mlflow.log_artifact(str(out / "confusion_matrix.png"))
+        confusion.log_to_mlflow(challenger["confusion_matrix"], labels, image)  # counts, shares, per-class table
         if "onnx" in challenger:
             mlflow.log_artifact(str(out / "export" / "model.onnx"), artifact_path="onnx")
             mlflow.log_artifact(str(out / "export" / "model.int8.onnx"), artifact_path="onnx")
@@ -375,23 +379,6 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
             "latency_p99_ms": served["latency_p99_ms"], "served_variant": served_variant,
             "champion_version": decision.champion_version, "evaluation": str(out / "evaluation.json")}
 
-
-def _confusion_png(cm, labels, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 7))
-    ax.imshow(np.asarray(cm), cmap="Blues")
-    shown = [str(label).replace("$", r"\$") for label in labels]  # "$5 refund" is not mathtext
-    ax.set_xticks(range(len(labels)), shown, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), shown, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true (gold)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _run_cost_usd(settings: Settings, wf: Workflow, run_key: str) -> str:
