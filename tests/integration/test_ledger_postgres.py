@@ -113,6 +113,9 @@ def test_eight_concurrent_writers_book_every_entry_once(pg_url):
     "DELETE FROM ledger_entries WHERE idempotency_key = 'refuse-me'",
     "DELETE FROM ledger_entries",
     "TRUNCATE ledger_entries",  # row triggers do not see TRUNCATE; a statement trigger does
+    # PostgreSQL's upsert is an UPDATE, refused as one (SQLite's REPLACE needed migration 0002).
+    "INSERT INTO ledger_entries SELECT * FROM ledger_entries WHERE idempotency_key = 'refuse-me' "
+    "ON CONFLICT (id) DO UPDATE SET amount = 0",
 ])
 def test_the_database_refuses_update_delete_and_truncate(ledger, pg_url, sql):
     import psycopg2
@@ -127,6 +130,7 @@ def test_the_database_refuses_update_delete_and_truncate(ledger, pg_url, sql):
     finally:
         raw.close()
     assert ledger.get(entry.id) == entry
+    assert ledger.verify() == []  # every entry hashes to what was booked, on PostgreSQL's types too
 
 
 # The rest of the contract, on PostgreSQL's types ----------------------------------------------
