@@ -116,7 +116,7 @@ def training_widths(tokenizer, texts, cfg: Training, seed: int) -> list[tuple[in
     """(batch, padded width) of every step train_student ran: its epoch order and dynamic padding."""
     lengths = torch.tensor([len(ids) for ids in tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]])
     n, steps_per_epoch = len(texts), math.ceil(len(texts) / cfg.batch_size)
-    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = max(1, math.ceil(cfg.max_epochs * steps_per_epoch))
     shapes = []
     for step in range(total):
         epoch, position = divmod(step, steps_per_epoch)
@@ -222,7 +222,7 @@ def batch32_model_throughput(model, tokenizer, texts, max_length: int, device: s
 
 def train(name, base_dir, texts, probs, hard, cfg, out_root, device, dtype, seed, threads):
     """train_student, and the matmul yardstick just before and just after it."""
-    print(f"== training {name}: {len(texts)} texts, {cfg.epochs} epochs, {cfg.student_layers or 'all'} layers", flush=True)
+    print(f"== training {name}: {len(texts)} texts, {cfg.max_epochs:g} epochs, {cfg.student_layers or 'all'} layers", flush=True)
     before = matmul_gflops(device, dtype)
     result = train_student(base_dir=base_dir, texts=texts, teacher_probs=probs, hard_labels=hard, label_names=LABELS,
                            cfg=cfg, out_dir=out_root / name, device=device, seed=seed, threads=threads,
@@ -257,8 +257,11 @@ def main() -> None:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     base_dir = resolve_base_model(DEFAULT_BASE_MODEL)
     texts, targets, eval_texts, y = demo_sets(args.n_train, args.n_eval, args.seed, args.teacher_error_rate)
-    common = dict(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
-                  learning_rate=args.learning_rate, checkpoint_every=10**9)
+    # A fixed schedule on every text (no validation split, early stopping or class weights), so the
+    # two models differ only in size and targets.
+    common = dict(max_epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
+                  learning_rate=args.learning_rate, checkpoint_every=10**9, validation_fraction=0.0,
+                  patience=0, class_weight_power=0.0)
     cfg_finetune = Training(**common, alpha=0.0, student_layers=0)
     cfg_student = Training(**common, alpha=0.5, temperature=2.0, student_layers=args.student_layers)
     one_hot = np.eye(len(LABELS))[targets.hard]

@@ -61,7 +61,7 @@ class Training:
         "balanced. Keeps rare classes predicted on long-tailed data.")})
     batch_size: int = field(default=32, metadata={"help": "Examples per optimisation step."})
     max_length: int = field(default=64, metadata={"help": "Tokens per text; longer texts are truncated."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate (linear warmup, then linear decay over max_epochs)."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak AdamW learning rate (linear warmup, then linear decay over max_epochs)."})
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature for the soft targets."})
     alpha: float = field(default=0.5, metadata={"help": "Weight of the soft (teacher) loss; 1-alpha goes to hard labels."})
     student_layers: int = field(default=0, metadata={"help": "Keep this many encoder layers of the base (0 = all)."})

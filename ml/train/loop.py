@@ -154,6 +154,11 @@ def train_student(
     if teacher_label_names is not None:
         check_teacher_compatible(label_names, teacher_label_names)
     probs_np, labels_np = _validated_inputs(texts, teacher_probs, hard_labels, label_names, cfg, max_steps)
+    # One-hot targets (human labels, a call log without probabilities) are the hard labels at any
+    # temperature: the soft term would only re-weigh the same cross-entropy, so it is left out.
+    one_hot = bool(len(probs_np)) and bool((probs_np.max(axis=1) == 1.0).all()
+                                           and (probs_np.argmax(axis=1) == labels_np).all())
+    alpha = 0.0 if one_hot else cfg.alpha
 
     # -- device, dtype, seeds ---------------------------------------------------------------
     if device == "auto":
@@ -242,7 +247,8 @@ def train_student(
         resumed_from_step = step
         log(f"resuming from {latest} (step {step}/{total_steps})")
     log(f"training on {n_examples} examples, validating on {len(val_rows)}; up to {cfg.max_epochs:g} epochs "
-        f"({total_steps} steps), patience {cfg.patience}")
+        f"({total_steps} steps), patience {cfg.patience}"
+        + ("; one-hot targets: plain cross-entropy (alpha 0, no temperature)" if one_hot else ""))
 
     # -- train --------------------------------------------------------------------------------
     model.train()
@@ -271,7 +277,7 @@ def train_student(
             all_probs[idx].to(device),
             all_labels[idx].to(device),
             temperature=cfg.temperature,
-            alpha=cfg.alpha,
+            alpha=alpha,
             sample_weights=weights_by_class[all_labels[idx]].to(device) if cfg.class_weight_power > 0 else None,
         )
         loss_value = loss.item()
