@@ -6,7 +6,7 @@ import getpass
 import json
 import sys
 from dataclasses import asdict
-from datetime import date
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, table
@@ -62,9 +62,10 @@ def cmd_add(args) -> int:
         quantity = manual_quantity(args.quantity, "hours" if args.role else "months" if args.tooling else "units")
     except ValueError as exc:
         raise ValueError(f"--quantity: {exc}") from None
+    on = _booking_day(args.on)
     with _ledger(settings) as ledger:
         entry = book_manual(ledger, price_book=PriceBook.load(settings.price_book_file), workflow=wf.name,
-                            on=date.fromisoformat(args.on) if args.on else date.today(), quantity=quantity,
+                            on=on, quantity=quantity,
                             person=args.who or settings.user or getpass.getuser(), role=args.role, tooling=args.tooling,
                             unit_price_usd=args.unit_price, unit=args.unit, resource=args.resource,
                             category=args.category, description=args.description or "",
@@ -72,6 +73,21 @@ def cmd_add(args) -> int:
     emit(args, {k: str(v) for k, v in asdict(entry).items()},
          f"booked #{entry.id}: {entry.quantity} {entry.unit} × ${entry.unit_price} = ${entry.amount:.2f} ({entry.category})")
     return 0
+
+
+def _booking_day(raw: str | None) -> date:
+    """--on as a UTC day, not in the future: the ledger books what was spent, not what is planned."""
+    today = datetime.now(timezone.utc).date()
+    if raw is None:
+        return today
+    try:
+        day = date.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(f"--on {raw!r} is not a date; write it as YYYY-MM-DD, e.g. {today.isoformat()}.") from None
+    if day > today:
+        raise ValueError(f"--on {day} is in the future (today is {today} UTC); book a cost on or after the day "
+                         "it is spent.")
+    return day
 
 
 def cmd_reverse(args) -> int:

@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from ml.costs import unit_costs
-from ml.costs.ledger import CATEGORIES, Category, Entry, IdempotencyConflict, Ledger, LedgerError, NewEntry
+from ml.costs.ledger import CATEGORIES, QUANTITY_PLACES, Category, Entry, IdempotencyConflict, Ledger, LedgerError, NewEntry
 from ml.costs.pricebook import PriceBook, PriceBookError
 
 log = logging.getLogger(__name__)
@@ -610,6 +610,9 @@ def manual_quantity(raw, what: str) -> Decimal:
     if quantity <= 0:
         raise ValueError(f"quantity {raw} must be more than 0 {what}; to correct a booked entry, reverse it "
                          "(mlops costs reverse ID --reason ...) and book the right amount.")
+    if quantity < QUANTITY_PLACES:
+        raise ValueError(f"quantity {raw} {what} is below the ledger's precision ({QUANTITY_PLACES}) and would "
+                         "be booked as 0; give a larger quantity.")
     if quantity > MAX_MANUAL_QUANTITY:
         raise ValueError(f"quantity {raw} {what} is more than {MAX_MANUAL_QUANTITY:,} in one entry; check the "
                          "number, or split it into several entries.")

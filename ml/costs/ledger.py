@@ -465,7 +465,17 @@ class Ledger:
             problem = _stored_problem(e, by_id)
             if problem:
                 out.append(Tampered(e.id, e.idempotency_key, problem))
-        return out
+        # SQLite numbers rows max(id)+1 and a rolled-back insert takes no number, so a hole in the
+        # ids is a deleted entry. (PostgreSQL's sequence skips numbers on rollback: no such check.)
+        if self._engine.dialect.name == "sqlite":
+            previous = 0
+            for e in rows:
+                if e.id > previous + 1:
+                    missing = f"{previous + 1}" if e.id == previous + 2 else f"{previous + 1}..{e.id - 1}"
+                    out.append(Tampered(previous + 1, "", f"entries {missing} are missing before entry {e.id}: "
+                                                          "deleted outside the ledger"))
+                previous = e.id
+        return sorted(out, key=lambda t: t.id)
 
     def check_intact(self) -> None:
         """Raise LedgerTampered naming the entries when verify() finds any (reports and exports call it)."""

@@ -114,7 +114,19 @@ def test_a_deleted_original_leaves_its_reversal_pointing_at_nothing(booked):
     raw.commit()
     raw.close()
     with Ledger(f"sqlite:///{path}") as ledger:
-        assert [t.problem for t in ledger.verify()] == [f"it reverses entry {entry.id}, which is gone"]
+        assert [t.problem for t in ledger.verify()] == [
+            f"entries {entry.id} are missing before entry {entry.id + 1}: deleted outside the ledger",
+            f"it reverses entry {entry.id}, which is gone"]
+
+
+def test_an_entry_deleted_around_the_triggers_leaves_a_hole_that_verify_names(booked):
+    path, entry = booked
+    with Ledger(f"sqlite:///{path}") as ledger:
+        last = ledger.append(_person_hours("timesheet-9", "3"))
+    _drop_triggers_and_edit(path, f"DELETE FROM ledger_entries WHERE id = {entry.id + 1}")
+    with Ledger(f"sqlite:///{path}") as ledger:
+        [tampered] = ledger.verify()
+    assert tampered.id == entry.id + 1 and f"missing before entry {last.id}" in tampered.problem
 
 
 # The CLI: verify, and report/export refuse a tampered ledger ---------------------------------
@@ -159,6 +171,7 @@ def test_costs_verify_report_and_export_on_a_tampered_ledger(state, capsys):
     ("1e30", "more than 1,000,000 in one entry"),
     ("NaN", "not a finite number"),
     ("three", "not a number"),
+    ("1e-12", "below the ledger's precision"),  # would have been booked as 0
 ])
 def test_costs_add_refuses_quantities_that_are_not_a_cost(state, capsys, quantity, message):
     code, out, err = _cli(capsys, "costs", "add", "--role", "ml_engineer", f"--quantity={quantity}")
@@ -170,3 +183,12 @@ def test_costs_add_refuses_quantities_that_are_not_a_cost(state, capsys, quantit
 def test_a_huge_quantity_is_a_clear_error_not_an_invalid_operation():
     with pytest.raises(ValueError, match="too large for one entry"):
         _person_hours(hours="1e30")
+
+
+@pytest.mark.parametrize("on, message", [
+    ("2026-13-01", "--on '2026-13-01' is not a date; write it as YYYY-MM-DD"),
+    ("9999-12-31", "--on 9999-12-31 is in the future"),
+])
+def test_costs_add_refuses_a_day_that_is_not_a_past_date(state, capsys, on, message):
+    code, out, err = _cli(capsys, "costs", "add", "--role", "ml_engineer", "--quantity", "2", "--on", on)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err

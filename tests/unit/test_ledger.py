@@ -352,6 +352,7 @@ def test_eight_concurrent_writers_on_sqlite_book_every_entry_once(tmp_path):
         assert set(keys) == set(expected)
         assert ledger.total() == sum(e.amount for e in expected.values())
         assert all(e.amount == expected[e.idempotency_key].amount for e in entries)
+        assert ledger.verify() == []  # no hole in the ids and every hash matches, after eight racing writers
 
 
 # Properties ------------------------------------------------------------------------------
