@@ -18,19 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 from datetime import datetime
 
 
-def _alive(pid: int | None, hostname: str | None) -> bool:
-    if not pid or (hostname and hostname != socket.getfqdn() and hostname != socket.gethostname()):
-        return False  # another host's process cannot be checked from here: its run is left alone below
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # someone else's process, alive
     return True
 
 
@@ -40,9 +39,8 @@ def fail_orphaned_runs(dag_id: str, logical_date: datetime | None = None) -> lis
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
-    from airflow.utils.types import DagRunTriggeredByType
-
     from airflow.utils.net import get_hostname
+    from airflow.utils.types import DagRunTriggeredByType
 
     finished = {TaskInstanceState.SUCCESS, TaskInstanceState.FAILED, TaskInstanceState.SKIPPED,
                 TaskInstanceState.UPSTREAM_FAILED, TaskInstanceState.REMOVED}
@@ -57,13 +55,17 @@ def fail_orphaned_runs(dag_id: str, logical_date: datetime | None = None) -> lis
             here = get_hostname()
             if any(ti.state == TaskInstanceState.RUNNING and ti.hostname not in (None, "", here) for ti in tis):
                 continue  # a worker elsewhere: not ours to judge
-            if any(ti.state == TaskInstanceState.RUNNING and _alive(ti.pid, None) for ti in tis):
+            if any(ti.state == TaskInstanceState.RUNNING and _alive(ti.pid) for ti in tis):
                 continue  # still being worked on by a live process on this host
             failed_tasks = []
             for ti in tis:
-                if ti.state not in finished:
-                    ti.state = TaskInstanceState.FAILED
-                    failed_tasks.append(ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]")
+                if ti.state in finished:
+                    continue
+                if ti.state in (None, TaskInstanceState.SCHEDULED):
+                    ti.state = TaskInstanceState.UPSTREAM_FAILED  # never started: nothing of it ran
+                    continue
+                ti.state = TaskInstanceState.FAILED  # it was running (or queued, or between tries)
+                failed_tasks.append(ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]")
             run.set_state(DagRunState.FAILED)
             marked.append({"run_id": run.run_id, "failed_tasks": failed_tasks})
     return marked

@@ -223,7 +223,7 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
             left = unfinished_marker.read_text().strip()
             for orphan in fail_orphaned_runs(settings, dag_id, logical_date=left):
                 echo(f"  marked {dag_id} run {orphan['run_id']} failed: an mlops run ended without finishing it "
-                     f"(unfinished tasks marked failed: {', '.join(orphan['failed_tasks']) or 'none'})")
+                     f"(tasks that were running marked failed: {', '.join(orphan['failed_tasks']) or 'none'})")
             unfinished_marker.unlink()
         logical = datetime.now(timezone.utc)
         stamp = logical.strftime("%Y%m%dT%H%M%S.%fZ")
