@@ -60,8 +60,8 @@ def cmd_add(args) -> int:
     settings, wf = settings_and_workflow(args)
     try:
         quantity = manual_quantity(args.quantity, "hours" if args.role else "months" if args.tooling else "units")
-    except ValueError as exc:
-        raise ValueError(f"--quantity: {exc}") from None
+    except ValueError as exc:  # "quantity -3 must be ..." → "--quantity -3 must be ..."
+        raise ValueError(f"--{exc}") from None
     on = _booking_day(args.on)
     with _ledger(settings) as ledger:
         entry = book_manual(ledger, price_book=PriceBook.load(settings.price_book_file), workflow=wf.name,
