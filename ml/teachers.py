@@ -2,6 +2,8 @@
 
 - call_log: the frontier model's recorded answers. Where the log holds probabilities (from
   logprobs) they are the soft target; otherwise the answer is a one-hot target.
+- labels: the labels in the data are the targets (human-labelled files): one-hot, so training
+  is plain cross-entropy (no temperature, no soft term; see ml/train/loop.py).
 - local_model: a larger local Hugging Face classifier scores the texts (soft targets).
 - openai: a live OpenAI-compatible API (ml/frontier/client.py) labels every training text now,
   its answer constrained to the workflow's labels by the prompt and mapped back to a label;
@@ -72,6 +74,19 @@ def recorded_targets(df: pd.DataFrame, label_names: Sequence[str]) -> Targets:
     hard = np.array([index[lab] for lab in df[contract.LABEL]], dtype=np.int64)
     versions = sorted({v for v in df[contract.TEACHER_VERSION] if isinstance(v, str) and v})
     return Targets(probs, hard, {"kind": "call_log", "version": ",".join(versions) or "unknown"})
+
+
+def label_targets(df: pd.DataFrame, label_names: Sequence[str]) -> Targets:
+    """One-hot targets from the data's own labels; a label outside label_names is a mismatch."""
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown = sorted(map(str, set(df[contract.LABEL]) - set(index)))
+    if unknown:
+        raise TeacherMismatchError(f"the training set has labels the workflow does not declare: {unknown[:10]}; "
+                                   "add them to the workflow's labels or re-validate the data.")
+    hard = np.array([index[lab] for lab in df[contract.LABEL]], dtype=np.int64)
+    probs = np.zeros((len(df), len(index)))
+    probs[np.arange(len(df)), hard] = 1.0
+    return Targets(probs, hard, {"kind": "labels", "version": "data"})
 
 
 def local_model_targets(df: pd.DataFrame, label_names: Sequence[str], model_dir: Path,
@@ -256,6 +271,8 @@ def teacher_targets(teacher_kind: str, teacher_model: str, df: pd.DataFrame, lab
     if teacher_kind == "call_log":
         targets = recorded_targets(df, label_names)
         return Targets(targets.probs, targets.hard, {**targets.teacher, "model": teacher_model})
+    if teacher_kind == "labels":
+        return label_targets(df, label_names)
     if teacher_kind == "local_model":
         return local_model_targets(df, label_names, Path(teacher_model), max_length=max_length, device=device)
     if teacher_kind == "openai":
@@ -266,4 +283,4 @@ def teacher_targets(teacher_kind: str, teacher_model: str, df: pd.DataFrame, lab
             base_url = settings.frontier_base_url if base_url is None else base_url
             api_key = settings.frontier_api_key if api_key is None else api_key
         return openai_targets(df, label_names, model=teacher_model, base_url=base_url, api_key=api_key)
-    raise TeacherMismatchError(f"unknown teacher kind {teacher_kind!r}; use call_log, local_model or openai.")
+    raise TeacherMismatchError(f"unknown teacher kind {teacher_kind!r}; use call_log, labels, local_model or openai.")

@@ -127,6 +127,8 @@ def teacher_fingerprint(kind: str, model: str, data_root: Path, cache_path: Path
             note = f"no accepted call of model {model!r} yet" if model else "no accepted call log yet"
             return Fingerprint("teacher", None, {"kind": kind, "model": model, "note": note})
         return Fingerprint("teacher", f"{kind}:{current['model']}@{current['version']}", {"kind": kind, **current})
+    if kind == "labels":  # the data's own labels: new labels arrive as a new dataset, never as a new teacher
+        return Fingerprint("teacher", "labels", {"kind": kind})
     if kind == "local_model":
         if model.startswith("models:/"):
             value, detail = _registered(model, "teacher.model")
@@ -141,7 +143,7 @@ def teacher_fingerprint(kind: str, model: str, data_root: Path, cache_path: Path
                                 "point teacher.model in the workflows file at a folder written by "
                                 "save_pretrained() that the Airflow workers can read.") from None
         return Fingerprint("teacher", value, {"kind": kind, "spec": model, "path": str(path)})
-    raise UpstreamError(f"teacher.kind {kind!r} has no fingerprint; use call_log, local_model or openai.")
+    raise UpstreamError(f"teacher.kind {kind!r} has no fingerprint; use call_log, labels, local_model or openai.")
 
 
 def call_log_teachers(data_root: Path, cache_path: Path | None = None) -> list[dict]:

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from ml.cli import common, costs, data, frontier, lifecycle, models, serve
+from ml.cli import common, costs, data, frontier, lifecycle, models, serve, workflows
 from ml.cli.common import add_json, emit
 from ml.config import SettingsError, describe, load_settings
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="show every setting, its value and its MLOPS_* variable")
     add_json(p)
     p.set_defaults(func=cmd_config)
-    for group in (lifecycle, data, models, serve, costs, frontier):
+    for group in (lifecycle, workflows, data, models, serve, costs, frontier):
         group.register(sub)
     return parser
 

@@ -161,16 +161,6 @@ def cmd_airflow(args) -> int:
     return run_airflow(settings, args.airflow_args, check=False, split_stdout=piped).returncode
 
 
-def cmd_workflows(args) -> int:
-    settings = load_settings()
-    workflows = load_workflows(settings.workflows_file)
-    rows = [{"name": w.name, "teacher": f"{w.teacher.kind}:{w.teacher.model}", "base_model": w.base_model,
-             "retrain": " + ".join(x for x in (w.schedule.cron, "new data" if w.schedule.on_new_data else None) if x),
-             "sla_p99_ms": w.latency_sla_p99_ms, "approval": w.gate.approval} for w in workflows.values()]
-    emit(args, rows, f"{settings.workflows_file}\n" + table(rows, list(rows[0])))
-    return 0
-
-
 def _check(name: str, fn) -> dict:
     try:
         detail = fn()
@@ -276,10 +266,6 @@ def register(sub) -> None:
                                    "AIRFLOW__API__PORT=8081 mlops airflow standalone.")
     p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="the airflow command and its flags")
     p.set_defaults(func=cmd_airflow)
-
-    p = sub.add_parser("workflows", help="list the declared workflows and their schedules")
-    add_json(p)
-    p.set_defaults(func=cmd_workflows)
 
     p = sub.add_parser("doctor", help="check versions, state folder, databases and base model; say what to fix")
     add_json(p)

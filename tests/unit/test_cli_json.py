@@ -22,9 +22,9 @@ from tests.unit.test_cli import ROOT, env, mlops, start, subcommands  # noqa: F4
 # so they are pointed at an unknown workflow and must fail at once, with a JSON error. (Their
 # success documents are parsed by tests/e2e/test_lifecycle.py and tests/e2e/test_approval.py.)
 POSITIONALS = {"entry_id": "1", "path": "no_such_file.csv", "action": "list", "id": None, "version": "1",
-               "file": "no_such_file.csv"}
+               "file": "no_such_file.csv", "name": "ticket_routing"}
 HEAVY = {("demo",), ("run",)}
-REQUIRED_OPTIONS = {"--reason": "checked in the json test", "--quantity": "1"}
+REQUIRED_OPTIONS = {"--reason": "checked in the json test", "--quantity": "1", "--from": "no_such_file.csv"}
 MUTUALLY_EXCLUSIVE = {("costs", "add"): ["--role", "ml_engineer"]}
 
 
@@ -93,13 +93,13 @@ def test_what_a_step_or_a_child_process_prints_goes_to_stderr_under_json(tmp_pat
     # A command whose step prints, and whose subprocess (as Airflow's do) inherits stdout.
     script = textwrap.dedent("""
         import subprocess, sys
-        import ml.cli.lifecycle as lifecycle
-        original = lifecycle.cmd_workflows
+        import ml.cli.workflows as workflows_cli
+        original = workflows_cli.cmd_list
         def noisy(args):
             print("chatter from a step")
             subprocess.run([sys.executable, "-c", "print('chatter from a child process')"], check=True)
             return original(args)
-        lifecycle.cmd_workflows = noisy
+        workflows_cli.cmd_list = noisy
         from ml.cli import main
         sys.exit(main(["workflows", "--json"]))
     """)

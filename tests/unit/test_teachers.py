@@ -184,3 +184,21 @@ def test_a_gold_label_the_student_lacks_is_a_mismatch(local_teacher):
 def test_a_teacher_folder_without_a_model_names_the_setting(tmp_path):
     with pytest.raises(FileNotFoundError, match="set teacher.model"):
         local_model_targets(frame([("a", "billing", None)]), LABELS, tmp_path / "nothing_here")
+
+
+# The data's own labels as teacher ------------------------------------------------------------
+
+def test_labels_teacher_gives_one_hot_targets_for_any_label_text():
+    labels = ["what is this?", "billing / invoices", "Réclamation"]
+    df = pd.DataFrame({contract.TEXT: ["a", "b", "c", "d"],
+                       contract.LABEL: ["Réclamation", "what is this?", "Réclamation", "billing / invoices"]})
+    targets = teacher_targets("labels", "", df, labels)
+    assert targets.hard.tolist() == [2, 0, 2, 1]
+    assert np.array_equal(targets.probs, np.eye(3)[[2, 0, 2, 1]])
+    assert targets.teacher["kind"] == "labels"
+
+
+def test_labels_teacher_names_a_label_the_workflow_lacks():
+    df = pd.DataFrame({contract.TEXT: ["a"], contract.LABEL: ["refund?"]})
+    with pytest.raises(TeacherMismatchError, match=r"does not declare: \['refund\?'\]"):
+        teacher_targets("labels", "", df, ["billing"])
