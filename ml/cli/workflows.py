@@ -119,7 +119,7 @@ def cmd_init(args) -> int:
         tmp.unlink(missing_ok=True)
     wf: Workflow = declared[args.name]
     steps = [f"mlops data import {source} -w {wf.name}",
-             f"mlops data import TEST_FILE -w {wf.name} --role eval   # a frozen, held-out test set",
+             f"mlops data import TEST_FILE -w {wf.name} --as eval   # a frozen, held-out test set",
              f"mlops run -w {wf.name}"]
     emit(args, {"workflow": wf.name, "file": str(path), "labels": labels, "rows": len(batch.frame), "next": steps},
          f"declared workflow {wf.name!r} in {path}: {len(labels)} labels from {source.name} "
