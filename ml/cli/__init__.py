@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # Shell completion (`eval "$(register-python-argcomplete mlops)"`): answers and exits only
+    # when the shell asks (_ARGCOMPLETE set), else returns at once.
+    import argcomplete
+
+    argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     as_json = getattr(args, "json", False)
     real_stdout = sys.stdout
