@@ -20,6 +20,7 @@ from airflow.sdk import dag, task
 
 # Every Airflow component (dag-processor, workers, `dags test`) must find the sibling module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ml.costs.unit_costs import NINETY_DAY_WINDOW_DAYS  # plain constants: cheap at parse time
 from _common import DEFAULT_ARGS, START, cron, doc_md, workflows
 
 
@@ -27,7 +28,7 @@ def build(wf):
     @dag(dag_id=f"frontier_report__{wf.name}", schedule=cron(wf.schedule.cost_report or "@daily"),
          start_date=START, catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS,
          tags=["mlops", "frontier", wf.name], doc_md=doc_md(__doc__, wf),
-         params={"workflow": wf.name, "window_days": 90, "gold_share": 0.05})
+         params={"workflow": wf.name, "window_days": NINETY_DAY_WINDOW_DAYS, "gold_share": 0.05})
     def frontier_report():
         @task
         def export_for_curation(*, params=None) -> dict:

@@ -175,7 +175,7 @@ def duration_hours(started_at: datetime, ended_at: datetime) -> Decimal:
         log.warning("Task ended (%s) before it started (%s); booking zero hours.", ended_at, started_at)
         return Decimal(0)
     seconds = Decimal(delta.days * 86_400 + delta.seconds) + Decimal(delta.microseconds) / Decimal(1_000_000)
-    return seconds / Decimal(3600)
+    return seconds / unit_costs.SECONDS_PER_HOUR
 
 
 def task_key(dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int) -> str:

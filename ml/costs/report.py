@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from ml.breakeven import CATEGORIES
+from ml.costs.unit_costs import SECONDS_PER_HOUR
 from ml.costs.review_page import usd
 
 # FOCUS 1.0's columns, in its order. Five are written twice: under the names of the final 1.0
@@ -70,7 +71,7 @@ def charge_period(e) -> tuple[datetime, datetime]:
     start = e.occurred_at.astimezone(timezone.utc)
     quantity = abs(Decimal(e.quantity))
     if e.unit == "hour" and e.source_kind == "task":
-        end = start + timedelta(seconds=float(quantity * 3600))
+        end = start + timedelta(seconds=float(quantity * SECONDS_PER_HOUR))
         return start, max(end, start + timedelta(seconds=1))
     if e.unit == "GB-month":
         try:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ml.config import Settings, load_settings
+from ml.costs import unit_costs
 from ml.frontier import calllog, constraints
 from ml.workflows import get_workflow
 
@@ -37,7 +38,7 @@ def export_for_curation(workflow: str, *, gold_share: float = 0.05, settings: Se
         mask=PiiMasker.for_workflow(wf))
 
 
-def build_report(workflow: str, *, window_days: int = 90, settings: Settings | None = None,
+def build_report(workflow: str, *, window_days: int = unit_costs.NINETY_DAY_WINDOW_DAYS, settings: Settings | None = None,
                  now: datetime | None = None) -> dict:
     """The constraint report over the window, written to <reports>/<wf>/frontier_constraints.json.
 
