@@ -78,9 +78,10 @@ def review(workflow: str, description: str, reports_dir: Path, ledger) -> Workfl
     """Everything the page shows for one workflow, from its report file and the open `ledger`."""
     report, problem = read_report(reports_dir, workflow)
     try:
+        ledger.check_intact()  # a tampered ledger is named, never summed
         spend = ledger.totals(group_by=("month", "category"), workflow=workflow)
         ledger_problem = None
-    except LedgerError as exc:  # e.g. mixed currencies: show it, the verdict is still worth reading
+    except LedgerError as exc:  # tampered, mixed currencies: show it, the verdict is still worth reading
         spend, ledger_problem = {}, str(exc)
     from ml.costs.report import summary_lines
 

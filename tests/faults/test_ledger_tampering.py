@@ -192,3 +192,14 @@ def test_a_huge_quantity_is_a_clear_error_not_an_invalid_operation():
 def test_costs_add_refuses_a_day_that_is_not_a_past_date(state, capsys, on, message):
     code, out, err = _cli(capsys, "costs", "add", "--role", "ml_engineer", "--quantity", "2", "--on", on)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_cost_review_page_names_a_tampered_ledger_instead_of_summing_it(booked, tmp_path):
+    from ml.costs import review_page
+
+    path, entry = booked
+    _drop_triggers_and_edit(path, f"UPDATE ledger_entries SET amount = '0' WHERE id = {entry.id}")
+    with Ledger(f"sqlite:///{path}") as ledger:
+        shown = review_page.review("ticket_routing", "", tmp_path / "reports", ledger)
+    assert shown.spend_usd == {} and "changed outside the ledger" in shown.ledger_problem
+    assert "changed outside the ledger" in review_page.render_page([shown])
