@@ -66,16 +66,17 @@ def _shadow(settings, wf, book, log_dir):
     from ml.costs import unit_costs
     from ml.frontier.calllog import CallLog
     from ml.frontier.proxy import Shadow
+    from ml.pipeline.cost_report import served_throughput
 
     champion = registry.version_by_alias(registry.configure(settings), wf.model_name, registry.CHAMPION)
     if champion is None:
         raise LookupError(f"--shadow needs a @champion of {wf.model_name}; run `mlops run --only distill` first, "
                           "or start the proxy without --shadow.")
     client = registry.configure(settings)
-    throughput = client.get_run(champion.run_id).data.metrics.get("eval.throughput_calls_per_s")
+    throughput = served_throughput(client.get_run(champion.run_id).data.metrics)
     if not throughput:
         raise LookupError(f"--shadow: {wf.model_name} v{champion.version} has no measured throughput "
-                          "(eval.throughput_calls_per_s); re-run distill, or start the proxy without --shadow.")
+                          "(eval.served.throughput_calls_per_s); re-run distill, or start the proxy without --shadow.")
     return Shadow.for_model_dir(
         registry.download_weights(wf.model_name, champion.version), CallLog(log_dir / "shadow"),
         max_length=wf.training.max_length, student=f"{wf.model_name} v{champion.version}",

@@ -147,8 +147,13 @@ def _serving_throughput(settings, wf) -> tuple[float | None, str | None]:
         if not versions:
             return None, None
         version = client.get_model_version(wf.model_name, versions[-1]["version"])
-    run = client.get_run(version.run_id)
-    return run.data.metrics.get("eval.throughput_calls_per_s"), str(version.version)
+    return served_throughput(client.get_run(version.run_id).data.metrics), str(version.version)
+
+
+def served_throughput(metrics: dict) -> float | None:
+    """The throughput of the variant the gate judged and that is served (eval.served.*), else, for a
+    version registered before variants were chosen, the torch model's: priced as it was judged."""
+    return metrics.get("eval.served.throughput_calls_per_s") or metrics.get("eval.throughput_calls_per_s")
 
 
 def _registered(client, name: str) -> bool:

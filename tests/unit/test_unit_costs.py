@@ -237,3 +237,13 @@ def test_cli_json_html_and_cost_page_show_the_same_verdict_basis_and_margin(stat
                    report["basis"]["recurring"], "2 replica(s) of cpu", "$147.17 a month"):
         assert needle in text and needle in html_lib.unescape(html_report) and needle in html_lib.unescape(page), needle
     assert "$-" not in text + html_report + page  # money is -$1,234, never $-1,234
+
+
+def test_the_report_prices_the_variant_the_gate_judged():
+    from ml.pipeline.cost_report import served_throughput
+
+    # The gate judges (and logs as eval.served.*) the served variant, e.g. ONNX int8 at 250 calls/s,
+    # not the torch model's 100/s: the report prices the same figure.
+    assert served_throughput({"eval.throughput_calls_per_s": 100.0, "eval.served.throughput_calls_per_s": 250.0}) == 250.0
+    assert served_throughput({"eval.throughput_calls_per_s": 100.0}) == 100.0  # registered before variants
+    assert served_throughput({}) is None
