@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+import yaml
+
 from ml.cli.common import add_json, emit, table
 from ml.config import load_settings
 from ml.workflows import NAME_RE, Workflow, WorkflowError, label_problem, load_workflows
@@ -85,7 +87,13 @@ def cmd_init(args) -> int:
     path = Path(settings.workflows_file)
     if not NAME_RE.match(args.name):
         raise WorkflowError(f"workflow name {args.name!r} must be lower_snake_case, 2-41 characters, e.g. my_intents.")
-    existing = load_workflows(path) if path.is_file() else {}
+    # Names only: a file with no workflow yet (just `workflows:`) is where a first user starts;
+    # the whole file is checked after the entry is added.
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"{path}: not valid YAML ({exc}); fix it before adding a workflow.") from None
+    existing = (doc or {}).get("workflows") or {} if isinstance(doc, dict) else {}
     if args.name in existing:
         raise WorkflowError(f"{path} already declares {args.name!r}; choose another name or edit that entry.")
     source = Path(args.source)

@@ -85,3 +85,16 @@ def test_show_lists_every_setting_with_its_help(workflows_file, capsys):
 def test_list_is_still_the_default(workflows_file, capsys):
     assert main(["workflows", "--json"]) == 0
     assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["ticket_routing"]
+
+
+@pytest.mark.parametrize("start", ["workflows:\n", None], ids=["only the key", "no file yet"])
+def test_init_starts_a_first_workflows_file(tmp_path, monkeypatch, capsys, start):
+    path = tmp_path / "workflows.yaml"
+    if start is not None:
+        path.write_text(start)
+    monkeypatch.setenv("MLOPS_WORKFLOWS_FILE", str(path))
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "state"))
+    source = labelled_csv(tmp_path, ["what is this?", "Bill Pay"])
+    assert main(["workflows", "init", "first", "--from", str(source), "--text-col", "query",
+                 "--label-col", "intent"]) == 0, capsys.readouterr().err
+    assert list(load_workflows(path)) == ["first"]
