@@ -265,6 +265,7 @@ class MicroBatcher:
         self.reading = 0  # requests between their first byte and submit(), all on the event loop
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -303,7 +304,9 @@ class MicroBatcher:
                     break
                 items.append(item)
                 n_rows += len(item[1])
-            asyncio.create_task(self._score(items, n_rows))
+            task = asyncio.create_task(self._score(items, n_rows))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _score(self, items: list, n_rows: int) -> None:
         try:

@@ -261,30 +261,35 @@ def test_a_version_loads_and_predicts_without_the_ml_package(srv, tmp_path):
     assert result == {"labels": list(direct(srv["versions"][0], TEXTS)["label"]), "ml_modules": []}
 
 
-# A scoring host of an ONNX-served version: the platform absent, and neither torch nor transformers imported.
+# An ONNX-served version loaded by a bare scoring host (MLflow alone: the platform is not imported),
+# then the way `mlops serve` loads it (its CLI module and ml.serve): neither imports torch nor transformers.
 NO_TORCH_SCRIPT = '''
 import json, sys
-sys.modules["ml"] = None
 import mlflow, pandas as pd
-model = mlflow.pyfunc.load_model(sys.argv[1])
-out = model.predict(pd.DataFrame({"text": json.loads(sys.argv[2])}))
-print(json.dumps({"labels": list(out["label"]), "scores": list(out["score"]),
-                  "imported": sorted(m for m in ("torch", "transformers") if m in sys.modules)}))
+texts = pd.DataFrame({"text": json.loads(sys.argv[2])})
+out = mlflow.pyfunc.load_model(sys.argv[1]).predict(texts)
+heavy = lambda: sorted(m for m in ("torch", "transformers", "ml") if m in sys.modules)
+bare = heavy()
+import ml.cli.serve, ml.serve
+again = ml.serve.load_served_model(sys.argv[1], threads=1).predict(texts)
+print(json.dumps({"labels": list(out["label"]), "scores": list(out["score"]), "imported": bare,
+                  "serve_labels": list(again["label"]), "imported_by_serve": heavy()}))
 '''
 
 
 def test_an_onnx_served_version_scores_like_torch_without_importing_torch(srv, tmp_path):
     onnx_version = srv["versions"][2]
     uri = f"models:/{WORKFLOW.model_name}/{onnx_version}"
-    done = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, uri, json.dumps(TEXTS)], cwd=tmp_path, timeout=120,
+    done = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, uri, json.dumps(TEXTS)], cwd=ROOT, timeout=120,
                           capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": srv["mlflow_url"], "HF_HUB_OFFLINE": "1",
-                               "OMP_NUM_THREADS": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3"})
+                               "OMP_NUM_THREADS": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                               "MLOPS_STATE_DIR": str(tmp_path / "state")})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     torch_answer = direct(srv["versions"][0], TEXTS)  # the same weights under torch
-    assert result["imported"] == []
-    assert result["labels"] == list(torch_answer["label"])
+    assert result["imported"] == [] and result["imported_by_serve"] == ["ml"]
+    assert result["labels"] == result["serve_labels"] == list(torch_answer["label"])
     assert result["scores"] == pytest.approx(list(torch_answer["score"]), abs=1e-4)
     # The weights stay with the run, for lineage and re-scoring.
     assert (registry.download_weights(WORKFLOW.model_name, onnx_version) / "config.json").exists()
