@@ -320,14 +320,17 @@ class FlipPoint:
 # dearer frontier help it; more people time and more retraining hurt it.
 _HURTS_WHEN = {"volume": "down", "frontier_price": "down", "people_time": "up", "retrain_frequency": "up"}
 _FLIP_STEP = Decimal("0.01")
+_WALK_STEP = Decimal("0.97")
 
 
 def flip_points(inputs: BreakEvenInputs, parameters: Iterable[str] = SENSITIVITY_PARAMETERS) -> list[FlipPoint]:
-    """For each parameter alone, the factor at which the answer (pays within the horizon or not)
-    flips, found by bisection on the break-even function itself; nearest to 1 (in ratio) first.
+    """For each parameter alone, the factor nearest to 1 at which the answer (pays within the
+    horizon or not) flips; the parameters nearest to flipping first.
 
-    A parameter the answer does not turn on within [1/1000, 1000] is left out. retrain_frequency and
-    people_time need the spend by category and are skipped without it.
+    Found on the break-even function itself: a walk outward from 1 in 3% steps finds the first
+    factor with the other answer (replicas are whole, so the answer need not flip only once), then
+    bisection pins the crossing to 0.01. A parameter the answer does not turn on within
+    [1/1000, 1000] is left out; retrain_frequency and people_time need the spend by category.
     """
     base = pays(break_even(inputs))
     out = []
@@ -337,10 +340,16 @@ def flip_points(inputs: BreakEvenInputs, parameters: Iterable[str] = SENSITIVITY
         worse = _HURTS_WHEN[parameter] == "down"
         # Walking toward "worse" flips a paying answer; toward "better" flips a losing one.
         downward = worse if base else not worse
-        far = Decimal("0.001") if downward else Decimal(1000)
-        if pays(break_even(_varied(inputs, parameter, far))) == base:
+        step, limit = (_WALK_STEP, Decimal("0.001")) if downward else (1 / _WALK_STEP, Decimal(1000))
+        near, far = Decimal(1), None  # same answer as base at near, flipped at far
+        while near != limit:
+            factor = max(near * step, limit) if downward else min(near * step, limit)
+            if pays(break_even(_varied(inputs, parameter, factor))) != base:
+                far = factor
+                break
+            near = factor
+        if far is None:
             continue
-        near = Decimal(1)  # same answer as base at near, flipped at far
         for _ in range(60):
             middle = (near + far) / 2
             if pays(break_even(_varied(inputs, parameter, middle))) == base:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from decimal import Decimal as D
 from pathlib import Path
@@ -247,3 +248,16 @@ def test_the_report_prices_the_variant_the_gate_judged():
     assert served_throughput({"eval.throughput_calls_per_s": 100.0, "eval.served.throughput_calls_per_s": 250.0}) == 250.0
     assert served_throughput({"eval.throughput_calls_per_s": 100.0}) == 100.0  # registered before variants
     assert served_throughput({}) is None
+
+
+def test_the_flip_point_is_the_nearest_one_when_whole_replicas_make_the_saving_a_saw_tooth():
+    # One replica serves 2,628,000 calls a month (1/s) and costs $2,000; a call saves $0.001. With n
+    # replicas it pays between 2,000,000·n and 2,628,000·n calls: at 10,512,000 (4 full replicas) it
+    # pays, below 8,000,000 (0.761x) it does not, and at 0.5-0.6x (3 replicas' band) it pays again.
+    # Bisection from [0.001, 1] alone lands in that lower band (0.57x); the nearest flip is 0.76x.
+    plan = ServingPlan(throughput_calls_per_s=1, instance_hour_usd=D(2000) / 730, min_replicas=1, peak_to_average=1)
+    inputs = BreakEvenInputs(calls_per_month=10_512_000, growth_per_month=0, frontier_cost_per_call_usd=D("0.001"),
+                             serving=plan, spend=MlopsSpend({}, {}), horizon_months=1)
+    assert plan.usd_per_month(10_512_000) == D(8000)
+    assert pays(break_even(inputs)) and pays(break_even(replace(inputs, calls_per_month=10_512_000 * D("0.6"))))
+    assert {f.parameter: f.factor for f in flip_points(inputs)}["volume"] == D("0.76")
