@@ -258,6 +258,6 @@ def test_the_flip_point_is_the_nearest_one_when_whole_replicas_make_the_saving_a
     plan = ServingPlan(throughput_calls_per_s=1, instance_hour_usd=D(2000) / 730, min_replicas=1, peak_to_average=1)
     inputs = BreakEvenInputs(calls_per_month=10_512_000, growth_per_month=0, frontier_cost_per_call_usd=D("0.001"),
                              serving=plan, spend=MlopsSpend({}, {}), horizon_months=1)
-    assert plan.usd_per_month(10_512_000) == D(8000)
+    assert plan.replicas(10_512_000) == 4 and plan.usd_per_month(10_512_000).quantize(CENT) == D(8000)
     assert pays(break_even(inputs)) and pays(break_even(replace(inputs, calls_per_month=10_512_000 * D("0.6"))))
     assert {f.parameter: f.factor for f in flip_points(inputs)}["volume"] == D("0.76")
