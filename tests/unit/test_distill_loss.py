@@ -127,3 +127,20 @@ def test_bad_inputs_raise_clear_errors(logits_shape, probs_shape, labels_shape, 
     kwargs = {"temperature": 2.0, "alpha": 0.5, **overrides}
     with pytest.raises(ValueError, match=message):
         distillation_loss(logits, probs, labels, **kwargs)
+
+
+def test_sample_weights_make_a_weighted_mean_of_the_per_example_losses():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    probs = torch.softmax(torch.randn(4, 3), dim=-1)
+    per_example = torch.stack([distillation_loss(logits[i:i + 1], probs[i:i + 1], labels[i:i + 1],
+                                                 temperature=2.0, alpha=0.5) for i in range(4)])
+    weights = torch.tensor([1.0, 3.0, 0.5, 0.0])
+    weighted = distillation_loss(logits, probs, labels, temperature=2.0, alpha=0.5, sample_weights=weights)
+    assert weighted == pytest.approx(float((weights * per_example).sum() / weights.sum()), rel=1e-5)
+    unweighted = distillation_loss(logits, probs, labels, temperature=2.0, alpha=0.5)
+    assert unweighted == pytest.approx(float(per_example.mean()), rel=1e-5)
+    assert distillation_loss(logits, probs, labels, temperature=2.0, alpha=0.5,
+                             sample_weights=torch.ones(4)) == pytest.approx(float(unweighted), rel=1e-6)
+    with pytest.raises(ValueError, match="sample_weights shape"):
+        distillation_loss(logits, probs, labels, temperature=2.0, alpha=0.5, sample_weights=torch.ones(3))

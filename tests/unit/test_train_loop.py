@@ -504,3 +504,16 @@ def test_a_new_run_of_the_same_inputs_resumes_and_cleans_superseded_checkpoints(
     other = Training(**{**CFG.__dict__, "learning_rate": 1e-3})
     third = run(tiny_base_model, tmp_path / "dag-run-3", cfg=other, checkpoint_root=root, max_steps=2)
     assert third.resumed_from_step is None  # other settings: other inputs, a fresh start
+
+
+def test_one_hot_targets_train_with_plain_cross_entropy_whatever_alpha_says(tiny_base_model, tmp_path):
+    one_hot = np.eye(3)[LABELS]
+    logged = []
+    mixed = run(tiny_base_model, tmp_path / "a", teacher_probs=one_hot, max_steps=4, log=logged.append)
+    plain = run(tiny_base_model, tmp_path / "b", teacher_probs=one_hot, max_steps=4,
+                cfg=Training(**{**CFG.__dict__, "alpha": 0.0}))
+    assert_same_weights(weights(mixed.model_dir), weights(plain.model_dir))
+    assert "one-hot targets: plain cross-entropy" in logged[0]
+    soft = run(tiny_base_model, tmp_path / "c", max_steps=4)  # PROBS are soft: alpha applies
+    assert not all(torch.equal(a, b) for a, b in zip(weights(soft.model_dir).values(),
+                                                     weights(plain.model_dir).values()))
