@@ -250,7 +250,9 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
             _stop(proc)
             failed = fail_orphaned_runs(settings, dag_id, logical_date=when)
             unfinished_marker.unlink(missing_ok=True)
-            echo(f"interrupted: {dag_id} run {'marked failed' if failed else 'ended'}; log: {log_path}")
+            what = (f"its Airflow run {failed[0]['run_id']} marked failed (was running: "
+                    f"{', '.join(failed[0]['failed_tasks']) or 'none'})" if failed else "no Airflow run left running")
+            echo(f"interrupted: {dag_id}, {what}; log: {log_path}")
             raise
         finally:
             watcher.close()
