@@ -201,11 +201,14 @@ def _json_document(text: str):
     return None
 
 
+def with_venv_path(env: dict[str, str]) -> dict[str, str]:
+    """env with this venv's bin first on PATH: Airflow starts its parts (standalone's api-server,
+    scheduler...) and tasks their tools as bare commands, which must be this venv's."""
+    return {**env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])}
+
+
 def _child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, **airflow_env(settings), **(extra or {})}
-    # Airflow starts its parts (and tasks their tools) as bare commands: they must find this venv's.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
+    return with_venv_path({**os.environ, **airflow_env(settings), **(extra or {})})
 
 
 def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool = True) -> dict:

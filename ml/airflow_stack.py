@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from ml.airflow_runner import AirflowRunError, _first_error, airflow_bin, airflow_env
+from ml.airflow_runner import AirflowRunError, _first_error, airflow_bin, airflow_env, with_venv_path
 from ml.config import Settings, settings_env
 
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
@@ -134,7 +134,7 @@ class AirflowStack:
             env["AIRFLOW__CELERY__BROKER_URL"] = broker_url
             # Keys of this stack only: another Celery worker on the same Redis never takes its tasks.
             env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] = self.broker_prefix
-        return {**env, **extra_env}
+        return with_venv_path({**env, **extra_env})
 
     # Lifecycle ----------------------------------------------------------------------------
 

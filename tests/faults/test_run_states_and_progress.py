@@ -148,6 +148,16 @@ def test_the_console_shows_the_running_task_and_the_training_snapshot(fake):
     assert "samples/s" in shown and "ETA" in shown and "val_macro_f1" in shown
 
 
+def test_on_a_terminal_one_line_is_redrawn_as_a_bar(fake, capsys, monkeypatch):
+    settings, record = fake
+    (record / "slow").write_text("give the watcher time to read each snapshot")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    airflow_runner.test_dag(settings, DAG, echo=print)
+    out = capsys.readouterr().out
+    assert "\r\x1b[K" in out and "train_student  [" in out and "samples/s" in out
+    assert out.endswith("\r\x1b[K")  # the bar is cleared before the run's result is printed
+
+
 def test_the_progress_file_is_per_run_and_in_the_childs_environment(fake):
     settings, _ = fake
     result = airflow_runner.test_dag(settings, DAG, echo=lambda m: None)
