@@ -52,6 +52,10 @@ def test_a_link_in_the_drop_folder_is_set_aside_and_the_good_batch_is_listed(dro
     assert not (folder / "leak.csv").is_symlink() and secret.exists()  # the link moved, its target untouched
     assert any("set aside leak.csv" in line for line in said)
     assert list_new_batches(WF, echo=said.append) == ["good.csv"]  # the next run is not blocked either
+    from ml.validation.quarantine import QuarantineError, release
+
+    with pytest.raises(QuarantineError, match="not a regular file"):  # releasing it would only loop
+        release(settings.quarantine_dir / WF, entry.id, folder)
 
 
 def test_a_fifo_is_set_aside_without_being_read(drop):
