@@ -24,7 +24,8 @@ from tests.unit.test_cli import ROOT, env, mlops, start, subcommands  # noqa: F4
 POSITIONALS = {"entry_id": "1", "path": "no_such_file.csv", "action": "list", "id": None, "version": "1",
                "file": "no_such_file.csv", "name": "ticket_routing"}
 HEAVY = {("demo",), ("run",)}
-REQUIRED_OPTIONS = {"--reason": "checked in the json test", "--quantity": "1", "--from": "no_such_file.csv"}
+REQUIRED_OPTIONS = {"--reason": "checked in the json test", "--quantity": "1", "--from": "no_such_file.csv",
+                    "--out": "no_such_folder/checkout"}
 MUTUALLY_EXCLUSIVE = {("costs", "add"): ["--role", "ml_engineer"]}
 
 
