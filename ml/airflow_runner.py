@@ -35,6 +35,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.project_dir / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.project_dir / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # `mlops airflow standalone` serves this machine only; AIRFLOW__API__HOST=0.0.0.0 opens it up.
+        "AIRFLOW__API__HOST": "127.0.0.1",
         # Transformers and MLflow must never reach for a model hub from a task.
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
