@@ -318,7 +318,9 @@ def move_alias(client: MlflowClient, name: str, alias: str, to_version: str, *, 
         client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:06d}", _history_line(entry))
     if alias == CHAMPION:
         set_description_section(client, name, to_version, "@champion",
-                                f"since {entry['at']} ({kind}, from v{current_version}) by {entry['who']}: {entry['why']}")
+                                f"since {entry['at']} ({kind}, "
+                                f"{f'from v{current_version}' if current_version else 'the first champion'}) "
+                                f"by {entry['who']}: {entry['why']}")
     return entry
 
 

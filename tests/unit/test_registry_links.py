@@ -102,7 +102,7 @@ def test_description_has_every_gate_check_the_approval_and_the_champion_move(wor
     registry.record_decision(client, name, version, "rejected", why="too slow on long tickets")
     text = client.get_model_version(name, version).description
     assert text.count("**Approval:**") == 1 and "rejected by ada" in text and "approved by ada" not in text
-    assert "**@champion:** since " in text and "(promote, from vNone) by ada: approved: checked it" in text
+    assert "**@champion:** since " in text and "(promote, the first champion) by ada: approved: checked it" in text
 
 
 def test_alias_history_is_one_short_line_per_move_and_reads_back(world, monkeypatch):
