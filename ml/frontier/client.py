@@ -180,7 +180,7 @@ class FrontierClient:
             return call, None
         resp = None
         try:
-            async with asyncio.timeout(self.deadline_s):  # until the headers; the read timeout bounds each chunk
+            async with asyncio.timeout(self.deadline_s):  # until the headers; the relay checks it per chunk
                 resp = await self._send(body, call)
                 if resp is not None and call.status != "ok":
                     try:
@@ -204,6 +204,11 @@ class FrontierClient:
         pending, done, parts = b"", False, []
         try:
             async for chunk in resp.aiter_bytes():
+                # A trickling upstream (a byte now and then, never a read timeout) would hold its
+                # slot for ever: the call's deadline covers the stream too.
+                if time.perf_counter() - call.started_s > self.deadline_s:
+                    call.fail("timeout", "Deadline")
+                    break
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:

@@ -295,3 +295,14 @@ def test_a_call_has_a_deadline_over_all_its_attempts(fake, tmp_path):
     assert response.status_code == 504
     (row,) = read_rows(tmp_path / "log")
     assert row["status"] == "timeout" and row["error"] == "Deadline" and row["retries"] < 50
+
+
+def test_a_trickling_stream_is_cut_at_the_deadline(fake, tmp_path):
+    fake.default_mode, fake.slow_s = "slow", 1.0  # the first token comes 1 s after the headers
+    with proxy(fake.url, tmp_path / "log", max_retries=0, deadline_s=0.5) as (url, log):
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat(stream=True), timeout=HTTP_TIMEOUT_S) as r:
+            body = b"".join(r.iter_bytes())
+        assert _healthz(url)["in_flight"] == 0  # the slot is free again
+    assert b"[DONE]" not in body
+    (row,) = read_rows(tmp_path / "log")
+    assert row["status"] == "timeout" and row["error"] == "Deadline"
