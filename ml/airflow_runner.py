@@ -226,10 +226,13 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
     try:
         if unfinished_marker.exists():
             left = unfinished_marker.read_text().strip()
-            for orphan in fail_orphaned_runs(settings, dag_id, logical_date=left):
-                echo(f"  marked {dag_id} run {orphan['run_id']} failed: an mlops run ended without finishing it "
-                     f"(tasks that were running marked failed: {', '.join(orphan['failed_tasks']) or 'none'})")
-            unfinished_marker.unlink()
+            try:
+                for orphan in fail_orphaned_runs(settings, dag_id, logical_date=left):
+                    echo(f"  marked {dag_id} run {orphan['run_id']} failed: an mlops run ended without finishing it "
+                         f"(tasks that were running marked failed: {', '.join(orphan['failed_tasks']) or 'none'})")
+                unfinished_marker.unlink()
+            except AirflowRunError as exc:  # not worth refusing this run for: the next one tries again
+                echo(f"  warning: {exc}")
         logical = datetime.now(timezone.utc)
         stamp = logical.strftime("%Y%m%dT%H%M%S.%fZ")
         run_dir = settings.airflow_home / "logs" / "dags_test" / dag_id
@@ -244,24 +247,33 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
         sys.stdout.flush()
         when = logical.isoformat()
         env = _child_env(settings, {PROGRESS_FILE_VAR: str(progress_path)})
+        unfinished_marker.write_text(when)  # before the run exists: a kill at any later instant is caught
         with open(log_path, "w") as log:
             proc = subprocess.Popen([airflow_bin(), "dags", "test", dag_id, when], env=env, stdout=log,
                                     stderr=subprocess.STDOUT, pass_fds=(lock_fd,))
-        unfinished_marker.write_text(when)
         watcher = _RunWatcher(settings, dag_id, when, progress_path, echo, show_progress)
         try:
             watcher.follow(proc)
         except KeyboardInterrupt:
             _stop(proc)
-            failed = fail_orphaned_runs(settings, dag_id, logical_date=when)
-            unfinished_marker.unlink(missing_ok=True)
+            try:
+                failed = fail_orphaned_runs(settings, dag_id, logical_date=when)
+                unfinished_marker.unlink(missing_ok=True)
+            except AirflowRunError as exc:  # the marker stays: the next run of the DAG tries again
+                failed = []
+                echo(f"  warning: {exc}")
             what = (f"its Airflow run {failed[0]['run_id']} marked failed (was running: "
                     f"{', '.join(failed[0]['failed_tasks']) or 'none'})" if failed else "no Airflow run left running")
             echo(f"interrupted: {dag_id}, {what}; log: {log_path}")
             raise
         finally:
             watcher.close()
-        tasks = task_states(settings, dag_id, when)
+        try:
+            tasks = task_states(settings, dag_id, when)
+        except AirflowRunError:
+            if proc.returncode == 0:
+                raise
+            tasks = {}  # the run was never created (an import error, an unknown DAG): the log says why
         unfinished_marker.unlink(missing_ok=True)
     finally:
         os.close(lock_fd)

@@ -44,6 +44,9 @@ if args[:2] == ["dags", "test"]:
         os.replace(tmp, progress)
         if (record / "slow").exists():
             time.sleep(1.5)  # the watcher reads every second; the test never depends on seeing both
+    if (record / "broken").exists():  # the DAG file does not import: no run is ever created
+        print("ImportError: cannot import name 'nope' from 'ml.pipeline'")
+        sys.exit(1)
     gate = record / "hold"
     deadline = time.monotonic() + 120
     while gate.exists() and time.monotonic() < deadline:
@@ -90,6 +93,13 @@ def test_a_failed_task_fails_the_run_naming_it(fake):
     settings, record = fake
     (record / "outcome").write_text("failed")
     with pytest.raises(AirflowRunError, match=r"failed tasks: \['train_student'\]"):
+        airflow_runner.test_dag(settings, DAG, echo=lambda m: None)
+
+
+def test_a_run_that_airflow_never_created_fails_with_the_logs_reason(fake):
+    settings, record = fake
+    (record / "broken").write_text("")
+    with pytest.raises(AirflowRunError, match="ImportError: cannot import name 'nope'"):
         airflow_runner.test_dag(settings, DAG, echo=lambda m: None)
 
 
