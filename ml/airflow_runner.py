@@ -340,13 +340,20 @@ class _RunWatcher:
             sys.stdout.flush()
 
     def _poll_states(self) -> None:
-        while not self._stop.wait(STATES_POLL_S):
+        while not self._stop.wait(self._poll_every_s()):
             try:
                 states = task_states(self.settings, self.dag_id, self.when)
             except AirflowRunError:
                 continue  # the run may not exist yet; the final look decides
             self.running = sorted(t for t, s in states.items() if s == "running")
             self.finished = {t for t, s in states.items() if s in FINISHED_TASK_STATES}
+
+    def _poll_every_s(self) -> float:
+        # While training reports progress, the snapshot names the running task: look at
+        # Airflow less often, so the look does not take CPU from the training it watches.
+        snap = progress.read(self.progress_path)
+        fresh = snap and time.time() - float(snap.get("updated_at") or 0) < 60
+        return STATES_POLL_S * (4 if fresh else 1)
 
     def _show(self, snap: dict | None) -> None:
         running = list(self.running)
