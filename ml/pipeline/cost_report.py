@@ -215,7 +215,8 @@ def build_report(workflow: str) -> dict:
     totals: dict[str, Decimal] = {c: Decimal(0) for c in breakeven.CATEGORIES}
     for e in entries:
         totals[e.category] = totals.get(e.category, Decimal(0)) + e.amount
-    observed_months = _observed_months(entries)
+    # The MLOps window starts when the platform first spent: the frontier log can be far older.
+    observed_months = _observed_months(mlops)
     spend = breakeven.spend_from_category_totals(
         {c: v for c, v in totals.items() if c in breakeven.MLOPS_CATEGORIES and v > 0}, observed_months)
     inputs = breakeven.BreakEvenInputs(
@@ -226,7 +227,9 @@ def build_report(workflow: str) -> dict:
     verdict = breakeven.decide(constraints, full, naive)
     sensitivity = breakeven.sensitivity(inputs)
     flips = breakeven.flip_points(inputs)
-    basis = _basis(wf, frontier, measured, totals, observed_months, spend, mlops, full, flips)
+    frontier_entries = [e for e in entries if e.category == Category.FRONTIER_API.value]
+    basis = _basis(wf, frontier, measured, totals, observed_months, _observed_months(frontier_entries), spend, mlops,
+                   full, flips)
 
     report = {
         "workflow": wf.name, "generated_at": generated_at, "price_book_version": book.version,
@@ -262,7 +265,7 @@ def _summary_of(report: dict, out_dir: Path) -> dict:
             "naive_break_even_month": report["naive"].get("break_even_month")}
 
 
-def _basis(wf, frontier, measured, totals, observed_months, spend, mlops, full, flips) -> dict:
+def _basis(wf, frontier, measured, totals, observed_months, frontier_months, spend, mlops, full, flips) -> dict:
     """What the verdict stands on, in words: volume basis, projection vs ledger, what recurs, its margin."""
     from ml.costs.review_page import usd
 
@@ -276,8 +279,8 @@ def _basis(wf, frontier, measured, totals, observed_months, spend, mlops, full, 
     reconciliation = (f"projection: {usd(projected_frontier)} of frontier calls and {usd(full.rows[0].serving_usd)} of "
                       f"serving in month 1 at the declared volume ({frontier.basis} frontier cost "
                       f"{usd(frontier.cost_per_call_usd * 1000)} per 1,000 calls); ledger, as booked: "
-                      f"{usd(ledger_frontier)} of frontier calls over {months} observed month(s) "
-                      f"({usd(ledger_frontier / observed_months)} a month)")
+                      f"{usd(ledger_frontier)} of frontier calls over {frontier_months.quantize(Decimal('0.1'))} "
+                      f"month(s) of call log ({usd(ledger_frontier / frontier_months)} a month)")
     one_time = sorted(spend.one_time_usd)
     recurring = sorted(spend.recurring_usd_per_month)
     recurring_text = (f"recurring: {', '.join(recurring) or 'none'} at their ledger average over {months} month(s) "

@@ -261,3 +261,25 @@ def test_the_flip_point_is_the_nearest_one_when_whole_replicas_make_the_saving_a
     assert plan.replicas(10_512_000) == 4 and plan.usd_per_month(10_512_000).quantize(CENT) == D(8000)
     assert pays(break_even(inputs)) and pays(break_even(replace(inputs, calls_per_month=10_512_000 * D("0.6"))))
     assert {f.parameter: f.factor for f in flip_points(inputs)}["volume"] == D("0.76")
+
+
+def test_recurring_spend_is_averaged_over_the_platform_s_months_not_the_older_call_log(state):
+    from datetime import timedelta
+
+    from ml.costs import capture
+    from ml.costs.ledger import Ledger
+    from ml.pipeline.cost_report import build_report
+
+    book = PriceBook.load(state.price_book_file)
+    today = datetime.now(timezone.utc)
+    with Ledger(state.ledger_url) as ledger:
+        # Frontier calls from 80 days ago (the log predates the platform), people's hours today.
+        old = (today - timedelta(days=80)).isoformat()
+        capture.book_frontier_calls(ledger, [{"ts": old, "model": "frontier-large", "tokens_in": 1_000_000,
+                                              "tokens_out": 0, "status": "ok"}], book, "human_labelled")
+        capture.book_manual(ledger, price_book=book, workflow="human_labelled", on=today.date(), quantity="40",
+                            person="ana", role="ml_engineer")
+    report = json.loads(Path(build_report("human_labelled")["report"]).read_text())
+    # 40 h x $110.64 = $4,425.60 in the platform's first month, not spread over the log's 2.7 months.
+    assert D(report["recurring_usd_per_month"]) == D("4425.60")
+    assert "$3.00 of frontier calls over 1.0 month(s) of call log" in report["basis"]["reconciliation"]
