@@ -316,6 +316,7 @@ class _RunWatcher:
         self.tty = bool(enabled and echo is print and stream and stream())
         self.running: list[str] = []
         self.finished: set[str] = set()
+        self.polled_at = 0.0  # time.time() of the last look at Airflow's states
         self._shown_running: list[str] | None = None
         self._last_plain = (None, 0.0, None)  # (step, monotonic time, val score)
         self._drawn = False
@@ -345,6 +346,7 @@ class _RunWatcher:
                 states = task_states(self.settings, self.dag_id, self.when)
             except AirflowRunError:
                 continue  # the run may not exist yet; the final look decides
+            self.polled_at = time.time()
             self.running = sorted(t for t, s in states.items() if s == "running")
             self.finished = {t for t, s in states.items() if s in FINISHED_TASK_STATES}
 
@@ -360,8 +362,8 @@ class _RunWatcher:
         task = str(snap.get("task")) if snap and snap.get("task") else None
         if task and task in self.finished:
             snap, task = None, None  # the last snapshot of a task Airflow has seen end
-        if task and not running:
-            running = [task]  # between two looks at Airflow's states: the snapshot names the task
+        if task and task not in running and float(snap.get("updated_at") or 0) > self.polled_at:
+            running.append(task)  # newer than Airflow's last look: the snapshot names the task
         if task and task not in running:
             snap = None
         line = progress_line(snap)
