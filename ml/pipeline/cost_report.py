@@ -181,6 +181,7 @@ def _pending(wf, out_dir: Path, generated_at: str, book: PriceBook, why: str) ->
               "constraints_failing": [], "measured": None, "naive": {}, "fully_loaded": {}, "sensitivity": [],
               "months": [], "ledger_totals_usd": {}, "pending": True}
     (out_dir / "breakeven.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "breakeven.html").unlink(missing_ok=True)  # an older verdict must not be linked as the current one
     print(f"{wf.name}: {report['verdict']}")
     return report
 
@@ -198,6 +199,7 @@ def build_report(workflow: str) -> dict:
     with Ledger(settings.ledger_url) as ledger:
         ledger.check_intact()  # a tampered ledger gets no report and no export
         entries = ledger.entries(workflow=wf.name)
+    write_focus_csv(entries, out_dir / "costs_focus.csv")  # the books, whether or not there is a verdict yet
     frontier = frontier_side(settings, wf, book, now)
     if frontier is None:
         return _summary_of(_pending(
@@ -253,7 +255,6 @@ def build_report(workflow: str) -> dict:
     }
     (out_dir / "breakeven.json").write_text(json.dumps(report, indent=2))
     write_html(report, naive, full, entries, out_dir)
-    write_focus_csv(entries, out_dir / "costs_focus.csv")
     print(f"{wf.name}: {report['headline']}\n  " + "\n  ".join(verdict.reasons))
     return _summary_of(report, out_dir)
 

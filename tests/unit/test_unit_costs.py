@@ -210,6 +210,8 @@ def test_a_workflow_with_nothing_to_price_gets_a_pending_report_not_a_failure(st
     out = build_report("undeclared")
     report = json.loads(Path(out["report"]).read_text())
     assert report["pending"] and report["verdict"].startswith("no verdict yet") and "frontier:" in report["verdict"]
+    assert (state.reports_dir / "undeclared" / "costs_focus.csv").is_file()  # the books are exported anyway
+    assert not (state.reports_dir / "undeclared" / "breakeven.html").exists()
 
 
 def test_the_ninety_day_report_says_not_measured_yet(state):
