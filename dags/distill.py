@@ -50,6 +50,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (DEFAULT_ARGS, START, WorkflowNotifier, cron, dataset_asset, doc_md, model_asset, notifiers, run_key,
                      upstream_asset, workflows)
 
+from ml.notify import approval_event
+
 
 # How the approval sensor looks at the registry: first after this many seconds, then with
 # exponential backoff up to ml.registry.WAIT_POLL_MAX_S (kept equal: the CLI reads a wait whose
@@ -132,11 +134,7 @@ def build(wf):
 
             result = await_approval(wf.name, run_key(dag_run), registered)
             print(result["message"])
-            # Only this task knows these three moments; the notice is sent once, at the first look
-            # that sees it (a rejection or a timeout ends the task, an open wait is opened once).
-            event = {"rejected": "rejected", "timed_out": "approval_timed_out"}.get(result["state"])
-            if result["state"] == "waiting" and result.get("opened"):
-                event = "approval_waiting"
+            event = approval_event(result)
             if event and notifiers(wf, event):
                 WorkflowNotifier(wf, event, message=result["message"], version=str(registered["version"])).send(
                     {"dag_run": dag_run})

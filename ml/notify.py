@@ -76,6 +76,18 @@ def compose(event: str, workflow: str, *, message: str = "", model: str | None =
                   version=None if version is None else str(version), run_key=run_key, url=url)
 
 
+def approval_event(result: dict) -> str | None:
+    """The notice one look of the approval sensor sends (ml.pipeline.distill.await_approval's result).
+
+    Only that task knows these moments; each is sent once: a rejection or a timeout ends the
+    task, and only the look that opened the wait says so (`opened`).
+    """
+    state = result.get("state")
+    if state == "waiting":
+        return "approval_waiting" if result.get("opened") else None
+    return {"rejected": "rejected", "timed_out": "approval_timed_out"}.get(state)
+
+
 def post_webhook(url: str, notice: Notice, *, timeout_s: float = WEBHOOK_TIMEOUT_S) -> int:
     """POST the notice as JSON; returns the HTTP status. Raises NotifyError naming the URL and cause."""
     body = json.dumps(notice.payload()).encode()

@@ -152,3 +152,18 @@ def test_distill_hangs_notifiers_only_for_subscribed_events(tmp_path, notify, ex
     parsed = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT"):])
     assert (parsed["clause_classification"]["dag_failure"], parsed["clause_classification"]["promote_success"]) == expected
     assert parsed["ticket_routing"] == {"dag_failure": [], "promote_success": []}
+
+
+@pytest.mark.parametrize("result, event", [
+    ({"state": "waiting", "opened": True}, "approval_waiting"),
+    ({"state": "waiting", "opened": False}, None),  # a later look of the same wait: told once
+    ({"state": "waiting"}, None),
+    ({"state": "rejected"}, "rejected"),
+    ({"state": "timed_out"}, "approval_timed_out"),
+    ({"state": "approved"}, None),  # promote's success callback tells
+    ({"state": "not_needed"}, None),
+])
+def test_the_approval_sensor_sends_each_notice_once(result, event):
+    from ml.notify import approval_event
+
+    assert approval_event(result) == event
