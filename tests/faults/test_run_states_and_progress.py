@@ -40,7 +40,8 @@ if args[:2] == ["dags", "test"]:
     for step in (5, 10) if (record / "slow").exists() else (10,):
         tmp = progress.with_name(".tmp")
         tmp.write_text(json.dumps({{"task": "train_student", "step": step, "total_steps": 10, "epoch": step / 10,
-                                   "samples_per_s": 51.25, "eta_s": 65.0 * (10 - step) / 10, "val_macro_f1": 0.5 + step / 100}}))
+                                   "samples_per_s": 51.25, "eta_s": 65.0 * (10 - step) / 10, "val_macro_f1": 0.5 + step / 100,
+                                   "updated_at": time.time()}}))
         os.replace(tmp, progress)
         if (record / "slow").exists():
             time.sleep(1.5)  # the watcher reads every second; the test never depends on seeing both
