@@ -339,8 +339,9 @@ def _figure(value) -> str:
     return "none" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def set_description_section(client: MlflowClient, name: str, version: str, label: str, text: str) -> None:
-    """Replace the paragraph `**label:** …` of a version's description (append it when absent).
+def set_description_section(client: MlflowClient, name: str, version: str, label: str, text: str | None) -> None:
+    """Replace the paragraph `**label:** …` of a version's description (append it when absent;
+    remove it when `text` is None).
 
     The description is derived from tags and history that stay the record; a failure to update
     it is printed, never raised, so it cannot undo or block the move or decision it describes.
@@ -348,7 +349,8 @@ def set_description_section(client: MlflowClient, name: str, version: str, label
     try:
         current = client.get_model_version(name, str(version)).description or ""
         paragraphs = [p for p in current.split("\n\n") if p.strip() and not p.startswith(f"**{label}:**")]
-        paragraphs.append(f"**{label}:** {' '.join(text.split())}")
+        if text is not None:
+            paragraphs.append(f"**{label}:** {' '.join(text.split())}")
         client.update_model_version(name, str(version), description="\n\n".join(paragraphs))
     except MlflowException as exc:
         print(f"{name} v{version}: description not updated ({exc.message[:200]}); the tags say the same.")
@@ -427,9 +429,12 @@ def record_decision(client: MlflowClient, name: str, version: str, decision: str
         raise RegistryError("a decision needs a reason (--reason TEXT); it is recorded with it.")
     record = {"decision": decision, "who": _who(who), "why": why.strip(), "at": _now(), "id": uuid.uuid4().hex}
     client.set_model_version_tag(name, str(version), APPROVAL_TAG, json.dumps(record))
-    set_description_section(client, name, version, "Approval",
-                            f"{decision} by {record['who']} at {record['at']}: {record['why']}")
+    set_description_section(client, name, version, "Approval", _approval_text(record))
     return record
+
+
+def _approval_text(record: dict | None) -> str | None:
+    return f"{record['decision']} by {record['who']} at {record['at']}: {record['why']}" if record else None
 
 
 def withdraw_decision(client: MlflowClient, name: str, version: str, record: dict, previous: dict | None) -> None:
@@ -443,6 +448,7 @@ def withdraw_decision(client: MlflowClient, name: str, version: str, record: dic
         client.delete_model_version_tag(name, str(version), APPROVAL_TAG)
     else:
         client.set_model_version_tag(name, str(version), APPROVAL_TAG, json.dumps(previous))
+    set_description_section(client, name, version, "Approval", _approval_text(previous))
 
 
 def _json_tag(client: MlflowClient, name: str, version: str, tag: str) -> dict | None:

@@ -102,6 +102,15 @@ def test_description_has_every_gate_check_the_approval_and_the_champion_move(wor
     registry.record_decision(client, name, version, "rejected", why="too slow on long tickets")
     text = client.get_model_version(name, version).description
     assert text.count("**Approval:**") == 1 and "rejected by ada" in text and "approved by ada" not in text
+    # A decision withdrawn (its move did not happen) leaves the one before it in the description too.
+    last = registry.record_decision(client, name, version, "approved", why="second look")
+    registry.withdraw_decision(client, name, version, last, registry.decision_of(client, name, version) and {
+        "decision": "rejected", "who": "ada", "why": "too slow on long tickets", "at": "2026-01-01T00:00:00+00:00"})
+    text = client.get_model_version(name, version).description
+    assert "**Approval:** rejected by ada at 2026-01-01T00:00:00+00:00" in text and "second look" not in text
+    last = registry.record_decision(client, name, version, "approved", why="third look")
+    registry.withdraw_decision(client, name, version, last, None)
+    assert "**Approval:**" not in client.get_model_version(name, version).description
     assert "**@champion:** since " in text and "(promote, the first champion) by ada: approved: checked it" in text
 
 
