@@ -78,3 +78,24 @@ def test_local_locations_are_measured_and_missing_ones_skipped(tmp_path):
     (tmp_path / "kept" / "a.bin").write_bytes(b"x" * 1234)
     assert stored_bytes(str(tmp_path / "kept")) == 1234
     assert stored_bytes(str(tmp_path / "absent")) is None
+
+
+def test_mlops_data_checkout_restores_a_version_from_the_s3_remote_alone(s3, tmp_path):
+    """`DatasetStore.checkout` (`mlops data checkout`) with the data folder gone: the md5s of a
+    model's tags and the S3 remote are all it needs."""
+    remote = "s3://dvc/checkout/tickets"
+    store = DatasetStore(tmp_path / "data" / "tickets", remote)
+    rows = {"train": [("my parcel is late", "shipping"), ("refund please", "billing")],
+            "eval": [("where is my parcel", "shipping"), ("charged twice", "billing")]}
+    kept = {}
+    for role, pairs in rows.items():
+        drop = tmp_path / f"{role}.csv"
+        pd.DataFrame(pairs, columns=["text", "label"]).to_csv(drop, index=False)
+        version = store.accept(read_batch(drop), role=role)["version"]
+        kept[role] = (version, store.path(role).read_bytes())
+    shutil.rmtree(store.root)
+    gone = DatasetStore(tmp_path / "elsewhere" / "tickets", remote)
+    result = gone.checkout(kept["train"][0], tmp_path / "out", eval_version=kept["eval"][0])
+    assert result["files"]["train"]["path"] == str(tmp_path / "out" / "train.parquet")
+    for role, (_, data) in kept.items():
+        assert (tmp_path / "out" / f"{role}.parquet").read_bytes() == data
