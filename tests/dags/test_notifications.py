@@ -125,33 +125,38 @@ PARSE = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
-out = {}
-for wf in ("ticket_routing", "clause_classification"):
-    dag = bag.dags[f"distill__{wf}"]
-    out[wf] = {"dag_failure": [type(c).__name__ for c in (dag.on_failure_callback or [])],
-               "promote_success": [c.event for c in dag.task_dict["promote"].on_success_callback]}
+out = {"errors": list(bag.import_errors)}
+for dag_id, dag in bag.dags.items():
+    if dag_id.startswith("distill__"):
+        out[dag_id.split("__", 1)[1]] = {
+            "dag_failure": [type(c).__name__ for c in (dag.on_failure_callback or [])],
+            "promote_success": [c.event for c in dag.task_dict["promote"].on_success_callback]}
 print("RESULT" + json.dumps(out))
 """
 
+# One parse, one workflow per case (each parse of the DAG folder takes several seconds).
+SUBSCRIPTIONS = {
+    "subscribed": ("{on: [promoted, run_failed], webhook: 'http://127.0.0.1:1/x'}", (["WorkflowNotifier"], ["promoted"])),
+    "other_events": ("{on: [approval_waiting], email: [a@example.com]}", ([], [])),
+    "no_channel": ("{on: [promoted, run_failed]}", ([], [])),  # nothing to call
+    "no_section": (None, ([], [])),
+}
 
-@pytest.mark.parametrize("notify, expected", [
-    ("notify: {on: [promoted, run_failed], webhook: 'http://127.0.0.1:1/x'}", (["WorkflowNotifier"], ["promoted"])),
-    ("notify: {on: [approval_waiting], email: [a@example.com]}", ([], [])),  # not subscribed
-    ("notify: {on: [promoted, run_failed]}", ([], [])),  # no channel: nothing to call
-])
-def test_distill_hangs_notifiers_only_for_subscribed_events(tmp_path, notify, expected):
-    two = (ROOT / "tests" / "fixtures" / "workflows_two.yaml").read_text()
-    marker = "  clause_classification:\n"
-    assert marker in two
-    (tmp_path / "workflows.yaml").write_text(two.replace(marker, marker + f"    {notify}\n"))
+
+def test_distill_hangs_notifiers_only_for_subscribed_events(tmp_path):
+    lines = ["workflows:"]
+    for name, (notify, _) in SUBSCRIPTIONS.items():
+        lines += [f"  {name}:", "    labels: [billing, login]"] + ([f"    notify: {notify}"] if notify else [])
+    (tmp_path / "workflows.yaml").write_text("\n".join(lines) + "\n")
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "MLOPS_STATE_DIR": str(tmp_path / "state"), "MLOPS_WORKFLOWS_FILE": str(tmp_path / "workflows.yaml")}
     proc = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "dags")], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     parsed = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT"):])
-    assert (parsed["clause_classification"]["dag_failure"], parsed["clause_classification"]["promote_success"]) == expected
-    assert parsed["ticket_routing"] == {"dag_failure": [], "promote_success": []}
+    assert parsed.pop("errors") == []
+    got = {name: (dag["dag_failure"], dag["promote_success"]) for name, dag in parsed.items()}
+    assert got == {name: expected for name, (_, expected) in SUBSCRIPTIONS.items()}
 
 
 @pytest.mark.parametrize("result, event", [
