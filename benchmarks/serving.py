@@ -181,33 +181,38 @@ def main() -> None:
                     teacher_ms.append(timed_ms(teacher_call, texts[i % len(texts)]))
         sequential_rps = len(http_ms) / seq_s
 
-        # 3. Concurrent clients.
-        from concurrent.futures import ThreadPoolExecutor
+        # 3. Concurrent clients: asyncio tasks on one connection pool (threads would spend the
+        # client's share of the CPUs on the GIL, not on requests).
+        import asyncio
 
-        clients = [httpx.Client(timeout=60) for _ in range(args.concurrency)]
-        counter = iter(range(args.requests))
-        lock = threading.Lock()
-
-        def worker(k: int) -> int:
-            done = 0
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
+        async def concurrent() -> tuple[int, float]:
+            queue = list(range(args.requests))
+            limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+                async def worker() -> int:
+                    done = 0
+                    while queue:
+                        i = queue.pop()
+                        response = await http.post(f"{url}/predict", json={"texts": [texts[i % len(texts)]],
+                                                                            "include_probs": False})
+                        response.raise_for_status()
+                        done += 1
                     return done
-                clients[k].post(f"{url}/predict", json={"texts": [texts[i % len(texts)]], "include_probs": False}
-                                ).raise_for_status()
-                done += 1
 
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            sent = sum(pool.map(worker, range(args.concurrency)))
-        concurrent_rps = sent / (time.perf_counter() - t0)
-        for c in clients:
-            c.close()
-        metrics = httpx.get(f"{url}/metrics", timeout=10).text
-        batch_sum = float(re.search(r"^mlops_serve_batch_size_sum ([\d.e+]+)$", metrics, re.M).group(1))
-        batch_count = float(re.search(r"^mlops_serve_batch_size_count ([\d.e+]+)$", metrics, re.M).group(1))
+                t0 = time.perf_counter()
+                sent = sum(await asyncio.gather(*(worker() for _ in range(args.concurrency))))
+                return sent, time.perf_counter() - t0
+
+        def batch_totals() -> tuple[float, float]:
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+            return tuple(float(re.search(rf"^mlops_serve_batch_size_{k} ([\d.e+]+)$", text, re.M).group(1))
+                         for k in ("sum", "count"))
+
+        before = batch_totals()
+        sent, concurrent_s = asyncio.run(concurrent())
+        concurrent_rps = sent / concurrent_s
+        after = batch_totals()
+        batch_sum, batch_count = after[0] - before[0], after[1] - before[1]  # the concurrent phase's batches
         status = Path(f"/proc/{server.pid}/status").read_text() if Path(f"/proc/{server.pid}/status").exists() else ""
         peak_kib = re.search(r"VmHWM:\s+(\d+) kB", status)
     finally:
