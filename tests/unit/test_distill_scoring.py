@@ -3,6 +3,8 @@ each with its accuracy cost measured on the same examples."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,21 @@ def test_no_usable_variant_is_an_error_naming_the_figures():
 ])
 def test_candidate_variants(declared, device, expected):
     assert candidate_variants(declared, device) == expected
+
+
+def test_the_served_variant_and_its_figures_become_version_tags_and_description():
+    from ml.pipeline.distill import _served_description, _served_tags
+
+    method = "separate process, 1 thread pinned to 1 CPU, batch 1; best round's p99"
+    candidates = {"torch_fp32": {"macro_f1_cost": 0.0, "latency_p99_ms": 3.1},
+                  "onnx_int8": {"macro_f1_cost": 0.0037, "latency_p99_ms": 0.9}}
+    served = {"variant": "onnx_int8", "macro_f1": 0.8123, "macro_f1_cost": 0.0037, "latency_p50_ms": 0.76,
+              "latency_p99_ms": 0.9, "method": method}
+    evaluation = {"variants": candidates, "max_quality_cost": 0.005}
+    tags = _served_tags(served, evaluation)
+    assert tags["served_variant"] == "onnx_int8" and tags["latency_method"] == method
+    assert (tags["served_latency_p50_ms"], tags["served_macro_f1_cost"]) == ("0.76", "0.0037")
+    assert json.loads(tags["serving_candidates"])["torch_fp32"] == {"macro_f1_cost": 0.0, "latency_p99_ms": 3.1}
+    description = _served_description(served, evaluation)
+    assert description.startswith("Serves onnx_int8: macro-F1 0.8123 (-0.0037 vs torch fp32, allowed 0.005)")
+    assert "p99 0.90 ms" in description and method in description and "torch_fp32 p99 3.10 ms" in description
