@@ -188,15 +188,19 @@ def log(message):
     if message.startswith("step 10/"):
         time.sleep(60)
 
-t.run(Path({base!r}), Path({out!r}), log=log)
+t.run(Path({base!r}), Path({out!r}), log=log, checkpoint_root=Path({root!r}))
 print("finished", flush=True)
 """
 
 
-def test_sigkill_mid_training_then_resume_matches_uninterrupted(tiny_base_model, tmp_path, reference):
+def test_sigkill_mid_training_then_a_new_run_resumes_and_matches_uninterrupted(tiny_base_model, tmp_path,
+                                                                              reference):
+    # Checkpoints keyed by the inputs (as the distill DAG keys them): the run after the kill is a
+    # new DAG run with its own folder, and still resumes where the killed one stopped (issue 16.5).
     _, reference_weights = reference
-    out_dir = tmp_path / "run"
-    code = CHILD.format(tests_dir=str(Path(__file__).parent), base=str(tiny_base_model), out=str(out_dir))
+    out_dir, root = tmp_path / "run", tmp_path / "checkpoints"
+    code = CHILD.format(tests_dir=str(Path(__file__).parent), base=str(tiny_base_model), out=str(out_dir),
+                        root=str(root))
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, env=env, cwd=REPO_ROOT)
@@ -219,7 +223,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tiny_base_model,
             child.wait()
     assert not (out_dir / "model").exists()
 
-    resumed = run(tiny_base_model, out_dir)
+    resumed = run(tiny_base_model, tmp_path / "next-dag-run", checkpoint_root=root)
     assert resumed.resumed_from_step == 8
     assert_same_weights(weights(resumed.model_dir), reference_weights)
 
