@@ -339,8 +339,15 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
     variants, champion_timing = _serving_variants(settings, wf, challenger, Path(train_ref["model_dir"]),
                                                   out / "export", texts, y, labels, champ_dir)
     timing_keys = ("latency_p50_ms", "latency_p99_ms", "wall_p99_ms", "method")
-    if "torch_fp32" in variants:  # the in-process figures never leave: one latency method
+    # The in-process latencies never leave this function: every latency reported is the gate's method.
+    for report in (challenger, champion, challenger.get("int8")):
+        for key in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
+            (report or {}).pop(key, None)
+    if "torch_fp32" in variants:
         challenger.update({k: variants["torch_fp32"][k] for k in timing_keys})
+    for name, block in (("onnx_fp32", "onnx"), ("onnx_int8", "onnx_int8")):
+        if name in variants and block in challenger:
+            challenger[block].update({k: variants[name][k] for k in ("latency_p50_ms", "latency_p99_ms")})
     if champion is not None and champion_timing:
         champion.update({k: champion_timing[k] for k in timing_keys})
     served_variant = choose_served_variant(variants, wf.serving.max_quality_cost)
