@@ -363,7 +363,7 @@ class _RunWatcher:
         if task and task in self.finished:
             snap, task = None, None  # the last snapshot of a task Airflow has seen end
         if task and task not in running and float(snap.get("updated_at") or 0) > self.polled_at:
-            running.append(task)  # newer than Airflow's last look: the snapshot names the task
+            running = [task]  # newer than Airflow's last look (which may show the task before it)
         if task and task not in running:
             snap = None
         line = progress_line(snap)
