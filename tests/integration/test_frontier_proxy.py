@@ -299,7 +299,8 @@ def test_a_call_has_a_deadline_over_all_its_attempts(fake, tmp_path):
 
 def test_a_trickling_stream_is_cut_at_the_deadline(fake, tmp_path):
     fake.default_mode, fake.slow_s = "slow", 1.0  # the first token comes 1 s after the headers
-    with proxy(fake.url, tmp_path / "log", max_retries=0, deadline_s=0.5) as (url, log):
+    # Each read may wait 8 s (so the read timeout never races the 1 s gap); the call as a whole has 0.5 s.
+    with proxy(fake.url, tmp_path / "log", max_retries=0, timeout_s=8.0, deadline_s=0.5) as (url, log):
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat(stream=True), timeout=HTTP_TIMEOUT_S) as r:
             body = b"".join(r.iter_bytes())
         assert _healthz(url)["in_flight"] == 0  # the slot is free again
