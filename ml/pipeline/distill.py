@@ -282,7 +282,7 @@ def _latency_spec(variant: str, model_dir: Path, artifact: Path, max_length: int
 
 
 def _serving_variants(settings: Settings, wf: Workflow, challenger: dict, model_dir: Path, export_dir: Path,
-                      texts, y, labels, champion_dir: Path | None) -> tuple[dict, dict | None]:
+                      texts, y, labels, champion_spec: dict | None) -> tuple[dict, dict | None]:
     """Every candidate variant's quality (on the frozen set) and gate latency, and the champion's latency.
 
     All latencies come from one measurement process (ml/evaluate/latency.py), variants interleaved.
@@ -303,12 +303,38 @@ def _serving_variants(settings: Settings, wf: Workflow, challenger: dict, model_
             variants[name] = {k: block[k] for k in ("macro_f1", "accuracy", "per_class_f1", "macro_f1_cost",
                                                      "throughput_calls_per_s")} | {"artifact": str(path)}
     specs = {name: _latency_spec(name, model_dir, Path(v["artifact"]), max_length, device) for name, v in variants.items()}
-    if champion_dir is not None:
-        specs["champion"] = _latency_spec("torch_fp32", champion_dir, champion_dir, max_length, device)
+    if champion_spec is not None:
+        specs["champion"] = champion_spec
     timing = measure_isolated(specs, texts)
     for name, figures in variants.items():
         figures.update(timing[name])
     return variants, timing.get("champion")
+
+
+def _champion_as_served(settings: Settings, wf: Workflow, champ, champ_dir: Path, texts, y, labels,
+                        champion: dict) -> dict:
+    """The champion judged as it serves: an ONNX-served champion's quality is its ONNX graph's (updated in
+    `champion`, the torch figure kept as torch_fp32_macro_f1); returns the latency spec of its served variant."""
+    variant = (champ.tags or {}).get("served_variant", "torch_fp32")
+    champion["served_variant"] = variant
+    if not variant.startswith("onnx"):
+        return _latency_spec(variant, champ_dir, champ_dir, wf.training.max_length, _device(settings))
+    import mlflow
+    from mlflow.models import Model
+
+    from ml.serving_model import OnnxScorer
+
+    root = Path(mlflow.artifacts.download_artifacts(f"models:/{wf.model_name}/{champ.version}"))
+    artifacts = Model.load(str(root)).flavors["python_function"]["artifacts"]
+    onnx_path, tokenizer_dir = root / artifacts["onnx_model"]["path"], root / artifacts["tokenizer_dir"]["path"]
+    scorer = OnnxScorer(onnx_path, tokenizer_dir, max_length=wf.training.max_length, threads=settings.torch_threads)
+    probs = np.concatenate([scorer.probs(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+    report = classification_report(probs, y, labels)
+    champion["torch_fp32_macro_f1"] = champion["macro_f1"]
+    champion.update({k: report[k] for k in ("macro_f1", "accuracy", "per_class_f1")})
+    return {"factory": "ml.evaluate.latency:onnx_predictor",
+            "kwargs": {"onnx_path": str(onnx_path), "tokenizer_dir": str(tokenizer_dir),
+                       "max_length": wf.training.max_length}}
 
 
 def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
@@ -330,14 +356,16 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
 
     client = registry.configure(settings)
     champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
-    champion, champ_dir = None, None
+    champion, champion_spec = None, None
     if champ is not None:
         champ_dir = registry.download_weights(wf.model_name, str(champ.version))
         champion = _score(settings, wf, champ_dir, texts, y, labels)
         if "error" in champion:  # a champion on another label set cannot be compared: absolute thresholds
-            champion, champ_dir = None, None
+            champion = None
+        else:
+            champion_spec = _champion_as_served(settings, wf, champ, champ_dir, texts, y, labels, champion)
     variants, champion_timing = _serving_variants(settings, wf, challenger, Path(train_ref["model_dir"]),
-                                                  out / "export", texts, y, labels, champ_dir)
+                                                  out / "export", texts, y, labels, champion_spec)
     timing_keys = ("latency_p50_ms", "latency_p99_ms", "wall_p99_ms", "method")
     # The in-process latencies never leave this function: every latency reported is the gate's method.
     for report in (challenger, champion, challenger.get("int8")):
