@@ -46,6 +46,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used: its cost per request, whatever the host's load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_ms(fn, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)
@@ -169,12 +175,13 @@ def main() -> None:
 
             for text in texts[:5]:  # warm-up: connections, first-call allocations
                 http_call(text), model.predict(pd.DataFrame({"text": [text]})), teacher_call(text)
-            seq_s = 0.0
+            seq_s = seq_cpu_s = 0.0
             for r in range(args.rounds):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_s(server.pid)
                 for i in range(per_round):
                     http_ms.append(timed_ms(http_call, texts[(r * per_round + i) % len(texts)]))
                 seq_s += time.perf_counter() - t0
+                seq_cpu_s += cpu_s(server.pid) - c0
                 for i in range(per_round // 4):
                     in_process_ms.append(timed_ms(model.predict, pd.DataFrame({"text": [texts[i % len(texts)]]})))
                 for i in range(per_round // 8):
@@ -208,8 +215,9 @@ def main() -> None:
             return tuple(float(re.search(rf"^mlops_serve_batch_size_{k} ([\d.e+]+)$", text, re.M).group(1))
                          for k in ("sum", "count"))
 
-        before = batch_totals()
+        before, c0 = batch_totals(), cpu_s(server.pid)
         sent, concurrent_s = asyncio.run(concurrent())
+        concurrent_cpu_s = cpu_s(server.pid) - c0
         concurrent_rps = sent / concurrent_s
         after = batch_totals()
         batch_sum, batch_count = after[0] - before[0], after[1] - before[1]  # the concurrent phase's batches
@@ -241,6 +249,9 @@ def main() -> None:
         "sequential_rps": round(sequential_rps, 1), "rps_32_concurrent": round(concurrent_rps, 1),
         "ratio_concurrent_to_sequential_rps": round(concurrent_rps / sequential_rps, 3),
         "mean_batch_size_concurrent": round(batch_sum / batch_count, 2) if batch_count else None,
+        # CPU the server spent per request (all its threads): what bounds requests/s on a saturated host.
+        "server_cpu_ms_per_request_sequential": round(1000 * seq_cpu_s / len(http_ms), 3),
+        "server_cpu_ms_per_request_concurrent": round(1000 * concurrent_cpu_s / sent, 3),
         "server_peak_rss_mib": round(int(peak_kib.group(1)) / 1024, 1) if peak_kib else None,
         "n_sequential_requests": len(http_ms), "n_in_process": len(in_process_ms), "n_teacher": len(teacher_ms),
         "concurrency": args.concurrency, "max_length": max_length, "student_layers": wf.training.student_layers,
