@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of HTTP / in-process / teacher")
     parser.add_argument("--workflow", default="ticket_routing")
+    parser.add_argument("--serve-args", default="", help="extra `mlops serve` flags, e.g. '--workers 1 --max-wait-ms 5'")
     parser.add_argument("--out", default="benchmarks/results/serving.json")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -141,7 +142,8 @@ def main() -> None:
     # 2. The server, as an operator starts it.
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "ml.cli", "serve", "--workflow", wf.name, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "ml.cli", "serve", "--workflow", wf.name, "--port", str(port),
+                               *args.serve_args.split()],
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr_tail: list[str] = []
     threading.Thread(target=lambda: [stderr_tail.append(line) for line in server.stderr], daemon=True).start()
@@ -157,10 +159,12 @@ def main() -> None:
                 raise SystemExit(f"mlops serve did not become ready: {''.join(stderr_tail[-5:])}")
             time.sleep(0.5)
 
-        model = load_served_model(f"models:/{wf.model_name}/{version}", threads=1)
+        # In process with the threads the server's model calls get (one worker: every CPU), the teacher too.
+        threads = len(os.sched_getaffinity(0))
+        model = load_served_model(f"models:/{wf.model_name}/{version}", threads=threads)
         teacher, teacher_tok = build_student(base, labels, student_layers=0)
         teacher.eval()
-        torch.set_num_threads(1)  # the server's model calls run on one thread each (2 workers on 2 CPUs)
+        torch.set_num_threads(threads)
 
         def teacher_call(text):
             with torch.inference_mode():
@@ -254,7 +258,7 @@ def main() -> None:
         "server_cpu_ms_per_request_concurrent": round(1000 * concurrent_cpu_s / sent, 3),
         "server_peak_rss_mib": round(int(peak_kib.group(1)) / 1024, 1) if peak_kib else None,
         "n_sequential_requests": len(http_ms), "n_in_process": len(in_process_ms), "n_teacher": len(teacher_ms),
-        "concurrency": args.concurrency, "max_length": max_length, "student_layers": wf.training.student_layers,
+        "concurrency": args.concurrency, "serve_args": args.serve_args, "threads_per_model_call": threads, "max_length": max_length, "student_layers": wf.training.student_layers,
         "cpus": len(os.sched_getaffinity(0)), "load_average": os.getloadavg(),
         "machine": platform.processor() or platform.machine(),
         "seconds": round(time.perf_counter() - started, 1),

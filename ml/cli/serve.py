@@ -44,7 +44,8 @@ def register(sub) -> None:
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="how long a micro-batch waits for requests still being read (a lone request never waits)")
     p.add_argument("--workers", type=int, default=None,
-                   help="model calls at once (default: 2, or 1 on one CPU); the CPUs are divided among them")
+                   help="model calls at once (default 1: each call uses every CPU, and concurrent requests share it as one "
+                        "micro-batch); the CPUs are divided among them")
     p.add_argument("--omit-probs", action="store_true",
                    help="leave the probability vectors out of answers (a request may still ask: include_probs)")
     p.add_argument("--access-log", action="store_true", help="log one line per request (off: /metrics counts them)")
