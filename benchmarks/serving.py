@@ -159,12 +159,15 @@ def main() -> None:
                 raise SystemExit(f"mlops serve did not become ready: {''.join(stderr_tail[-5:])}")
             time.sleep(0.5)
 
-        # In process with the threads the server's model calls get (one worker: every CPU), the teacher too.
+        # In process with the threads the server's model calls get (one worker: every CPU). The teacher
+        # runs on one torch thread: torch's OpenMP threads spin after each call, and on a shared 2-CPU
+        # host two of them took the teacher's p50 to 963 ms and doubled the server's (a run of this
+        # benchmark); teacher_fp32_isolated_p50_ms is the like-for-like figure (both on one thread).
         threads = len(os.sched_getaffinity(0))
         model = load_served_model(f"models:/{wf.model_name}/{version}", threads=threads)
         teacher, teacher_tok = build_student(base, labels, student_layers=0)
         teacher.eval()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(1)
 
         def teacher_call(text):
             with torch.inference_mode():
@@ -258,7 +261,7 @@ def main() -> None:
         "server_cpu_ms_per_request_concurrent": round(1000 * concurrent_cpu_s / sent, 3),
         "server_peak_rss_mib": round(int(peak_kib.group(1)) / 1024, 1) if peak_kib else None,
         "n_sequential_requests": len(http_ms), "n_in_process": len(in_process_ms), "n_teacher": len(teacher_ms),
-        "concurrency": args.concurrency, "serve_args": args.serve_args, "threads_per_model_call": threads, "max_length": max_length, "student_layers": wf.training.student_layers,
+        "concurrency": args.concurrency, "serve_args": args.serve_args, "threads_per_model_call": threads, "teacher_threads": 1, "max_length": max_length, "student_layers": wf.training.student_layers,
         "cpus": len(os.sched_getaffinity(0)), "load_average": os.getloadavg(),
         "machine": platform.processor() or platform.machine(),
         "seconds": round(time.perf_counter() - started, 1),

@@ -372,8 +372,7 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
     longer texts in training, and a caller should hear so rather than get a truncated guess.
     workers (model calls at once) defaults to 1: each call then has every CPU for its intra-op
     threads (or `torch_threads` when that is set), and concurrent requests share it as one
-    micro-batch. On 2 CPUs this served 63 requests/s to 32 clients against 45 with 2 workers of
-    one thread each (benchmarks/serving.py, same host).
+    micro-batch (`benchmarks/serving.py --serve-args "--workers 2"` compares).
     """
     max_text_chars = workflow.validation.max_text_chars if max_text_chars is None else max_text_chars
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
