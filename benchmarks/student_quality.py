@@ -181,6 +181,7 @@ def run_model(name: str, cfg: Training, base_dir, texts, y, labels, test_texts, 
               device: str, seed: int, threads: int) -> dict:
     print(f"== {name}: {len(texts)} texts, up to {cfg.max_epochs:g} epochs, {cfg.student_layers or 'all'} layers, "
           f"lr {cfg.learning_rate:g}, validation {cfg.validation_fraction:g}, patience {cfg.patience}", flush=True)
+    started = time.perf_counter()
     one_hot = np.eye(len(labels))[y]
     result = train_student(base_dir=base_dir, texts=texts, teacher_probs=one_hot, hard_labels=y, label_names=labels,
                            cfg=cfg, out_dir=out_root / name, device=device, seed=seed, threads=threads,
