@@ -22,8 +22,9 @@ Both are scored on the frozen test set. The result, benchmarks/results/student_q
 has each model's accuracy, macro-F1, classes never predicted and wall time, and
 ratio_macro_f1_student_to_reference (aim >= 0.97) and the never-predicted count (aim 0).
 
-Default sizes are chosen for a loaded 2-core CPU (about 35-45 minutes at ~15-25 samples/s); the
-issue's full size is `--n-train 10000` (about 4x longer; on a GPU, minutes). Run:
+Default sizes are chosen for a loaded 2-core CPU: run as the two `--only` processes below, each
+took 22-23 minutes there (8-18 samples/s); the issue's full size is `--n-train 10000` (about 4x
+longer; on a GPU, minutes). Run:
 `.venv/bin/python benchmarks/student_quality.py [--n-train 10000 --student-layers 0 ...]`, or the two
 models side by side in two processes (each merges its section into the same result file):
 `... student_quality.py --only default_recipe & ... student_quality.py --only reference`.
