@@ -44,7 +44,7 @@ compose-plugin: $(BIN)/python
 	  echo "docker compose plugin not installed: the compose config tests will be skipped"
 
 test: install browser compose-plugin
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e and not integration"
