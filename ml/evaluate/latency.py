@@ -50,7 +50,8 @@ def percentile_ms(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
+    # Rounded first: 0.999 * 1000 is 998.9999999999999 in binary, and must stay rank 999.
+    return float(ordered[min(len(ordered), max(1, math.ceil(round(q * len(ordered), 9)))) - 1])
 
 
 def _run_delay_ns() -> int | None:

@@ -9,7 +9,6 @@ all inside range → the case for post-training does not close; otherwise which 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -18,6 +17,7 @@ from decimal import Decimal
 from ml.breakeven import Constraints
 from ml.costs import unit_costs
 from ml.costs.pricebook import PriceBook
+from ml.evaluate.latency import percentile_ms
 from ml.workflows import Workflow
 
 PERCENTILES = (50, 95, 99)
@@ -29,12 +29,8 @@ class NoCallsError(ValueError):
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
-    """Nearest rank: the smallest value with at least q% of values at or below it."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    # Rounded first: 99.9 / 100 * 1000 is 999.0000000000001 in binary, and must stay rank 999.
-    return ordered[max(1, math.ceil(round(q / 100 * len(ordered), 9))) - 1]
+    """Nearest rank (q in percent), by the platform's one percentile method."""
+    return percentile_ms(list(values), q / 100)
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
