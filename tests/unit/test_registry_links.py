@@ -20,18 +20,8 @@ from ml.evaluate.gate import decide
 from ml.registry import CHAMPION
 from ml.workflows import Gate, Workflow
 
-TINY_MODEL = '''
-import mlflow
-from mlflow.pyfunc import PythonModel
+from tests.unit.test_registry import TINY_MODEL  # the same one-second pyfunc
 
-
-class Echo(PythonModel):
-    def predict(self, context, model_input: list[str], params=None) -> list[str]:
-        return model_input
-
-
-mlflow.models.set_model(Echo())
-'''
 
 
 @pytest.fixture(scope="module")
