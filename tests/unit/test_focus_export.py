@@ -3,8 +3,9 @@ installed, and always the 1.0 rules that validator checks, written out here.
 
 focus-validator 1.0.0 (the newest on the registry this project uses) pins numpy<2, pandas<3 and
 pytz<2024, which the platform cannot run with, so it lives in its own virtual environment:
-    python3 -m venv /opt/focus && /opt/focus/bin/pip install focus-validator==1.0.0 "multimethod<1.11"
-    MLOPS_FOCUS_VALIDATOR=/opt/focus/bin/focus-validator pytest tests/unit/test_focus_export.py
+`make focus-validator` builds it in .venv-focus from tests/focus_validator.lock.txt, and `make test`
+sets MLOPS_FOCUS_VALIDATOR to it, so CI runs the real validator; by hand:
+    MLOPS_FOCUS_VALIDATOR=.venv-focus/bin/focus-validator pytest tests/unit/test_focus_export.py
 Before this export was rewritten, that validator found 28 rule failures in the same ledger.
 """
 
