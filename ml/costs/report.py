@@ -152,7 +152,7 @@ def summary_lines(report: dict) -> list[str]:
                      f"at ${Decimal(serving['instance_hour_usd']):.4f} an hour = {usd(Decimal(serving['usd_per_month']))} "
                      f"a month (always-on floor {serving['min_replicas']} replica(s), "
                      f"{usd(Decimal(serving['floor_usd_per_month']))}; peak {serving['peak_to_average']}× the average "
-                     f"rate; {serving['throughput_calls_per_s']} calls/s per replica measured)")
+                     f"rate; {float(serving['throughput_calls_per_s']):,.1f} calls/s per replica measured)")
     return lines
 
 
