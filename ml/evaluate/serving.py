@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from ml.evaluate.latency import percentile_ms
+
 
 def load_classifier(model_dir: Path, device: str = "cpu"):
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True)
@@ -56,11 +58,10 @@ def measure_latency(predict: Callable[[list[str]], object], texts: Sequence[str]
     for _ in range(n_batches):
         predict(batch)
     elapsed_s = time.perf_counter() - t0
-    p50, p95, p99 = np.percentile(latencies_ms, [50, 95, 99])
     return {
-        "latency_p50_ms": float(p50),
-        "latency_p95_ms": float(p95),
-        "latency_p99_ms": float(p99),
+        "latency_p50_ms": percentile_ms(latencies_ms, 0.50),
+        "latency_p95_ms": percentile_ms(latencies_ms, 0.95),
+        "latency_p99_ms": percentile_ms(latencies_ms, 0.99),
         "throughput_calls_per_s": float(n_batches * batch_size / elapsed_s),
     }
 
