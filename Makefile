@@ -52,7 +52,7 @@ focus-validator:
 	  echo "focus-validator not installed: the FOCUS validator test will be skipped"
 
 test: install browser compose-plugin focus-validator
-	MLOPS_FOCUS_VALIDATOR=$$( [ -x $(FOCUS_VENV)/bin/focus-validator ] && echo $(CURDIR)/$(FOCUS_VENV)/bin/focus-validator ) \
+	FOCUS_VALIDATOR=$$( [ -x $(FOCUS_VENV)/bin/focus-validator ] && echo $(CURDIR)/$(FOCUS_VENV)/bin/focus-validator ) \
 	  $(BIN)/python -m pytest -q --durations=25
 
 test-fast: install

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
-from ml.config import Settings, SettingsError, describe, is_url, load_settings
+from ml.config import ENV_PREFIX, NOT_SETTINGS, Settings, SettingsError, describe, is_url, load_settings
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -137,3 +139,14 @@ def test_ensure_dirs_creates_no_local_folder_for_a_remote_artifact_root(tmp_path
     load_settings({"MLOPS_STATE_DIR": str(tmp_path / "state"),
                    "MLOPS_MLFLOW_ARTIFACT_ROOT": "mlflow-artifacts:/"}).ensure_dirs()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+def test_every_mlops_variable_the_makefile_and_compose_set_is_accepted():
+    """A variable the test or deploy environment sets in the platform's namespace must load,
+    or every task refuses to start (CI once failed 30 tests on MLOPS_FOCUS_VALIDATOR)."""
+    root = Path(__file__).resolve().parents[2]
+    text = "\n".join((root / name).read_text() for name in ("Makefile", ".ci/run", "docker-compose.yml"))
+    names = set(re.findall(r"\b(MLOPS_[A-Z_]+)\s*[=:]", text))
+    assert names, "the scan found no MLOPS_ assignment at all; the pattern is wrong"
+    known = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)} | NOT_SETTINGS
+    assert names <= known, f"not settings: {sorted(names - known)}"

@@ -4,8 +4,8 @@ installed, and always the 1.0 rules that validator checks, written out here.
 focus-validator 1.0.0 (the newest on the registry this project uses) pins numpy<2, pandas<3 and
 pytz<2024, which the platform cannot run with, so it lives in its own virtual environment:
 `make focus-validator` builds it in .venv-focus from tests/focus_validator.lock.txt, and `make test`
-sets MLOPS_FOCUS_VALIDATOR to it, so CI runs the real validator; by hand:
-    MLOPS_FOCUS_VALIDATOR=.venv-focus/bin/focus-validator pytest tests/unit/test_focus_export.py
+sets FOCUS_VALIDATOR to it, so CI runs the real validator; by hand:
+    FOCUS_VALIDATOR=.venv-focus/bin/focus-validator pytest tests/unit/test_focus_export.py
 Before this export was rewritten, that validator found 28 rule failures in the same ledger.
 """
 
@@ -125,10 +125,10 @@ def test_the_export_follows_the_focus_1_0_rules(export):
     assert reversal["ChargeClass"] == "Correction" and Decimal(reversal["BilledCost"]) < 0
 
 
-@pytest.mark.skipif(not os.environ.get("MLOPS_FOCUS_VALIDATOR"),
-                    reason="set MLOPS_FOCUS_VALIDATOR to focus-validator's executable (see this module's docstring)")
+@pytest.mark.skipif(not os.environ.get("FOCUS_VALIDATOR"),
+                    reason="set FOCUS_VALIDATOR to focus-validator's executable (see this module's docstring)")
 def test_focus_validator_finds_no_failure(export):
-    validator = Path(os.environ["MLOPS_FOCUS_VALIDATOR"])
+    validator = Path(os.environ["FOCUS_VALIDATOR"])
     # It reads its currency list by a path relative to the working folder: its site-packages.
     site = next(validator.parent.parent.glob("lib/python3*/site-packages"))
     result = subprocess.run([str(validator), "--data-file", str(export), "--validate-version", "1.0"],
