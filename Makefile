@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser compose-plugin focus-validator demo test test-fast lock bench clean-state
+.PHONY: install browser compose-plugin focus-validator demo test test-fast lint lint-check lock bench clean-state
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,14 @@ focus-validator:
 	  $(FOCUS_VENV)/bin/pip install --quiet -r tests/focus_validator.lock.txt ; } || \
 	  echo "focus-validator not installed: the FOCUS validator test will be skipped"
 
-test: install browser compose-plugin focus-validator
+# ruff (configured in pyproject.toml): `make lint` formats and fixes, `make test` checks first.
+lint: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+lint-check: install
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
+
+test: install browser compose-plugin focus-validator lint-check
 	FOCUS_VALIDATOR=$$( [ -x $(FOCUS_VENV)/bin/focus-validator ] && echo $(CURDIR)/$(FOCUS_VENV)/bin/focus-validator ) \
 	  $(BIN)/python -m pytest -q --durations=25
 

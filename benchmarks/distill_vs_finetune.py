@@ -376,7 +376,7 @@ def main() -> None:
     print(f"\n{'model':<27}{'macro-F1':>9}{'p50 ms@1':>10}{'p99 ms@1':>10}{'train smp/s':>12}"
           f"{'train MFU':>10}{'infer@32 /s':>12}{'infer MFU':>10}")
     for name, r in m.items():
-        def fmt(key, spec):
+        def fmt(key, spec, r=r):
             return format(r[key], spec) if key in r else format("-", ">" + spec.split(".")[0])
         print(f"{name:<27}{fmt('macro_f1', '9.4f')}{fmt('latency_p50_ms_batch1', '10.2f')}"
               f"{fmt('latency_p99_ms_batch1', '10.2f')}{fmt('train_samples_per_s', '12.1f')}"

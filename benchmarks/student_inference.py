@@ -56,7 +56,7 @@ def main() -> None:
     variants = {"base_6_layers": full.eval(), "student_3_layers": student.eval(), "student_3_layers_int8": quantized.eval()}
 
     results = {name: {"batch1_s": [], "batch32_s": []} for name in variants}
-    for name, model in variants.items():  # warm-up
+    for model in variants.values():  # warm-up
         timed(model, tokenizer, texts[:8], 1, args.max_length)
     for _ in range(args.rounds):
         for name, model in variants.items():

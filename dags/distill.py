@@ -47,11 +47,21 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 # Every Airflow component (dag-processor, workers, `dags test`) must find the sibling module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (DEFAULT_ARGS, START, WorkflowNotifier, cron, dataset_asset, doc_md, model_asset, notifiers, run_key,
-                     upstream_asset, workflows)
+from _common import (
+    DEFAULT_ARGS,
+    START,
+    WorkflowNotifier,
+    cron,
+    dataset_asset,
+    doc_md,
+    model_asset,
+    notifiers,
+    run_key,
+    upstream_asset,
+    workflows,
+)
 
 from ml.notify import approval_event
-
 
 # How the approval sensor looks at the registry: first after this many seconds, then with
 # exponential backoff up to ml.registry.WAIT_POLL_MAX_S (kept equal: the CLI reads a wait whose

@@ -20,8 +20,9 @@ from airflow.sdk import dag, task
 
 # Every Airflow component (dag-processor, workers, `dags test`) must find the sibling module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ml.costs.unit_costs import NINETY_DAY_WINDOW_DAYS  # plain constants: cheap at parse time
 from _common import DEFAULT_ARGS, START, cron, doc_md, workflows
+
+from ml.costs.unit_costs import NINETY_DAY_WINDOW_DAYS  # plain constants: cheap at parse time
 
 
 def build(wf):

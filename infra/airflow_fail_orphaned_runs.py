@@ -34,13 +34,12 @@ def _alive(pid: int | None) -> bool:
 
 
 def fail_orphaned_runs(dag_id: str, logical_date: datetime | None = None) -> list[dict]:
-    from sqlalchemy import select
-
     from airflow.models.dagrun import DagRun
+    from airflow.utils.net import get_hostname
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
-    from airflow.utils.net import get_hostname
     from airflow.utils.types import DagRunTriggeredByType
+    from sqlalchemy import select
 
     finished = {TaskInstanceState.SUCCESS, TaskInstanceState.FAILED, TaskInstanceState.SKIPPED,
                 TaskInstanceState.UPSTREAM_FAILED, TaskInstanceState.REMOVED}

@@ -27,10 +27,9 @@ from __future__ import annotations
 import json
 from datetime import date
 from decimal import Decimal
-
-from ml.airflow_runner import run_airflow, test_dag
 from pathlib import Path
 
+from ml.airflow_runner import run_airflow, test_dag
 
 NEW_TEACHER_VERSION = "2026-11-15"  # the demo's base log is answered by frontier-large@2026-06-01
 UPDATE_SHARE = 0.4  # the new version re-answers this share of the logged tickets

@@ -46,16 +46,16 @@ def _app():
     # below, and names imported here are only resolvable while they are real objects.
     from typing import Annotated
 
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.exception_handlers import http_exception_handler
-    from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
     from airflow.api_fastapi.core_api.security import get_user
     from airflow.models.dag import DagModel
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     from ml.config import SettingsError, load_settings
     from ml.costs import review_page
     from ml.costs.ledger import Ledger

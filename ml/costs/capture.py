@@ -26,7 +26,16 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from ml.costs import unit_costs
-from ml.costs.ledger import CATEGORIES, QUANTITY_PLACES, Category, Entry, IdempotencyConflict, Ledger, LedgerError, NewEntry
+from ml.costs.ledger import (
+    CATEGORIES,
+    QUANTITY_PLACES,
+    Category,
+    Entry,
+    IdempotencyConflict,
+    Ledger,
+    LedgerError,
+    NewEntry,
+)
 from ml.costs.pricebook import PriceBook, PriceBookError
 
 log = logging.getLogger(__name__)

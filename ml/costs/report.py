@@ -16,8 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from ml.breakeven import CATEGORIES
-from ml.costs.unit_costs import SECONDS_PER_HOUR
 from ml.costs.review_page import usd
+from ml.costs.unit_costs import SECONDS_PER_HOUR
 
 # FOCUS 1.0's columns, in its order. Five are written twice: under the names of the final 1.0
 # specification (InvoiceIssuerName, ProviderName, PublisherName, ResourceId, ChargeCategory) and
@@ -196,7 +196,7 @@ def charts(naive, full, entries) -> dict[str, str]:
     values = [float(by_category[c]) for c in names]
     ax.barh(names, values, color=["#c0392b" if v < 0 else "#2471a3" for v in values])
     ax.set_xscale("symlog", linthresh=1)
-    for y, (name, amount) in enumerate(by_category.items()):
+    for y, amount in enumerate(by_category.values()):
         ax.annotate(usd(amount), (float(amount), y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("USD booked (symmetric log scale)")

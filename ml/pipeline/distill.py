@@ -22,7 +22,7 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,17 @@ from ml.costs.capture import report_device
 from ml.data import contract
 from ml.evaluate import confusion
 from ml.evaluate.gate import decide
-from ml.evaluate.metrics import classification_report, metric_key, per_class_metrics
 from ml.evaluate.latency import measure_isolated
-from ml.evaluate.serving import (candidate_variants, choose_served_variant, dir_size_bytes, load_classifier,
-                                 measure_latency, measure_serving, predict_probs)
+from ml.evaluate.metrics import classification_report, metric_key, per_class_metrics
+from ml.evaluate.serving import (
+    candidate_variants,
+    choose_served_variant,
+    dir_size_bytes,
+    load_classifier,
+    measure_latency,
+    measure_serving,
+    predict_probs,
+)
 from ml.export import ExportError, quantize_int8, state_dict_bytes
 from ml.pipeline.ingest_validate import context, label_set, store_for
 from ml.workflows import Workflow

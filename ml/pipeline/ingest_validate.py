@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ml.config import Settings, load_settings
 from ml.data import contract
-from ml.data.ingest import SUPPORTED_SUFFIXES, IngestError, PiiMasker, read_batch, safe_drop_path
 from ml.data.contract import ContractError
+from ml.data.ingest import SUPPORTED_SUFFIXES, IngestError, PiiMasker, read_batch, safe_drop_path
 from ml.data.versioning import DatasetError, DatasetStore
 from ml.validation.quarantine import quarantine, set_aside
 from ml.validation.suite import validate_batch

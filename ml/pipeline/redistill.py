@@ -27,8 +27,14 @@ import pandas as pd
 from ml.config import load_settings
 from ml.data import contract
 from ml.data.ingest import DEFAULT_MASKER, PiiMasker
-from ml.upstream import (UpstreamStore, call_log_teachers, call_version, iter_ok_calls, raw_call_log,
-                         teacher_fingerprint)
+from ml.upstream import (
+    UpstreamStore,
+    call_log_teachers,
+    call_version,
+    iter_ok_calls,
+    raw_call_log,
+    teacher_fingerprint,
+)
 from ml.workflows import get_workflow
 
 SKIPPED = "teachers agree"

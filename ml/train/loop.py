@@ -45,7 +45,12 @@ import torch
 from ml.evaluate.metrics import confusion_matrix, macro_f1
 from ml.train import progress
 from ml.train.loss import distillation_loss
-from ml.train.student import build_student, check_teacher_compatible, fingerprint_model_dir, quiet_progress_bars
+from ml.train.student import (
+    build_student,
+    check_teacher_compatible,
+    fingerprint_model_dir,
+    quiet_progress_bars,
+)
 from ml.workflows import ConfigurationError, Training
 
 LOG_EVERY_STEPS = 10

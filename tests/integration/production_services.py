@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from mlflow_server import _stop, free_port
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

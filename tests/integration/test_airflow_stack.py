@@ -122,9 +122,8 @@ def test_the_components_get_the_callers_settings(tmp_path):
 
 
 def test_stop_removes_the_stacks_keys_from_the_broker(tmp_path):
-    from production_services import REDIS_URL, require_redis
-
     import redis
+    from production_services import REDIS_URL, require_redis
 
     require_redis()
     stack = AirflowStack(load_settings({"MLOPS_STATE_DIR": str(tmp_path)}), executor="CeleryExecutor",

@@ -8,7 +8,6 @@ measures the bytes kept there.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest

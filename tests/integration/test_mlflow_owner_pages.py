@@ -126,6 +126,6 @@ def test_the_logged_model_page_lists_its_version_and_dataset(server, chromium):
 
 def test_the_registered_model_page_reads_the_alias_history_as_lines(server, chromium):
     text = page_text(chromium, f"{server['url']}/#/models/{NAME}", server["folder"], "registered_model")
-    assert (f"alias_history.000001 " in text
+    assert ("alias_history.000001 " in text
             and f"@champion none → v{server['version']} (promote) by ada: approved: checked the matrix" in text)
     assert '"seq"' not in text  # no JSON on the page

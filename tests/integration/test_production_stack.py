@@ -20,11 +20,11 @@ import sys
 from decimal import Decimal
 
 import pytest
+from production_services import mlflow_server_on_postgres, postgres_databases, require_redis
 
 from ml.airflow_stack import AirflowStack, async_postgres_driver
 from ml.config import load_settings
 from ml.workflows import load_workflows
-from production_services import mlflow_server_on_postgres, postgres_databases, require_redis
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_training_ran_on_the_gpu_queue_of_the_celery_worker(lifecycle):
 def test_the_champion_is_registered_in_the_postgresql_backed_mlflow_server(lifecycle):
     from mlflow import MlflowClient
 
-    settings, wf = lifecycle["settings"], lifecycle["wf"]
+    wf = lifecycle["wf"]
     client = MlflowClient(tracking_uri=lifecycle["mlflow_url"], registry_uri=lifecycle["mlflow_url"])
     champion = client.get_model_version_by_alias(wf.model_name, "champion")
     assert champion.version == "1"

@@ -16,11 +16,9 @@ from ml.breakeven import (
     frontier_cost_per_call_usd,
     monthly_volumes,
     naive_vs_fully_loaded,
-    pays,
     sensitivity,
     spend_from_category_totals,
 )
-
 
 # --- per-call costs ------------------------------------------------------------------------
 

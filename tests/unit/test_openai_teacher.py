@@ -12,8 +12,13 @@ import pandas as pd
 import pytest
 
 from ml.data import contract
-from ml.teachers import (OPENAI_TOP_LOGPROBS, TeacherUnavailableError, _answer_probs, openai_targets,
-                         teacher_targets)
+from ml.teachers import (
+    OPENAI_TOP_LOGPROBS,
+    TeacherUnavailableError,
+    _answer_probs,
+    openai_targets,
+    teacher_targets,
+)
 from ml.train.student import TeacherMismatchError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from ml import registry
 from ml.config import load_settings
-from ml.registry import CHAMPION, CHALLENGER, PromotionConflict, RegistryError
+from ml.registry import CHALLENGER, CHAMPION, PromotionConflict, RegistryError
 
 # A models-from-code pyfunc small enough to log in a second: MLflow runs this file to load it.
 TINY_MODEL = '''

@@ -19,9 +19,7 @@ from ml.data.ingest import read_batch
 from ml.evaluate.gate import decide
 from ml.registry import CHAMPION
 from ml.workflows import Gate, Workflow
-
 from tests.unit.test_registry import TINY_MODEL  # the same one-second pyfunc
-
 
 
 @pytest.fixture(scope="module")

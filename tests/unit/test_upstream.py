@@ -16,8 +16,15 @@ import pytest
 
 from ml.data import contract
 from ml.pipeline import redistill, watch_upstream
-from ml.upstream import (UpstreamError, UpstreamStore, base_model_fingerprint, call_log_teachers,
-                         current_call_log_teacher, observe, teacher_fingerprint)
+from ml.upstream import (
+    UpstreamError,
+    UpstreamStore,
+    base_model_fingerprint,
+    call_log_teachers,
+    current_call_log_teacher,
+    observe,
+    teacher_fingerprint,
+)
 
 WF = "tickets"
 WORKFLOWS = """
