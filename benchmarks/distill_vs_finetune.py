@@ -65,16 +65,21 @@ AIMS = {  # issue #4, item 8
 
 # -- data ---------------------------------------------------------------------------------------
 
+
 def demo_sets(n_train: int, n_eval: int, seed: int, teacher_error_rate: float):
     """Training tickets with the frontier teacher's answers and logprob-style probabilities; a gold eval set."""
     rng = random.Random(f"{seed}:bench-train")
     tickets = make_tickets(rng, n_train)
     answers = teacher_labels(rng, tickets, teacher_error_rate)
-    df = pd.DataFrame({
-        contract.TEXT: [t.text for t in tickets], contract.LABEL: answers, contract.SOURCE: "teacher",
-        contract.TEACHER_VERSION: "demo",
-        contract.TEACHER_PROBS: [json.dumps(label_probs(rng, t, a)) for t, a in zip(tickets, answers)],
-    })
+    df = pd.DataFrame(
+        {
+            contract.TEXT: [t.text for t in tickets],
+            contract.LABEL: answers,
+            contract.SOURCE: "teacher",
+            contract.TEACHER_VERSION: "demo",
+            contract.TEACHER_PROBS: [json.dumps(label_probs(rng, t, a)) for t, a in zip(tickets, answers)],
+        }
+    )
     targets = recorded_targets(df, LABELS)  # the same conversion the distill DAG applies to the call log
     gold = make_tickets(random.Random(f"{seed}:bench-eval"), n_eval, avoid_texts=frozenset(df[contract.TEXT]))
     index = {name: i for i, name in enumerate(LABELS)}
@@ -82,6 +87,7 @@ def demo_sets(n_train: int, n_eval: int, seed: int, teacher_error_rate: float):
 
 
 # -- FLOPs --------------------------------------------------------------------------------------
+
 
 def forward_flops(config, batch: int, width: int) -> int:
     """Multiply-adds x2 of a BERT encoder + pooler + classifier on (batch, width) tokens.
@@ -103,7 +109,9 @@ def counted_train_flops(model, tokenizer, texts, max_length: int, device: str) -
     """torch.utils.flop_counter's count of one forward + backward, to check the formula."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(
+        device
+    )
     model.train()
     with FlopCounterMode(display=False) as counter:
         model(**batch).logits.float().sum().backward()
@@ -114,14 +122,16 @@ def counted_train_flops(model, tokenizer, texts, max_length: int, device: str) -
 
 def training_widths(tokenizer, texts, cfg: Training, seed: int) -> list[tuple[int, int]]:
     """(batch, padded width) of every step train_student ran: its epoch order and dynamic padding."""
-    lengths = torch.tensor([len(ids) for ids in tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]])
+    lengths = torch.tensor(
+        [len(ids) for ids in tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]]
+    )
     n, steps_per_epoch = len(texts), math.ceil(len(texts) / cfg.batch_size)
     total = max(1, math.ceil(cfg.max_epochs * steps_per_epoch))
     shapes = []
     for step in range(total):
         epoch, position = divmod(step, steps_per_epoch)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-        idx = order[position * cfg.batch_size:(position + 1) * cfg.batch_size]
+        idx = order[position * cfg.batch_size : (position + 1) * cfg.batch_size]
         shapes.append((len(idx), int(lengths[idx].max())))
     return shapes
 
@@ -152,12 +162,17 @@ def matmul_gflops(device: str, dtype: torch.dtype, seconds: float = 1.0) -> floa
 
 # -- inference ----------------------------------------------------------------------------------
 
+
 def torch_predictor(model, tokenizer, max_length: int, device: str):
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device == "cuda" else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device == "cuda" else contextlib.nullcontext
+    )
 
     @torch.inference_mode()
     def predict(texts):
-        batch = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        batch = tokenizer(
+            list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
         with autocast():
             logits = model(**batch.to(device)).logits
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -166,7 +181,7 @@ def torch_predictor(model, tokenizer, max_length: int, device: str):
 
 
 def score(predict, texts, y, batch_size: int = 64) -> dict:
-    probs = np.concatenate([predict(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)])
+    probs = np.concatenate([predict(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
     report = classification_report(probs, y, LABELS)
     return {"macro_f1": report["macro_f1"], "accuracy": report["accuracy"], "ece": report["ece"]}, probs
 
@@ -180,23 +195,35 @@ def interleaved_latency_ms(predictors: dict, texts, n_calls: int) -> dict:
     for i in range(n_calls):
         text = [texts[i % len(texts)]]
         # Rotate who goes first, so no variant always runs right after the same neighbour.
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             t0 = time.perf_counter()
             predictors[name](text)
             times[name].append((time.perf_counter() - t0) * 1000)
-    return {name: {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95)),
-                   "p99": float(np.percentile(t, 99))} for name, t in times.items()}
+    return {
+        name: {
+            "p50": float(np.percentile(t, 50)),
+            "p95": float(np.percentile(t, 95)),
+            "p99": float(np.percentile(t, 99)),
+        }
+        for name, t in times.items()
+    }
 
 
 @torch.inference_mode()
-def batch32_model_throughput(model, tokenizer, texts, max_length: int, device: str, dtype, rounds: int) -> dict:
+def batch32_model_throughput(
+    model, tokenizer, texts, max_length: int, device: str, dtype, rounds: int
+) -> dict:
     """Model-only texts/s, GFLOP/s and its fraction of matmul GFLOP/s at batch 32.
 
     Tokenisation is done beforehand, as a server's batcher would. Each round times one pass
     over the texts and, right before it, the matmul yardstick; the medians are reported.
     """
-    batches = [tokenizer(texts[i:i + 32], truncation=True, max_length=max_length, padding=True,
-                         return_tensors="pt").to(device) for i in range(0, len(texts) - 31, 32)]
+    batches = [
+        tokenizer(
+            texts[i : i + 32], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(device)
+        for i in range(0, len(texts) - 31, 32)
+    ]
     flops = sum(forward_flops(model.config, *b["input_ids"].shape) for b in batches)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     with autocast:
@@ -214,25 +241,43 @@ def batch32_model_throughput(model, tokenizer, texts, max_length: int, device: s
             elapsed.append(time.perf_counter() - t0)
             fractions.append(flops / elapsed[-1] / 1e9 / yardstick)
     seconds = statistics.median(elapsed)
-    return {"texts_per_s": 32 * len(batches) / seconds, "gflops_per_s": flops / seconds / 1e9,
-            "flops_utilisation": statistics.median(fractions)}
+    return {
+        "texts_per_s": 32 * len(batches) / seconds,
+        "gflops_per_s": flops / seconds / 1e9,
+        "flops_utilisation": statistics.median(fractions),
+    }
 
 
 # -- the run ------------------------------------------------------------------------------------
 
+
 def train(name, base_dir, texts, probs, hard, cfg, out_root, device, dtype, seed, threads):
     """train_student, and the matmul yardstick just before and just after it."""
-    print(f"== training {name}: {len(texts)} texts, {cfg.max_epochs:g} epochs, {cfg.student_layers or 'all'} layers", flush=True)
+    print(
+        f"== training {name}: {len(texts)} texts, {cfg.max_epochs:g} epochs, {cfg.student_layers or 'all'} layers",
+        flush=True,
+    )
     before = matmul_gflops(device, dtype)
-    result = train_student(base_dir=base_dir, texts=texts, teacher_probs=probs, hard_labels=hard, label_names=LABELS,
-                           cfg=cfg, out_dir=out_root / name, device=device, seed=seed, threads=threads,
-                           log=lambda m: print(f"  {name}: {m}", flush=True))
+    result = train_student(
+        base_dir=base_dir,
+        texts=texts,
+        teacher_probs=probs,
+        hard_labels=hard,
+        label_names=LABELS,
+        cfg=cfg,
+        out_dir=out_root / name,
+        device=device,
+        seed=seed,
+        threads=threads,
+        log=lambda m: print(f"  {name}: {m}", flush=True),
+    )
     return result, (before, matmul_gflops(device, dtype))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--n-train", type=int, default=1200, help="training tickets (teacher-labelled)")
     parser.add_argument("--n-eval", type=int, default=400, help="gold evaluation tickets")
     parser.add_argument("--epochs", type=float, default=3.0)
@@ -259,27 +304,68 @@ def main() -> None:
     texts, targets, eval_texts, y = demo_sets(args.n_train, args.n_eval, args.seed, args.teacher_error_rate)
     # A fixed schedule on every text (no validation split, early stopping or class weights), so the
     # two models differ only in size and targets.
-    common = dict(max_epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
-                  learning_rate=args.learning_rate, checkpoint_every=10**9, validation_fraction=0.0,
-                  patience=0, class_weight_power=0.0)
+    common = dict(
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        learning_rate=args.learning_rate,
+        checkpoint_every=10**9,
+        validation_fraction=0.0,
+        patience=0,
+        class_weight_power=0.0,
+    )
     cfg_finetune = Training(**common, alpha=0.0, student_layers=0)
     cfg_student = Training(**common, alpha=0.5, temperature=2.0, student_layers=args.student_layers)
     one_hot = np.eye(len(LABELS))[targets.hard]
 
     peak_gflops = matmul_gflops(device, dtype)
-    print(f"matmul {device} {str(dtype).removeprefix('torch.')}: {peak_gflops:.1f} GFLOP/s at the start", flush=True)
+    print(
+        f"matmul {device} {str(dtype).removeprefix('torch.')}: {peak_gflops:.1f} GFLOP/s at the start",
+        flush=True,
+    )
 
     from ml.evaluate.serving import load_classifier
 
-    report = {"device": device, "dtype": str(dtype).removeprefix("torch."), "torch_threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "settings": vars(args), "matmul_gflops_per_s": peak_gflops, "models": {}}
+    report = {
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "settings": vars(args),
+        "matmul_gflops_per_s": peak_gflops,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
         out_root = Path(tmp)
-        runs = {"finetune_6_layers": train("finetune_6_layers", base_dir, texts, one_hot, targets.hard,
-                                           cfg_finetune, out_root, device, dtype, args.seed, args.threads),
-                "student_3_layers": train("student_3_layers", base_dir, texts, targets.probs, targets.hard,
-                                          cfg_student, out_root, device, dtype, args.seed, args.threads)}
+        runs = {
+            "finetune_6_layers": train(
+                "finetune_6_layers",
+                base_dir,
+                texts,
+                one_hot,
+                targets.hard,
+                cfg_finetune,
+                out_root,
+                device,
+                dtype,
+                args.seed,
+                args.threads,
+            ),
+            "student_3_layers": train(
+                "student_3_layers",
+                base_dir,
+                texts,
+                targets.probs,
+                targets.hard,
+                cfg_student,
+                out_root,
+                device,
+                dtype,
+                args.seed,
+                args.threads,
+            ),
+        }
         models, predictors = {}, {}
         for name, (result, (before, after)) in runs.items():
             yardstick = (before + after) / 2
@@ -291,13 +377,22 @@ def main() -> None:
             train_flops = sum(train_step_flops(model.config, b, w) for b, w in shapes)
             train_compute_s = sum(b for b, _ in shapes) / result.samples_per_s
             # The formula against torch's own counter, on one training batch of this model.
-            counted = counted_train_flops(model, tokenizer, texts[:args.batch_size], args.max_length, device)
-            width = int(tokenizer(texts[:args.batch_size], truncation=True, max_length=args.max_length,
-                                  padding=True, return_tensors="pt")["input_ids"].shape[1])
+            counted = counted_train_flops(model, tokenizer, texts[: args.batch_size], args.max_length, device)
+            width = int(
+                tokenizer(
+                    texts[: args.batch_size],
+                    truncation=True,
+                    max_length=args.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )["input_ids"].shape[1]
+            )
             formula = train_step_flops(model.config, min(args.batch_size, len(texts)), width)
             report["models"][name] = {
-                "layers": model.config.num_hidden_layers, "n_parameters": result.n_parameters,
-                "train_steps": result.steps, "train_seconds": result.train_seconds,
+                "layers": model.config.num_hidden_layers,
+                "n_parameters": result.n_parameters,
+                "train_steps": result.steps,
+                "train_seconds": result.train_seconds,
                 "train_samples_per_s": result.samples_per_s,
                 "train_gflops_per_s": train_flops / train_compute_s / 1e9,
                 "train_matmul_gflops_per_s": yardstick,
@@ -311,13 +406,18 @@ def main() -> None:
         # The serving exports run on the CPU whatever the training device was (both copy the model there).
         int8 = quantize_int8(student)
         predictors["student_3_layers_int8"] = torch_predictor(int8, tokenizer, args.max_length, "cpu")
-        onnx = OnnxClassifier(export_onnx(student, tokenizer, out_root / "student.onnx"), tokenizer,
-                              threads=args.threads)
-        predictors["student_3_layers_onnx"] = lambda batch: onnx.predict_probs(batch, max_length=args.max_length)
-        onnx_int8 = OnnxClassifier(quantize_onnx_int8(onnx.path, out_root / "student.int8.onnx"), tokenizer,
-                                   threads=args.threads)
-        predictors["student_3_layers_onnx_int8"] = lambda batch: onnx_int8.predict_probs(batch,
-                                                                                       max_length=args.max_length)
+        onnx = OnnxClassifier(
+            export_onnx(student, tokenizer, out_root / "student.onnx"), tokenizer, threads=args.threads
+        )
+        predictors["student_3_layers_onnx"] = lambda batch: onnx.predict_probs(
+            batch, max_length=args.max_length
+        )
+        onnx_int8 = OnnxClassifier(
+            quantize_onnx_int8(onnx.path, out_root / "student.int8.onnx"), tokenizer, threads=args.threads
+        )
+        predictors["student_3_layers_onnx_int8"] = lambda batch: onnx_int8.predict_probs(
+            batch, max_length=args.max_length
+        )
 
         fp32_probs = None
         for name, predict in predictors.items():
@@ -325,7 +425,9 @@ def main() -> None:
             if name == "student_3_layers":
                 fp32_probs = probs
             elif name.startswith("student_3_layers_"):
-                quality["argmax_agreement_with_fp32"] = float((probs.argmax(1) == fp32_probs.argmax(1)).mean())
+                quality["argmax_agreement_with_fp32"] = float(
+                    (probs.argmax(1) == fp32_probs.argmax(1)).mean()
+                )
                 quality["max_abs_prob_diff_vs_fp32"] = float(np.abs(probs - fp32_probs).max())
             report["models"].setdefault(name, {}).update(quality)
             report["models"][name]["device"] = "cpu" if name.startswith("student_3_layers_") else device
@@ -337,53 +439,75 @@ def main() -> None:
             report["models"][name].update({f"latency_{k}_ms_batch1": v for k, v in figures.items()})
         for name, (model, tok) in models.items():
             b32 = batch32_model_throughput(model, tok, eval_texts, args.max_length, device, dtype, rounds=5)
-            report["models"][name].update({"inference_batch32_texts_per_s": b32["texts_per_s"],
-                                           "inference_batch32_gflops_per_s": b32["gflops_per_s"],
-                                           "inference_batch32_flops_utilisation": b32["flops_utilisation"]})
+            report["models"][name].update(
+                {
+                    "inference_batch32_texts_per_s": b32["texts_per_s"],
+                    "inference_batch32_gflops_per_s": b32["gflops_per_s"],
+                    "inference_batch32_flops_utilisation": b32["flops_utilisation"],
+                }
+            )
 
     m = report["models"]
     s, f, q = m["student_3_layers"], m["finetune_6_layers"], m["student_3_layers_int8"]
     ratios = {
         "student_vs_finetune_macro_f1": s["macro_f1"] / f["macro_f1"],
         "student_vs_finetune_latency_p50_batch1": s["latency_p50_ms_batch1"] / f["latency_p50_ms_batch1"],
-        "int8_student_vs_finetune_latency_p50_batch1": q["latency_p50_ms_batch1"] / f["latency_p50_ms_batch1"],
+        "int8_student_vs_finetune_latency_p50_batch1": q["latency_p50_ms_batch1"]
+        / f["latency_p50_ms_batch1"],
         "int8_vs_fp32_student_latency_p50_batch1": q["latency_p50_ms_batch1"] / s["latency_p50_ms_batch1"],
         "int8_vs_fp32_student_macro_f1": q["macro_f1"] / s["macro_f1"],
-        "onnx_vs_fp32_student_latency_p50_batch1": (m["student_3_layers_onnx"]["latency_p50_ms_batch1"]
-                                                    / s["latency_p50_ms_batch1"]),
+        "onnx_vs_fp32_student_latency_p50_batch1": (
+            m["student_3_layers_onnx"]["latency_p50_ms_batch1"] / s["latency_p50_ms_batch1"]
+        ),
         "onnx_vs_fp32_student_macro_f1": m["student_3_layers_onnx"]["macro_f1"] / s["macro_f1"],
-        "onnx_int8_student_vs_finetune_latency_p50_batch1": (m["student_3_layers_onnx_int8"]["latency_p50_ms_batch1"]
-                                                             / f["latency_p50_ms_batch1"]),
+        "onnx_int8_student_vs_finetune_latency_p50_batch1": (
+            m["student_3_layers_onnx_int8"]["latency_p50_ms_batch1"] / f["latency_p50_ms_batch1"]
+        ),
         "onnx_int8_vs_onnx_fp32_student_latency_p50_batch1": (
-            m["student_3_layers_onnx_int8"]["latency_p50_ms_batch1"] / m["student_3_layers_onnx"]["latency_p50_ms_batch1"]),
+            m["student_3_layers_onnx_int8"]["latency_p50_ms_batch1"]
+            / m["student_3_layers_onnx"]["latency_p50_ms_batch1"]
+        ),
         "onnx_int8_vs_fp32_student_macro_f1": m["student_3_layers_onnx_int8"]["macro_f1"] / s["macro_f1"],
         "student_vs_finetune_train_samples_per_s": s["train_samples_per_s"] / f["train_samples_per_s"],
         # Utilisation: the better of the two models' figures is what the loop can reach.
         "train_flops_utilisation": max(s["train_flops_utilisation"], f["train_flops_utilisation"]),
-        "inference_batch32_flops_utilisation": max(s["inference_batch32_flops_utilisation"],
-                                                   f["inference_batch32_flops_utilisation"]),
+        "inference_batch32_flops_utilisation": max(
+            s["inference_batch32_flops_utilisation"], f["inference_batch32_flops_utilisation"]
+        ),
     }
     report["ratios"] = ratios
-    report["aims"] = {k: {"aim": f"{op} {v}", "met": ratios[k] >= v if op == ">=" else ratios[k] <= v}
-                      for k, (op, v) in AIMS.items()}
+    report["aims"] = {
+        k: {"aim": f"{op} {v}", "met": ratios[k] >= v if op == ">=" else ratios[k] <= v}
+        for k, (op, v) in AIMS.items()
+    }
     report["wall_seconds"] = time.perf_counter() - started
     drift = [r["train_matmul_after_vs_before"] for r in m.values() if "train_matmul_after_vs_before" in r]
     report["warnings"] = [
         f"the matmul yardstick moved by {d:.2f}x across a training run: another process competed for the "
         "device, so utilisation and latency figures of this run are unreliable; run again on a quiet machine"
-        for d in drift if not 0.8 <= d <= 1.25]
+        for d in drift
+        if not 0.8 <= d <= 1.25
+    ]
 
-    print(f"\n{'model':<27}{'macro-F1':>9}{'p50 ms@1':>10}{'p99 ms@1':>10}{'train smp/s':>12}"
-          f"{'train MFU':>10}{'infer@32 /s':>12}{'infer MFU':>10}")
+    print(
+        f"\n{'model':<27}{'macro-F1':>9}{'p50 ms@1':>10}{'p99 ms@1':>10}{'train smp/s':>12}"
+        f"{'train MFU':>10}{'infer@32 /s':>12}{'infer MFU':>10}"
+    )
     for name, r in m.items():
+
         def fmt(key, spec, r=r):
             return format(r[key], spec) if key in r else format("-", ">" + spec.split(".")[0])
-        print(f"{name:<27}{fmt('macro_f1', '9.4f')}{fmt('latency_p50_ms_batch1', '10.2f')}"
-              f"{fmt('latency_p99_ms_batch1', '10.2f')}{fmt('train_samples_per_s', '12.1f')}"
-              f"{fmt('train_flops_utilisation', '10.3f')}{fmt('inference_batch32_texts_per_s', '12.1f')}"
-              f"{fmt('inference_batch32_flops_utilisation', '10.3f')}")
-    print(f"\nmatmul yardstick at the start: {peak_gflops:.1f} GFLOP/s ({device}, {report['dtype']}, "
-          f"{report['torch_threads']} threads); each utilisation divides by one measured next to it")
+
+        print(
+            f"{name:<27}{fmt('macro_f1', '9.4f')}{fmt('latency_p50_ms_batch1', '10.2f')}"
+            f"{fmt('latency_p99_ms_batch1', '10.2f')}{fmt('train_samples_per_s', '12.1f')}"
+            f"{fmt('train_flops_utilisation', '10.3f')}{fmt('inference_batch32_texts_per_s', '12.1f')}"
+            f"{fmt('inference_batch32_flops_utilisation', '10.3f')}"
+        )
+    print(
+        f"\nmatmul yardstick at the start: {peak_gflops:.1f} GFLOP/s ({device}, {report['dtype']}, "
+        f"{report['torch_threads']} threads); each utilisation divides by one measured next to it"
+    )
     for key, value in ratios.items():
         aim = report["aims"].get(key)
         verdict = f"  aim {aim['aim']}: {'met' if aim['met'] else 'NOT met'}" if aim else ""

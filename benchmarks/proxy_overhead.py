@@ -54,9 +54,16 @@ def serve_proxy(port: int, upstream_url: str, log_dir: str | None) -> None:
     from ml.frontier.proxy import build_app
 
     log = CallLog(Path(log_dir)) if log_dir else None  # None: the same proxy, recording nothing
-    client = FrontierClient(upstream_url, "sk-benchmark", workflow="ticket_routing", labels=("billing",),
-                            price_book=PriceBook.load(ROOT / "infra" / "price_book.yaml"),
-                            sinks=[log.append] if log else [], timeout_s=10.0, max_retries=0)
+    client = FrontierClient(
+        upstream_url,
+        "sk-benchmark",
+        workflow="ticket_routing",
+        labels=("billing",),
+        price_book=PriceBook.load(ROOT / "infra" / "price_book.yaml"),
+        sinks=[log.append] if log else [],
+        timeout_s=10.0,
+        max_retries=0,
+    )
     try:
         uvicorn.run(build_app(client), host="127.0.0.1", port=port, log_level="warning", access_log=False)
     finally:
@@ -94,23 +101,30 @@ def timed_ms(http: httpx.Client, base_url: str, body: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help=f"requests per path (at most {MAX_REQUESTS})")
-    parser.add_argument("--upstream-ms", type=float, default=50.0, help="how long the fake endpoint takes to answer")
+    parser.add_argument(
+        "--upstream-ms", type=float, default=50.0, help="how long the fake endpoint takes to answer"
+    )
     parser.add_argument("--stream", action="store_true", help="streamed (SSE) requests instead of plain ones")
     parser.add_argument("--out", default="benchmarks/results/proxy_overhead.json")
     args = parser.parse_args()
     if not 1 <= args.n <= MAX_REQUESTS or not 0 <= args.upstream_ms <= 2000:
         parser.error(f"--n must be in 1..{MAX_REQUESTS} and --upstream-ms in 0..2000")
 
-    body = {"model": "frontier-large", "stream": args.stream,
-            "messages": [{"role": "user", "content": "Where is my parcel? Order 1234567 was due Monday."}]}
+    body = {
+        "model": "frontier-large",
+        "stream": args.stream,
+        "messages": [{"role": "user", "content": "Where is my parcel? Order 1234567 was due Monday."}],
+    }
     names = ("direct", "proxy", "proxy_unrecorded")
     samples: dict[str, list[float]] = {name: [] for name in names}
     paths = {name: f"http://127.0.0.1:{free_port()}/v1" for name in names}
     port = {name: int(url.rsplit(":", 1)[1].split("/")[0]) for name, url in paths.items()}
     with tempfile.TemporaryDirectory() as tmp, httpx.Client(timeout=10.0) as http:
-        processes = [start(serve_fake, port["direct"], args.upstream_ms / 1000),
-                     start(serve_proxy, port["proxy"], paths["direct"], tmp),
-                     start(serve_proxy, port["proxy_unrecorded"], paths["direct"], None)]
+        processes = [
+            start(serve_fake, port["direct"], args.upstream_ms / 1000),
+            start(serve_proxy, port["proxy"], paths["direct"], tmp),
+            start(serve_proxy, port["proxy_unrecorded"], paths["direct"], None),
+        ]
         try:
             for url in paths.values():
                 wait_until_up(http, url, body)
@@ -118,7 +132,7 @@ def main() -> None:
                 for url in paths.values():
                     timed_ms(http, url, body)
             for i in range(args.n):
-                for name in names[i % 3:] + names[:i % 3]:  # each path goes first in turn
+                for name in names[i % 3 :] + names[: i % 3]:  # each path goes first in turn
                     samples[name].append(timed_ms(http, paths[name], body))
         finally:
             for process in processes:
@@ -129,18 +143,31 @@ def main() -> None:
 
     median = {k: statistics.median(v) for k, v in samples.items()}
     p95 = {k: statistics.quantiles(v, n=20)[-1] for k, v in samples.items()}
-    report = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-              "n": args.n, "upstream_ms": args.upstream_ms, "stream": args.stream, "median_ms": median, "p95_ms": p95,
-              "ratio_median": median["proxy"] / median["direct"], "ratio_p95": p95["proxy"] / p95["direct"],
-              "overhead_median_ms": median["proxy"] - median["direct"],
-              "recording_ratio_median": median["proxy"] / median["proxy_unrecorded"], "calls_recorded": recorded}
+    report = {
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "n": args.n,
+        "upstream_ms": args.upstream_ms,
+        "stream": args.stream,
+        "median_ms": median,
+        "p95_ms": p95,
+        "ratio_median": median["proxy"] / median["direct"],
+        "ratio_p95": p95["proxy"] / p95["direct"],
+        "overhead_median_ms": median["proxy"] - median["direct"],
+        "recording_ratio_median": median["proxy"] / median["proxy_unrecorded"],
+        "calls_recorded": recorded,
+    }
     print(f"{'path':<18}{'median ms':>11}{'p95 ms':>9}")
     for name in names:
         print(f"{name:<18}{median[name]:>11.2f}{p95[name]:>9.2f}")
-    print(f"proxy / direct: {report['ratio_median']:.3f}x median, {report['ratio_p95']:.3f}x p95 "
-          f"(+{report['overhead_median_ms']:.2f} ms median, upstream {args.upstream_ms:g} ms"
-          f"{', streamed' if args.stream else ''})")
-    print(f"recording / not recording: {report['recording_ratio_median']:.3f}x median ({recorded} calls recorded)")
+    print(
+        f"proxy / direct: {report['ratio_median']:.3f}x median, {report['ratio_p95']:.3f}x p95 "
+        f"(+{report['overhead_median_ms']:.2f} ms median, upstream {args.upstream_ms:g} ms"
+        f"{', streamed' if args.stream else ''})"
+    )
+    print(
+        f"recording / not recording: {report['recording_ratio_median']:.3f}x median ({recorded} calls recorded)"
+    )
     out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -36,8 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-AIMS = {"ratio_http_to_in_process_p50": ("<=", 1.5), "ratio_served_to_teacher_p50": ("<=", 0.10),
-        "ratio_concurrent_to_sequential_rps": (">=", 2.0)}
+AIMS = {
+    "ratio_http_to_in_process_p50": ("<=", 1.5),
+    "ratio_served_to_teacher_p50": ("<=", 0.10),
+    "ratio_concurrent_to_sequential_rps": (">=", 2.0),
+}
 
 
 def free_port() -> int:
@@ -60,11 +63,17 @@ def timed_ms(fn, *args) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1000, help="sequential (and concurrent) HTTP requests")
+    parser.add_argument(
+        "--requests", type=int, default=1000, help="sequential (and concurrent) HTTP requests"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of HTTP / in-process / teacher")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="interleaved rounds of HTTP / in-process / teacher"
+    )
     parser.add_argument("--workflow", default="ticket_routing")
-    parser.add_argument("--serve-args", default="", help="extra `mlops serve` flags, e.g. '--workers 1 --max-wait-ms 5'")
+    parser.add_argument(
+        "--serve-args", default="", help="extra `mlops serve` flags, e.g. '--workers 1 --max-wait-ms 5'"
+    )
     parser.add_argument("--out", default="benchmarks/results/serving.json")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -109,42 +118,89 @@ def main() -> None:
         torch_labels = student(**enc).logits.argmax(-1).numpy()
     variants = {"torch_fp32": {"macro_f1_cost": 0.0, "artifact": str(work / "model")}}
     for name, path in (("onnx_fp32", onnx_fp32), ("onnx_int8", onnx_int8)):
-        onnx_labels = OnnxScorer(path, work / "model", max_length=max_length, threads=1).probs(texts).argmax(1)
+        onnx_labels = (
+            OnnxScorer(path, work / "model", max_length=max_length, threads=1).probs(texts).argmax(1)
+        )
         variants[name] = {"macro_f1_cost": float((onnx_labels != torch_labels).mean()), "artifact": str(path)}
-    specs = {"torch_fp32": {"factory": "ml.evaluate.latency:torch_predictor",
-                            "kwargs": {"model_dir": str(work / "model"), "max_length": max_length}}}
-    specs.update({name: {"factory": "ml.evaluate.latency:onnx_predictor",
-                         "kwargs": {"onnx_path": variants[name]["artifact"], "tokenizer_dir": str(work / "model"),
-                                    "max_length": max_length}} for name in ("onnx_fp32", "onnx_int8")})
+    specs = {
+        "torch_fp32": {
+            "factory": "ml.evaluate.latency:torch_predictor",
+            "kwargs": {"model_dir": str(work / "model"), "max_length": max_length},
+        }
+    }
+    specs.update(
+        {
+            name: {
+                "factory": "ml.evaluate.latency:onnx_predictor",
+                "kwargs": {
+                    "onnx_path": variants[name]["artifact"],
+                    "tokenizer_dir": str(work / "model"),
+                    "max_length": max_length,
+                },
+            }
+            for name in ("onnx_fp32", "onnx_int8")
+        }
+    )
     # The 6-layer base with the same head size, timed the same way: a ratio the host's load does not move.
     teacher_dir = work / "teacher"
     build_student(base, labels, student_layers=0)[0].save_pretrained(teacher_dir)
     tokenizer.save_pretrained(teacher_dir)
-    specs["teacher_fp32"] = {"factory": "ml.evaluate.latency:torch_predictor",
-                             "kwargs": {"model_dir": str(teacher_dir), "max_length": max_length}}
+    specs["teacher_fp32"] = {
+        "factory": "ml.evaluate.latency:torch_predictor",
+        "kwargs": {"model_dir": str(teacher_dir), "max_length": max_length},
+    }
     isolated = measure_isolated(specs, texts, rounds=3, calls_per_round=100)
     teacher_isolated = isolated.pop("teacher_fp32")
     for name, figures in isolated.items():
         variants[name].update(figures)
     served_variant = choose_served_variant(variants, wf.serving.max_quality_cost)
-    print(f"served variant: {served_variant}; " + ", ".join(
-        f"{n} p99 {v['latency_p99_ms']:.2f} ms, label changes {v['macro_f1_cost']:.3f}" for n, v in variants.items()))
+    print(
+        f"served variant: {served_variant}; "
+        + ", ".join(
+            f"{n} p99 {v['latency_p99_ms']:.2f} ms, label changes {v['macro_f1_cost']:.3f}"
+            for n, v in variants.items()
+        )
+    )
 
     client = registry.configure(settings)
     experiment_id = registry.ensure_experiment(settings, wf.name)
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        info = log_served_model(served_variant, work / "model", Path(variants[served_variant]["artifact"]),
-                                max_length=max_length)
-    version = registry.register(client, wf.model_name, info.model_uri, run.info.run_id, idempotency_key="bench",
-                                tags={"workflow": wf.name, "served_variant": served_variant})
-    registry.move_alias(client, wf.model_name, registry.CHAMPION, version, expected_from=None, why="benchmark")
+        info = log_served_model(
+            served_variant, work / "model", Path(variants[served_variant]["artifact"]), max_length=max_length
+        )
+    version = registry.register(
+        client,
+        wf.model_name,
+        info.model_uri,
+        run.info.run_id,
+        idempotency_key="bench",
+        tags={"workflow": wf.name, "served_variant": served_variant},
+    )
+    registry.move_alias(
+        client, wf.model_name, registry.CHAMPION, version, expected_from=None, why="benchmark"
+    )
 
     # 2. The server, as an operator starts it.
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "ml.cli", "serve", "--workflow", wf.name, "--port", str(port),
-                               *args.serve_args.split()],
-                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ml.cli",
+            "serve",
+            "--workflow",
+            wf.name,
+            "--port",
+            str(port),
+            *args.serve_args.split(),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stderr_tail: list[str] = []
     threading.Thread(target=lambda: [stderr_tail.append(line) for line in server.stderr], daemon=True).start()
     try:
@@ -176,6 +232,7 @@ def main() -> None:
         http_ms, in_process_ms, teacher_ms = [], [], []
         per_round = max(1, args.requests // args.rounds)
         with httpx.Client(timeout=30) as http:
+
             def http_call(text):
                 response = http.post(f"{url}/predict", json={"texts": [text], "include_probs": False})
                 response.raise_for_status()
@@ -190,7 +247,9 @@ def main() -> None:
                 seq_s += time.perf_counter() - t0
                 seq_cpu_s += cpu_s(server.pid) - c0
                 for i in range(per_round // 4):
-                    in_process_ms.append(timed_ms(model.predict, pd.DataFrame({"text": [texts[i % len(texts)]]})))
+                    in_process_ms.append(
+                        timed_ms(model.predict, pd.DataFrame({"text": [texts[i % len(texts)]]}))
+                    )
                 for i in range(per_round // 8):
                     teacher_ms.append(timed_ms(teacher_call, texts[i % len(texts)]))
         sequential_rps = len(http_ms) / seq_s
@@ -201,14 +260,18 @@ def main() -> None:
 
         async def concurrent() -> tuple[int, float]:
             queue = list(range(args.requests))
-            limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+            limits = httpx.Limits(
+                max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+            )
             async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+
                 async def worker() -> int:
                     done = 0
                     while queue:
                         i = queue.pop()
-                        response = await http.post(f"{url}/predict", json={"texts": [texts[i % len(texts)]],
-                                                                            "include_probs": False})
+                        response = await http.post(
+                            f"{url}/predict", json={"texts": [texts[i % len(texts)]], "include_probs": False}
+                        )
                         response.raise_for_status()
                         done += 1
                     return done
@@ -219,8 +282,10 @@ def main() -> None:
 
         def batch_totals() -> tuple[float, float]:
             text = httpx.get(f"{url}/metrics", timeout=10).text
-            return tuple(float(re.search(rf"^mlops_serve_batch_size_{k} ([\d.e+]+)$", text, re.M).group(1))
-                         for k in ("sum", "count"))
+            return tuple(
+                float(re.search(rf"^mlops_serve_batch_size_{k} ([\d.e+]+)$", text, re.M).group(1))
+                for k in ("sum", "count")
+            )
 
         before, c0 = batch_totals(), cpu_s(server.pid)
         sent, concurrent_s = asyncio.run(concurrent())
@@ -228,7 +293,11 @@ def main() -> None:
         concurrent_rps = sent / concurrent_s
         after = batch_totals()
         batch_sum, batch_count = after[0] - before[0], after[1] - before[1]  # the concurrent phase's batches
-        status = Path(f"/proc/{server.pid}/status").read_text() if Path(f"/proc/{server.pid}/status").exists() else ""
+        status = (
+            Path(f"/proc/{server.pid}/status").read_text()
+            if Path(f"/proc/{server.pid}/status").exists()
+            else ""
+        )
         peak_kib = re.search(r"VmHWM:\s+(\d+) kB", status)
     finally:
         server.terminate()
@@ -241,33 +310,52 @@ def main() -> None:
     http_p50, in_p50, teacher_p50 = (percentile_ms(x, 0.50) for x in (http_ms, in_process_ms, teacher_ms))
     report = {
         "served_variant": served_variant,
-        "variants": {n: {k: v[k] for k in ("latency_p50_ms", "latency_p99_ms", "wall_p99_ms", "macro_f1_cost")}
-                     for n, v in variants.items()},
+        "variants": {
+            n: {k: v[k] for k in ("latency_p50_ms", "latency_p99_ms", "wall_p99_ms", "macro_f1_cost")}
+            for n, v in variants.items()
+        },
         "latency_method": variants[served_variant]["method"],
         "quality_cost_basis": "share of texts whose label differs from torch fp32 (untrained head)",
-        "http_p50_ms": round(http_p50, 3), "http_p99_ms": round(percentile_ms(http_ms, 0.99), 3),
-        "in_process_p50_ms": round(in_p50, 3), "teacher_fp32_p50_ms": round(teacher_p50, 3),
+        "http_p50_ms": round(http_p50, 3),
+        "http_p99_ms": round(percentile_ms(http_ms, 0.99), 3),
+        "in_process_p50_ms": round(in_p50, 3),
+        "teacher_fp32_p50_ms": round(teacher_p50, 3),
         "ratio_http_to_in_process_p50": round(http_p50 / in_p50, 3),
         "ratio_served_to_teacher_p50": round(in_p50 / teacher_p50, 3),
         # The same ratio by the gate's latency method (own time, best round): what the host's load does not move.
         "teacher_fp32_isolated_p50_ms": teacher_isolated["latency_p50_ms"],
-        "ratio_served_to_teacher_p50_isolated": round(variants[served_variant]["latency_p50_ms"]
-                                                      / teacher_isolated["latency_p50_ms"], 3),
-        "sequential_rps": round(sequential_rps, 1), "rps_32_concurrent": round(concurrent_rps, 1),
+        "ratio_served_to_teacher_p50_isolated": round(
+            variants[served_variant]["latency_p50_ms"] / teacher_isolated["latency_p50_ms"], 3
+        ),
+        "sequential_rps": round(sequential_rps, 1),
+        "rps_32_concurrent": round(concurrent_rps, 1),
         "ratio_concurrent_to_sequential_rps": round(concurrent_rps / sequential_rps, 3),
         "mean_batch_size_concurrent": round(batch_sum / batch_count, 2) if batch_count else None,
         # CPU the server spent per request (all its threads): what bounds requests/s on a saturated host.
         "server_cpu_ms_per_request_sequential": round(1000 * seq_cpu_s / len(http_ms), 3),
         "server_cpu_ms_per_request_concurrent": round(1000 * concurrent_cpu_s / sent, 3),
         "server_peak_rss_mib": round(int(peak_kib.group(1)) / 1024, 1) if peak_kib else None,
-        "n_sequential_requests": len(http_ms), "n_in_process": len(in_process_ms), "n_teacher": len(teacher_ms),
-        "concurrency": args.concurrency, "serve_args": args.serve_args, "threads_per_model_call": threads, "teacher_threads": 1, "max_length": max_length, "student_layers": wf.training.student_layers,
-        "cpus": len(os.sched_getaffinity(0)), "load_average": os.getloadavg(),
+        "n_sequential_requests": len(http_ms),
+        "n_in_process": len(in_process_ms),
+        "n_teacher": len(teacher_ms),
+        "concurrency": args.concurrency,
+        "serve_args": args.serve_args,
+        "threads_per_model_call": threads,
+        "teacher_threads": 1,
+        "max_length": max_length,
+        "student_layers": wf.training.student_layers,
+        "cpus": len(os.sched_getaffinity(0)),
+        "load_average": os.getloadavg(),
         "machine": platform.processor() or platform.machine(),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    report["aims"] = {name: {"aim": f"{op} {bound}", "met": (report[name] <= bound if op == "<=" else report[name] >= bound)}
-                      for name, (op, bound) in AIMS.items()}
+    report["aims"] = {
+        name: {
+            "aim": f"{op} {bound}",
+            "met": (report[name] <= bound if op == "<=" else report[name] >= bound),
+        }
+        for name, (op, bound) in AIMS.items()
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

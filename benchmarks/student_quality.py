@@ -70,18 +70,48 @@ THINGS = {
     "insurance": ["insurance", "travel insurance", "policy", "cover"],
 }
 WANTS = {
-    "cancel": ["I want to cancel my {t}", "please cancel the {t}", "how do I stop my {t}", "close my {t} please",
-               "I no longer need the {t}, cancel it", "terminate my {t}", "get rid of this {t}"],
-    "status": ["where is my {t}", "any update on my {t}?", "what is the status of the {t}",
-               "still waiting for my {t}", "can you track my {t}", "has my {t} gone through yet",
-               "how long until the {t} is done"],
-    "failed": ["my {t} does not work", "the {t} was declined", "my {t} failed again", "error with my {t}",
-               "the {t} keeps failing", "something is wrong with my {t}", "the {t} is broken"],
-    "change": ["I need to change my {t}", "update my {t} please", "how can I edit the {t}",
-               "switch my {t} to a new one", "modify my {t}", "I want a different {t}", "correct my {t}"],
+    "cancel": [
+        "I want to cancel my {t}",
+        "please cancel the {t}",
+        "how do I stop my {t}",
+        "close my {t} please",
+        "I no longer need the {t}, cancel it",
+        "terminate my {t}",
+        "get rid of this {t}",
+    ],
+    "status": [
+        "where is my {t}",
+        "any update on my {t}?",
+        "what is the status of the {t}",
+        "still waiting for my {t}",
+        "can you track my {t}",
+        "has my {t} gone through yet",
+        "how long until the {t} is done",
+    ],
+    "failed": [
+        "my {t} does not work",
+        "the {t} was declined",
+        "my {t} failed again",
+        "error with my {t}",
+        "the {t} keeps failing",
+        "something is wrong with my {t}",
+        "the {t} is broken",
+    ],
+    "change": [
+        "I need to change my {t}",
+        "update my {t} please",
+        "how can I edit the {t}",
+        "switch my {t} to a new one",
+        "modify my {t}",
+        "I want a different {t}",
+        "correct my {t}",
+    ],
 }
-CONTEXT = ["I already {w} my {t} last week.", "My {t} was {w} before and that was fine.",
-           "Not about the {t}, which I {w} yesterday."]
+CONTEXT = [
+    "I already {w} my {t} last week.",
+    "My {t} was {w} before and that was fine.",
+    "Not about the {t}, which I {w} yesterday.",
+]
 CONTEXT_WANTS = {"cancel": "cancelled", "status": "checked", "failed": "reported", "change": "changed"}
 OPENINGS = ["", "", "Hi,", "Hello,", "Dear team,", "Hey,", "Good morning,"]
 CLOSINGS = ["", "", "Thanks", "Thank you.", "Cheers", "Regards", "Please help asap"]
@@ -102,7 +132,7 @@ def _typo(rng: random.Random, text: str) -> str:
     word = words[i]
     if len(word) > 3:
         j = rng.randrange(len(word) - 1)
-        words[i] = word[:j] + word[j + 1] + word[j] + word[j + 2:]
+        words[i] = word[:j] + word[j + 1] + word[j] + word[j + 2 :]
     return " ".join(words)
 
 
@@ -156,11 +186,16 @@ def make_sets(n_train: int, test_per_class: int, seed: int):
                 test_texts.append(text)
                 test_y.append(c)
                 made += 1
-    stats = {"n_classes": len(labels), "n_train": len(texts), "n_test": len(test_texts),
-             "train_class_size_min": min(sizes), "train_class_size_max": max(sizes),
-             "classes_under_40_train_examples": sum(n < 40 for n in sizes),
-             "label_noise_share": float(np.mean(np.array(noisy) != np.array(clean))),
-             "test_sha256": hashlib.sha256(json.dumps([test_texts, test_y]).encode()).hexdigest()}
+    stats = {
+        "n_classes": len(labels),
+        "n_train": len(texts),
+        "n_test": len(test_texts),
+        "train_class_size_min": min(sizes),
+        "train_class_size_max": max(sizes),
+        "classes_under_40_train_examples": sum(n < 40 for n in sizes),
+        "label_noise_share": float(np.mean(np.array(noisy) != np.array(clean))),
+        "test_sha256": hashlib.sha256(json.dumps([test_texts, test_y]).encode()).hexdigest(),
+    }
     return texts, np.array(noisy), test_texts, np.array(test_y), stats
 
 
@@ -174,51 +209,110 @@ def score(model_dir: Path, texts, y, labels, max_length: int, device: str) -> di
     report = classification_report(probs, y, labels)
     predicted = set(probs.argmax(axis=1).tolist())
     never = [labels[c] for c in range(len(labels)) if c not in predicted]
-    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "never_predicted": never,
-            "n_never_predicted": len(never), "worst_class_f1": min(report["per_class_f1"].values())}
+    return {
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "never_predicted": never,
+        "n_never_predicted": len(never),
+        "worst_class_f1": min(report["per_class_f1"].values()),
+    }
 
 
-def run_model(name: str, cfg: Training, base_dir, texts, y, labels, test_texts, test_y, out_root: Path,
-              device: str, seed: int, threads: int) -> dict:
-    print(f"== {name}: {len(texts)} texts, up to {cfg.max_epochs:g} epochs, {cfg.student_layers or 'all'} layers, "
-          f"lr {cfg.learning_rate:g}, validation {cfg.validation_fraction:g}, patience {cfg.patience}", flush=True)
+def run_model(
+    name: str,
+    cfg: Training,
+    base_dir,
+    texts,
+    y,
+    labels,
+    test_texts,
+    test_y,
+    out_root: Path,
+    device: str,
+    seed: int,
+    threads: int,
+) -> dict:
+    print(
+        f"== {name}: {len(texts)} texts, up to {cfg.max_epochs:g} epochs, {cfg.student_layers or 'all'} layers, "
+        f"lr {cfg.learning_rate:g}, validation {cfg.validation_fraction:g}, patience {cfg.patience}",
+        flush=True,
+    )
     started = time.perf_counter()
     one_hot = np.eye(len(labels))[y]
-    result = train_student(base_dir=base_dir, texts=texts, teacher_probs=one_hot, hard_labels=y, label_names=labels,
-                           cfg=cfg, out_dir=out_root / name, device=device, seed=seed, threads=threads,
-                           log=lambda m: print(f"  {name}: {m}", flush=True))
+    result = train_student(
+        base_dir=base_dir,
+        texts=texts,
+        teacher_probs=one_hot,
+        hard_labels=y,
+        label_names=labels,
+        cfg=cfg,
+        out_dir=out_root / name,
+        device=device,
+        seed=seed,
+        threads=threads,
+        log=lambda m: print(f"  {name}: {m}", flush=True),
+    )
     train_s = time.perf_counter() - started
     scored = score(result.model_dir, test_texts, test_y, labels, cfg.max_length, device)
-    out = {**scored, "wall_s": time.perf_counter() - started, "train_s": train_s, "epochs": result.epochs,
-           "best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
-           "stop_reason": result.stop_reason, "samples_per_s": result.samples_per_s,
-           "n_parameters": result.n_parameters, "history": list(result.history), "settings": vars(cfg)}
-    print(f"== {name}: test macro-F1 {out['macro_f1']:.4f} accuracy {out['accuracy']:.4f}, "
-          f"{out['n_never_predicted']} classes never predicted, {out['wall_s']:.0f} s ({result.stop_reason})",
-          flush=True)
+    out = {
+        **scored,
+        "wall_s": time.perf_counter() - started,
+        "train_s": train_s,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "best_val_macro_f1": result.best_val_macro_f1,
+        "stop_reason": result.stop_reason,
+        "samples_per_s": result.samples_per_s,
+        "n_parameters": result.n_parameters,
+        "history": list(result.history),
+        "settings": vars(cfg),
+    }
+    print(
+        f"== {name}: test macro-F1 {out['macro_f1']:.4f} accuracy {out['accuracy']:.4f}, "
+        f"{out['n_never_predicted']} classes never predicted, {out['wall_s']:.0f} s ({result.stop_reason})",
+        flush=True,
+    )
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--n-train", type=int, default=2500, help="training texts (the issue's full size: 10000)")
-    parser.add_argument("--test-per-class", type=int, default=20, help="frozen, balanced test texts per class")
-    parser.add_argument("--student-layers", type=int, default=3,
-                        help="the recipe's student depth (0 = all 6, Training's default; 3: the demo workflow's, "
-                             "half the compute, the harder aim)")
-    parser.add_argument("--max-epochs", type=float, default=Training.max_epochs, help="the default recipe's budget")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--n-train", type=int, default=2500, help="training texts (the issue's full size: 10000)"
+    )
+    parser.add_argument(
+        "--test-per-class", type=int, default=20, help="frozen, balanced test texts per class"
+    )
+    parser.add_argument(
+        "--student-layers",
+        type=int,
+        default=3,
+        help="the recipe's student depth (0 = all 6, Training's default; 3: the demo workflow's, "
+        "half the compute, the harder aim)",
+    )
+    parser.add_argument(
+        "--max-epochs", type=float, default=Training.max_epochs, help="the default recipe's budget"
+    )
     parser.add_argument("--max-length", type=int, default=32, help="tokens per text, both models")
-    parser.add_argument("--reference-epochs", type=float, default=6.0,
-                        help="the reference's fixed schedule (the demo trains 3)")
+    parser.add_argument(
+        "--reference-epochs",
+        type=float,
+        default=6.0,
+        help="the reference's fixed schedule (the demo trains 3)",
+    )
     parser.add_argument("--reference-learning-rate", type=float, default=Training.learning_rate)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     # One thread: on a 2-core host loaded by other work, 2 OpenMP threads trained 3x slower than 1.
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--only", choices=("default_recipe", "reference"),
-                        help="train one model and merge it into --out (two processes on two cores finish sooner; "
-                             "the other model's section is kept only if it was trained on the same data and settings)")
+    parser.add_argument(
+        "--only",
+        choices=("default_recipe", "reference"),
+        help="train one model and merge it into --out (two processes on two cores finish sooner; "
+        "the other model's section is kept only if it was trained on the same data and settings)",
+    )
     parser.add_argument("--out", default="benchmarks/results/student_quality.json")
     args = parser.parse_args()
 
@@ -227,17 +321,41 @@ def main() -> None:
     texts, y, test_texts, test_y, stats = make_sets(args.n_train, args.test_per_class, args.seed)
     print(f"data: {json.dumps(stats)}", flush=True)
     base_dir = resolve_base_model(DEFAULT_BASE_MODEL)
-    recipe = Training(student_layers=args.student_layers, max_epochs=args.max_epochs, max_length=args.max_length)
-    reference = Training(student_layers=0, max_epochs=args.reference_epochs, max_length=args.max_length,
-                         learning_rate=args.reference_learning_rate, validation_fraction=0.0, patience=0,
-                         class_weight_power=0.0)
+    recipe = Training(
+        student_layers=args.student_layers, max_epochs=args.max_epochs, max_length=args.max_length
+    )
+    reference = Training(
+        student_layers=0,
+        max_epochs=args.reference_epochs,
+        max_length=args.max_length,
+        learning_rate=args.reference_learning_rate,
+        validation_fraction=0.0,
+        patience=0,
+        class_weight_power=0.0,
+    )
     shared = {k: v for k, v in vars(args).items() if k not in ("only", "out")}
-    report = {"device": device, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-              "machine": platform.processor() or platform.machine(), "settings": shared, "data": stats}
+    report = {
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "settings": shared,
+        "data": stats,
+    }
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="bench-student-quality-") as tmp:
-        common = dict(base_dir=base_dir, texts=texts, y=y, labels=labels, test_texts=test_texts, test_y=test_y,
-                      out_root=Path(tmp), device=device, seed=args.seed, threads=args.threads)
+        common = dict(
+            base_dir=base_dir,
+            texts=texts,
+            y=y,
+            labels=labels,
+            test_texts=test_texts,
+            test_y=test_y,
+            out_root=Path(tmp),
+            device=device,
+            seed=args.seed,
+            threads=args.threads,
+        )
         for name, cfg in (("default_recipe", recipe), ("reference", reference)):
             if args.only in (None, name):
                 report[name] = run_model(name, cfg, **common)
@@ -254,11 +372,18 @@ def _merge_and_write(out: Path, report: dict, name: str) -> dict:
         previous = json.loads(out.read_text())
     except (OSError, ValueError):
         previous = {}
-    if (other not in report and other in previous and previous.get("settings") == report["settings"]
-            and previous.get("data") == report["data"]):
+    if (
+        other not in report
+        and other in previous
+        and previous.get("settings") == report["settings"]
+        and previous.get("data") == report["data"]
+    ):
         report[other] = previous[other]
-    report = {k: v for k, v in report.items() if k not in ("aims", "ratio_macro_f1_student_to_reference",
-                                                             "ratio_wall_time_student_to_reference")}
+    report = {
+        k: v
+        for k, v in report.items()
+        if k not in ("aims", "ratio_macro_f1_student_to_reference", "ratio_wall_time_student_to_reference")
+    }
     _ratios(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -279,8 +404,11 @@ def _ratios(report: dict) -> None:
     for key, (op, target) in AIMS.items():
         if key in report:
             value = report[key]
-            report["aims"][key] = {"value": value, "aim": f"{op} {target}",
-                                   "met": value >= target if op == ">=" else value <= target}
+            report["aims"][key] = {
+                "value": value,
+                "aim": f"{op} {target}",
+                "met": value >= target if op == ">=" else value <= target,
+            }
 
 
 if __name__ == "__main__":

@@ -31,8 +31,14 @@ from ml.demo_data import LABELS, make_tickets
 from ml.validation.suite import gate_expectations, validate_batch
 from ml.workflows import Validation
 
-RULES = Validation(min_rows=50, min_per_class=3, max_duplicate_ratio=0.2, min_text_chars=3, max_text_chars=2000,
-                   drift_p_value=0.001)
+RULES = Validation(
+    min_rows=50,
+    min_per_class=3,
+    max_duplicate_ratio=0.2,
+    min_text_chars=3,
+    max_text_chars=2000,
+    drift_p_value=0.001,
+)
 
 
 def make_batch(rows: int, seed: int) -> pd.DataFrame:
@@ -44,7 +50,9 @@ def make_batch(rows: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({TEXT: texts, LABEL: [pool[i].label for i in picks]})
 
 
-def pandas_gate(df: pd.DataFrame, labels: list[str], rules: Validation, reference: dict[str, int]) -> list[str]:
+def pandas_gate(
+    df: pd.DataFrame, labels: list[str], rules: Validation, reference: dict[str, int]
+) -> list[str]:
     """The suite's rules in plain pandas; returns the names of the failed checks (the suite's names)."""
     from scipy.stats import chi2_contingency
 
@@ -88,14 +96,18 @@ def pandas_gate(df: pd.DataFrame, labels: list[str], rules: Validation, referenc
 
 
 def gx_gate(df: pd.DataFrame, labels: list[str], rules: Validation, reference: dict[str, int]) -> list[tuple]:
-    report = validate_batch(df, labels=labels, rules=rules, reference_label_counts=reference, batch_id="bench")
+    report = validate_batch(
+        df, labels=labels, rules=rules, reference_label_counts=reference, batch_id="bench"
+    )
     return sorted((f.expectation, f.column) for f in report.failures)
 
 
 def as_reported(checks: list[str], labels: list[str], rules: Validation) -> list[tuple]:
     """The pandas side's check names as the suite reports them: (GX expectation type, column)."""
-    by_check = {e.meta["check"]: (e.expectation_type, getattr(e, "column", None))
-                for e in gate_expectations(labels, rules)}
+    by_check = {
+        e.meta["check"]: (e.expectation_type, getattr(e, "column", None))
+        for e in gate_expectations(labels, rules)
+    }
     by_check.update({c: (c, LABEL) for c in ("label_min_per_class", "label_distribution_drift")})
     return sorted(by_check[c] for c in checks)
 
@@ -140,15 +152,24 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - t)
             if failed:
                 raise SystemExit(f"{name} failed the benchmark batch: {failed}")
-        print(f"round {round_ + 1}: GX {seconds['great_expectations'][-1]:.2f} s, pandas {seconds['pandas'][-1]:.2f} s")
+        print(
+            f"round {round_ + 1}: GX {seconds['great_expectations'][-1]:.2f} s, pandas {seconds['pandas'][-1]:.2f} s"
+        )
 
     median = {k: statistics.median(v) for k, v in seconds.items()}
     report = {
-        "benchmark": "validation_gate", "rows": args.rows, "rounds": args.rounds,
-        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
-        "median_seconds": median, "all_seconds": seconds,
+        "benchmark": "validation_gate",
+        "rows": args.rows,
+        "rounds": args.rounds,
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "median_seconds": median,
+        "all_seconds": seconds,
         "rows_per_second": {k: args.rows / v for k, v in median.items()},
-        "gx_vs_pandas_ratio": median["great_expectations"] / median["pandas"], "aim_ratio_at_most": 5.0,
+        "gx_vs_pandas_ratio": median["great_expectations"] / median["pandas"],
+        "aim_ratio_at_most": 5.0,
     }
     print(json.dumps({k: report[k] for k in ("rows_per_second", "gx_vs_pandas_ratio")}, indent=2))
     out = Path(args.out)

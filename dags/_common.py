@@ -67,8 +67,15 @@ class WorkflowNotifier(BaseNotifier):
     which Airflow logs without failing the run (a callback) and a task catches (`send`).
     """
 
-    def __init__(self, wf: Workflow, event: str, *, message: str | None = None, version: str | None = None,
-                 smtp_conn_id: str = "smtp_default"):
+    def __init__(
+        self,
+        wf: Workflow,
+        event: str,
+        *,
+        message: str | None = None,
+        version: str | None = None,
+        smtp_conn_id: str = "smtp_default",
+    ):
         super().__init__()
         self.workflow, self.model, self.event = wf.name, wf.model_name, event
         self.email, self.webhook = list(wf.notify.email), wf.notify.webhook
@@ -89,10 +96,16 @@ class WorkflowNotifier(BaseNotifier):
                 from airflow.providers.smtp.hooks.smtp import SmtpHook
 
                 with SmtpHook(smtp_conn_id=self.smtp_conn_id) as smtp:
-                    smtp.send_email_smtp(to=self.email, subject=notice.subject, html_content=notice.html(),
-                                         from_email=smtp.from_email or NOTIFY_FROM)
+                    smtp.send_email_smtp(
+                        to=self.email,
+                        subject=notice.subject,
+                        html_content=notice.html(),
+                        from_email=smtp.from_email or NOTIFY_FROM,
+                    )
             except Exception as exc:  # noqa: BLE001 - the webhook is still tried; all causes are raised below
-                errors.append(f"email to {', '.join(self.email)} via connection {self.smtp_conn_id!r} failed: {exc}")
+                errors.append(
+                    f"email to {', '.join(self.email)} via connection {self.smtp_conn_id!r} failed: {exc}"
+                )
         if self.webhook:
             try:
                 post_webhook(self.webhook, notice)
@@ -112,16 +125,23 @@ class WorkflowNotifier(BaseNotifier):
 def _facts(notifier: WorkflowNotifier, context) -> dict:
     """Run, version and message of a notice, from the notifier or the callback's context."""
     dag_run, ti = context.get("dag_run"), context.get("ti")
-    facts = {"run_key": run_key(dag_run) if dag_run is not None else None, "version": notifier.version,
-             "message": notifier.message}
+    facts = {
+        "run_key": run_key(dag_run) if dag_run is not None else None,
+        "version": notifier.version,
+        "message": notifier.message,
+    }
     if notifier.event == "promoted" and ti is not None and notifier.version is None:
         result = ti.xcom_pull(task_ids=ti.task_id) or {}  # promote's return value
         facts["version"] = result.get("champion")
-        facts["message"] = facts["message"] or f"{result.get('model')} v{result.get('champion')} now serves as @champion."
+        facts["message"] = (
+            facts["message"] or f"{result.get('model')} v{result.get('champion')} now serves as @champion."
+        )
     if notifier.event == "run_failed" and not facts["message"]:
         failed = getattr(ti, "task_id", None)
         cause = context.get("exception") or context.get("reason") or "see the task logs"
-        facts["message"] = (f"{facts['run_key']} failed" + (f" at task {failed}" if failed else "") + f": {cause}")
+        facts["message"] = (
+            f"{facts['run_key']} failed" + (f" at task {failed}" if failed else "") + f": {cause}"
+        )
     return facts
 
 

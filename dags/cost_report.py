@@ -29,9 +29,17 @@ def build(wf):
     if wf.schedule.cost_report:
         schedule = AssetOrTimeSchedule(timetable=cron(wf.schedule.cost_report), assets=schedule)
 
-    @dag(dag_id=f"cost_report__{wf.name}", schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
-         default_args=DEFAULT_ARGS, tags=["mlops", "costs", wf.name], doc_md=doc_md(__doc__, wf),
-         params={"workflow": wf.name})
+    @dag(
+        dag_id=f"cost_report__{wf.name}",
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["mlops", "costs", wf.name],
+        doc_md=doc_md(__doc__, wf),
+        params={"workflow": wf.name},
+    )
     def cost_report():
         @task
         def book_metered() -> dict:

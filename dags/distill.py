@@ -93,10 +93,18 @@ def build(wf):
     model = model_asset(wf.name)
     upstream = upstream_asset(wf.name)
 
-    @dag(dag_id=f"distill__{wf.name}", schedule=schedule_for(wf), start_date=START, catchup=False,
-         max_active_runs=1, default_args=DEFAULT_ARGS, tags=["mlops", "training", wf.name],
-         doc_md=doc_md(__doc__, wf), params={"workflow": wf.name},
-         on_failure_callback=notifiers(wf, "run_failed") or None)
+    @dag(
+        dag_id=f"distill__{wf.name}",
+        schedule=schedule_for(wf),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["mlops", "training", wf.name],
+        doc_md=doc_md(__doc__, wf),
+        params={"workflow": wf.name},
+        on_failure_callback=notifiers(wf, "run_failed") or None,
+    )
     def distill():
         @task
         def probe_teachers(*, dag_run=None, triggering_asset_events=None) -> dict:
@@ -137,8 +145,13 @@ def build(wf):
 
         # The deadline is the one on the version (await_approval fails the run with a clear
         # message); the sensor's own timeout only backs it up, a few looks later.
-        @task.sensor(mode="reschedule", poke_interval=APPROVAL_FIRST_LOOK_S, exponential_backoff=True,
-                     max_wait=APPROVAL_LOOK_EVERY_S, timeout=wf.gate.approval_timeout_hours * 3600 + 3 * APPROVAL_LOOK_EVERY_S)
+        @task.sensor(
+            mode="reschedule",
+            poke_interval=APPROVAL_FIRST_LOOK_S,
+            exponential_backoff=True,
+            max_wait=APPROVAL_LOOK_EVERY_S,
+            timeout=wf.gate.approval_timeout_hours * 3600 + 3 * APPROVAL_LOOK_EVERY_S,
+        )
         def wait_for_approval(registered: dict, *, dag_run=None) -> PokeReturnValue:
             from ml.pipeline.distill import await_approval
 
@@ -146,8 +159,9 @@ def build(wf):
             print(result["message"])
             event = approval_event(result)
             if event and notifiers(wf, event):
-                WorkflowNotifier(wf, event, message=result["message"], version=str(registered["version"])).send(
-                    {"dag_run": dag_run})
+                WorkflowNotifier(
+                    wf, event, message=result["message"], version=str(registered["version"])
+                ).send({"dag_run": dag_run})
             if result["state"] == "rejected":
                 raise AirflowSkipException(f"promote skipped: {result['message']}")
             if result["state"] == "timed_out":

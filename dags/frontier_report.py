@@ -26,10 +26,17 @@ from ml.costs.unit_costs import NINETY_DAY_WINDOW_DAYS  # plain constants: cheap
 
 
 def build(wf):
-    @dag(dag_id=f"frontier_report__{wf.name}", schedule=cron(wf.schedule.cost_report or "@daily"),
-         start_date=START, catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS,
-         tags=["mlops", "frontier", wf.name], doc_md=doc_md(__doc__, wf),
-         params={"workflow": wf.name, "window_days": NINETY_DAY_WINDOW_DAYS, "gold_share": 0.05})
+    @dag(
+        dag_id=f"frontier_report__{wf.name}",
+        schedule=cron(wf.schedule.cost_report or "@daily"),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["mlops", "frontier", wf.name],
+        doc_md=doc_md(__doc__, wf),
+        params={"workflow": wf.name, "window_days": NINETY_DAY_WINDOW_DAYS, "gold_share": 0.05},
+    )
     def frontier_report():
         @task
         def export_for_curation(*, params=None) -> dict:
@@ -43,7 +50,11 @@ def build(wf):
 
             # With no call logged yet the report says "not measured yet": nothing to retry.
             report = build_report(wf.name, window_days=int(params["window_days"]))
-            return {"verdict": report["verdict"], "failing": report["constraints_failing"], "path": report["path"]}
+            return {
+                "verdict": report["verdict"],
+                "failing": report["constraints_failing"],
+                "path": report["path"],
+            }
 
         build_report(export_for_curation())
 

@@ -27,9 +27,17 @@ from _common import DEFAULT_ARGS, START, cron, dataset_asset, doc_md, run_key, w
 def build(wf):
     dataset = dataset_asset(wf.name)
 
-    @dag(dag_id=f"ingest_validate__{wf.name}", schedule=cron(wf.schedule.ingest) if wf.schedule.ingest else None, start_date=START, catchup=False,
-         max_active_runs=1, default_args=DEFAULT_ARGS, tags=["mlops", "data", wf.name],
-         doc_md=doc_md(__doc__, wf), params={"workflow": wf.name})
+    @dag(
+        dag_id=f"ingest_validate__{wf.name}",
+        schedule=cron(wf.schedule.ingest) if wf.schedule.ingest else None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["mlops", "data", wf.name],
+        doc_md=doc_md(__doc__, wf),
+        params={"workflow": wf.name},
+    )
     def ingest_validate():
         @task
         def list_batches() -> list[str]:
@@ -65,7 +73,9 @@ def build(wf):
             if rejected:
                 # One line first (what `mlops run` shows), the full reasons after it.
                 firsts = " | ".join(r.splitlines()[0] for r in rejected)
-                raise AirflowFailException(f"{len(rejected)} batch(es) rejected: {firsts}\n" + "\n".join(rejected))
+                raise AirflowFailException(
+                    f"{len(rejected)} batch(es) rejected: {firsts}\n" + "\n".join(rejected)
+                )
             return len(results or [])
 
         results = ingest_batch.expand(name=list_batches())

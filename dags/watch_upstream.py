@@ -34,10 +34,17 @@ RECENT_EVENTS = 20
 def build(wf):
     upstream = upstream_asset(wf.name)
 
-    @dag(dag_id=f"watch_upstream__{wf.name}",
-         schedule=cron(wf.schedule.watch_upstream) if wf.schedule.watch_upstream else None, start_date=START,
-         catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS, tags=["mlops", "keeping-current", wf.name],
-         doc_md=doc_md(__doc__, wf), params={"workflow": wf.name})
+    @dag(
+        dag_id=f"watch_upstream__{wf.name}",
+        schedule=cron(wf.schedule.watch_upstream) if wf.schedule.watch_upstream else None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["mlops", "keeping-current", wf.name],
+        doc_md=doc_md(__doc__, wf),
+        params={"workflow": wf.name},
+    )
     def watch_upstream():
         @task(inlets=[upstream], outlets=[upstream])
         def check_upstream(*, dag_run=None, inlet_events=None, outlet_events=None) -> dict:
@@ -53,8 +60,12 @@ def build(wf):
             if change is None:
                 raise AirflowSkipException("upstream unchanged, or this change was emitted before; no event")
             outlet_events[upstream].extra = change
-            return {"change_key": change["change_key"], "changed": change["changed"],
-                    "from_acknowledged": change["from_acknowledged"], "new": change["new"]}
+            return {
+                "change_key": change["change_key"],
+                "changed": change["changed"],
+                "from_acknowledged": change["from_acknowledged"],
+                "new": change["new"],
+            }
 
         @task
         def acknowledge_change(change: dict, *, dag_run=None) -> dict:

@@ -29,8 +29,10 @@ def write_passwords_file(environ: dict[str, str]) -> Path:
     if not user:
         raise SystemExit("AIRFLOW_ADMIN_USER is empty: set it in infra/.env (see infra/.env.example).")
     if len(password) < MIN_PASSWORD_CHARS:
-        raise SystemExit(f"AIRFLOW_ADMIN_PASSWORD is shorter than {MIN_PASSWORD_CHARS} characters: "
-                         "generate one with `openssl rand -hex 24` and set it in infra/.env.")
+        raise SystemExit(
+            f"AIRFLOW_ADMIN_PASSWORD is shorter than {MIN_PASSWORD_CHARS} characters: "
+            "generate one with `openssl rand -hex 24` and set it in infra/.env."
+        )
     if not target:
         raise SystemExit(f"{PASSWORDS_FILE_VAR} is not set: it names the file SimpleAuthManager reads.")
     path = Path(target)

@@ -41,18 +41,28 @@ def fail_orphaned_runs(dag_id: str, logical_date: datetime | None = None) -> lis
     from airflow.utils.types import DagRunTriggeredByType
     from sqlalchemy import select
 
-    finished = {TaskInstanceState.SUCCESS, TaskInstanceState.FAILED, TaskInstanceState.SKIPPED,
-                TaskInstanceState.UPSTREAM_FAILED, TaskInstanceState.REMOVED}
+    finished = {
+        TaskInstanceState.SUCCESS,
+        TaskInstanceState.FAILED,
+        TaskInstanceState.SKIPPED,
+        TaskInstanceState.UPSTREAM_FAILED,
+        TaskInstanceState.REMOVED,
+    }
     marked = []
     with create_session() as session:
-        query = select(DagRun).where(DagRun.dag_id == dag_id, DagRun.state == DagRunState.RUNNING,
-                                     DagRun.triggered_by == DagRunTriggeredByType.TEST)
+        query = select(DagRun).where(
+            DagRun.dag_id == dag_id,
+            DagRun.state == DagRunState.RUNNING,
+            DagRun.triggered_by == DagRunTriggeredByType.TEST,
+        )
         if logical_date is not None:
             query = query.where(DagRun.logical_date == logical_date)
         for run in session.scalars(query).all():
             tis = run.get_task_instances(session=session)
             here = get_hostname()
-            if any(ti.state == TaskInstanceState.RUNNING and ti.hostname not in (None, "", here) for ti in tis):
+            if any(
+                ti.state == TaskInstanceState.RUNNING and ti.hostname not in (None, "", here) for ti in tis
+            ):
                 continue  # a worker elsewhere: not ours to judge
             if any(ti.state == TaskInstanceState.RUNNING and _alive(ti.pid) for ti in tis):
                 continue  # still being worked on by a live process on this host
@@ -73,6 +83,8 @@ def fail_orphaned_runs(dag_id: str, logical_date: datetime | None = None) -> lis
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dag_id")
-    parser.add_argument("--logical-date", type=datetime.fromisoformat, help="only the run of this logical date")
+    parser.add_argument(
+        "--logical-date", type=datetime.fromisoformat, help="only the run of this logical date"
+    )
     args = parser.parse_args()
     print(json.dumps(fail_orphaned_runs(args.dag_id, args.logical_date)))

@@ -62,7 +62,9 @@ def protect_passwords_file(settings: Settings, env: dict[str, str]) -> Path:
     it would leave the generated admin password readable by every local user. It keeps the
     mode of a file that exists, and reads an empty one as no passwords yet.
     """
-    path = Path(env.get(PASSWORDS_FILE_VAR) or settings.airflow_home / "simple_auth_manager_passwords.json.generated")
+    path = Path(
+        env.get(PASSWORDS_FILE_VAR) or settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     os.chmod(path, 0o600)
@@ -96,16 +98,23 @@ def split_log_records(lines, out, err) -> None:
     err.flush()
 
 
-def run_airflow(settings: Settings, args: list[str], *, log_path: Path | None = None,
-                check: bool = True, split_stdout: bool = False) -> subprocess.CompletedProcess:
+def run_airflow(
+    settings: Settings,
+    args: list[str],
+    *,
+    log_path: Path | None = None,
+    check: bool = True,
+    split_stdout: bool = False,
+) -> subprocess.CompletedProcess:
     """`airflow ARGS` with the platform's environment. split_stdout: Airflow's log records go to
     stderr and only the command's own output to stdout (for a pipe, not a terminal)."""
     env = _child_env(settings)
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     protect_passwords_file(settings, env)
     if log_path is None and split_stdout:
-        proc = subprocess.Popen([airflow_bin(), *args], env=env, stdout=subprocess.PIPE, text=True,
-                                errors="replace")
+        proc = subprocess.Popen(
+            [airflow_bin(), *args], env=env, stdout=subprocess.PIPE, text=True, errors="replace"
+        )
         try:
             split_log_records(proc.stdout, sys.stdout, sys.stderr)
         finally:
@@ -130,8 +139,8 @@ def migrate(settings: Settings) -> None:
 
 # Task states that will not change any more (Airflow's finished states).
 FINISHED_TASK_STATES = ("success", "failed", "skipped", "upstream_failed", "removed")
-STATES_POLL_S = 15.0      # each `airflow tasks states-for-dag-run` costs ~2.5 s of CPU
-DISPLAY_TICK_S = 1.0      # how often the progress snapshot is read
+STATES_POLL_S = 15.0  # each `airflow tasks states-for-dag-run` costs ~2.5 s of CPU
+DISPLAY_TICK_S = 1.0  # how often the progress snapshot is read
 PLAIN_LINE_EVERY_S = 20.0  # off a terminal, a progress line at most this often (plus each new score)
 
 
@@ -154,8 +163,10 @@ def dag_lock(settings: Settings, dag_id: str) -> int:
     except BlockingIOError:
         holder = path.read_text(errors="replace").strip() or "another process"
         os.close(fd)
-        raise DagAlreadyRunning(f"DAG {dag_id} is already running on this state ({holder}); wait for it to end, "
-                                f"or use another MLOPS_STATE_DIR. Lock: {path}") from None
+        raise DagAlreadyRunning(
+            f"DAG {dag_id} is already running on this state ({holder}); wait for it to end, "
+            f"or use another MLOPS_STATE_DIR. Lock: {path}"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"mlops pid {os.getpid()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC".encode())
     return fd
@@ -174,21 +185,33 @@ def fail_orphaned_runs(settings: Settings, dag_id: str, *, logical_date: str | N
     env.pop(PROGRESS_FILE_VAR, None)
     proc = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AirflowRunError(f"could not check DAG {dag_id} for orphaned runs: "
-                              f"{_first_error(proc.stderr) or proc.stderr.strip()[-300:]}")
+        raise AirflowRunError(
+            f"could not check DAG {dag_id} for orphaned runs: "
+            f"{_first_error(proc.stderr) or proc.stderr.strip()[-300:]}"
+        )
     return _json_document(proc.stdout) or []
 
 
 def task_states(settings: Settings, dag_id: str, run: str) -> dict[str, str]:
     """task_id (task_id[i] when mapped) -> state, from Airflow's own record of the run."""
-    proc = subprocess.run([airflow_bin(), "tasks", "states-for-dag-run", dag_id, run, "-o", "json"],
-                          env=_child_env(settings), capture_output=True, text=True)
+    proc = subprocess.run(
+        [airflow_bin(), "tasks", "states-for-dag-run", dag_id, run, "-o", "json"],
+        env=_child_env(settings),
+        capture_output=True,
+        text=True,
+    )
     rows = _json_document(proc.stdout) if proc.returncode == 0 else None
     if rows is None:
-        raise AirflowRunError(f"`airflow tasks states-for-dag-run {dag_id} {run}` exited {proc.returncode}: "
-                              f"{_first_error(proc.stderr) or proc.stderr.strip()[-300:]}")
-    return {(f"{r['task_id']}[{r['map_index']}]" if r.get("map_index") not in (None, "") else r["task_id"]):
-            (r.get("state") or "none") for r in rows}
+        raise AirflowRunError(
+            f"`airflow tasks states-for-dag-run {dag_id} {run}` exited {proc.returncode}: "
+            f"{_first_error(proc.stderr) or proc.stderr.strip()[-300:]}"
+        )
+    return {
+        (f"{r['task_id']}[{r['map_index']}]" if r.get("map_index") not in (None, "") else r["task_id"]): (
+            r.get("state") or "none"
+        )
+        for r in rows
+    }
 
 
 def _json_document(text: str):
@@ -228,8 +251,10 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
             left = unfinished_marker.read_text().strip()
             try:
                 for orphan in fail_orphaned_runs(settings, dag_id, logical_date=left):
-                    echo(f"  marked {dag_id} run {orphan['run_id']} failed: an mlops run ended without finishing it "
-                         f"(tasks that were running marked failed: {', '.join(orphan['failed_tasks']) or 'none'})")
+                    echo(
+                        f"  marked {dag_id} run {orphan['run_id']} failed: an mlops run ended without finishing it "
+                        f"(tasks that were running marked failed: {', '.join(orphan['failed_tasks']) or 'none'})"
+                    )
                 unfinished_marker.unlink()
             except AirflowRunError as exc:  # not worth refusing this run for: the next one tries again
                 echo(f"  warning: {exc}")
@@ -249,8 +274,13 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
         env = _child_env(settings, {PROGRESS_FILE_VAR: str(progress_path)})
         unfinished_marker.write_text(when)  # before the run exists: a kill at any later instant is caught
         with open(log_path, "w") as log:
-            proc = subprocess.Popen([airflow_bin(), "dags", "test", dag_id, when], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, pass_fds=(lock_fd,))
+            proc = subprocess.Popen(
+                [airflow_bin(), "dags", "test", dag_id, when],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock_fd,),
+            )
         watcher = _RunWatcher(settings, dag_id, when, progress_path, echo, show_progress)
         try:
             watcher.follow(proc)
@@ -262,8 +292,12 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
             except AirflowRunError as exc:  # the marker stays: the next run of the DAG tries again
                 failed = []
                 echo(f"  warning: {exc}")
-            what = (f"its Airflow run {failed[0]['run_id']} marked failed (was running: "
-                    f"{', '.join(failed[0]['failed_tasks']) or 'none'})" if failed else "no Airflow run left running")
+            what = (
+                f"its Airflow run {failed[0]['run_id']} marked failed (was running: "
+                f"{', '.join(failed[0]['failed_tasks']) or 'none'})"
+                if failed
+                else "no Airflow run left running"
+            )
             echo(f"interrupted: {dag_id}, {what}; log: {log_path}")
             raise
         finally:
@@ -283,8 +317,10 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
     if state != "success":
         failed = [t for t, s in tasks.items() if s == "failed"]
         reason = _first_error(log_path.read_text(errors="replace"))
-        raise AirflowRunError(f"DAG {dag_id} ended {state} (exit {proc.returncode}); failed tasks: {failed or '?'}"
-                              f"{'; ' + reason if reason else ''}. Full log: {log_path}")
+        raise AirflowRunError(
+            f"DAG {dag_id} ended {state} (exit {proc.returncode}); failed tasks: {failed or '?'}"
+            f"{'; ' + reason if reason else ''}. Full log: {log_path}"
+        )
     return {"dag_id": dag_id, "state": state, "logical_date": when, "tasks": tasks, "log": str(log_path)}
 
 

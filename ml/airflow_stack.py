@@ -41,9 +41,9 @@ ADMIN = "admin"
 
 # Faster than Airflow's defaults for one machine; a caller's extra_env wins over these.
 QUICK_LOCAL_CONFIG = {
-    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",       # new DAG files are seen within 15 s
-    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1200",       # a busy 2-core machine is slow to pick up
-    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",    # nothing runs until unpause()
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",  # new DAG files are seen within 15 s
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1200",  # a busy 2-core machine is slow to pick up
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # nothing runs until unpause()
 }
 
 
@@ -70,17 +70,27 @@ class AirflowStack:
     (required with the CeleryExecutor). extra_env: more variables for every component, last word.
     """
 
-    def __init__(self, settings: Settings, *, executor: str = "LocalExecutor", database_url: str | None = None,
-                 broker_url: str | None = None, worker_queues: tuple[str, ...] = ("default", "gpu"),
-                 worker_concurrency: int = 2, extra_env: dict[str, str] | None = None,
-                 start_timeout_s: float = 300):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        executor: str = "LocalExecutor",
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        worker_queues: tuple[str, ...] = ("default", "gpu"),
+        worker_concurrency: int = 2,
+        extra_env: dict[str, str] | None = None,
+        start_timeout_s: float = 300,
+    ):
         if executor not in EXECUTORS:
             raise ValueError(f"executor={executor!r} is not one of {', '.join(EXECUTORS)}.")
         if executor == "CeleryExecutor" and not broker_url:
             raise ValueError("The CeleryExecutor needs a broker: pass broker_url='redis://127.0.0.1:6379/0'.")
         if database_url and database_url.startswith("postgresql") and not async_postgres_driver():
-            raise ValueError("Airflow 3 on PostgreSQL also opens an async connection, through the asyncpg "
-                             "driver, which is not installed: pip install asyncpg (apache-airflow[postgres]).")
+            raise ValueError(
+                "Airflow 3 on PostgreSQL also opens an async connection, through the asyncpg "
+                "driver, which is not installed: pip install asyncpg (apache-airflow[postgres])."
+            )
         self.settings = settings
         self.executor = executor
         self.start_timeout_s = start_timeout_s
@@ -100,15 +110,22 @@ class AirflowStack:
             "triggerer": ["triggerer"],
         }
         if executor == "CeleryExecutor":
-            self.commands["celery-worker"] = ["celery", "worker", "--queues", ",".join(worker_queues),
-                                              "--concurrency", str(worker_concurrency),
-                                              "--celery-hostname", f"mlops-{self.port}@%h"]
+            self.commands["celery-worker"] = [
+                "celery",
+                "worker",
+                "--queues",
+                ",".join(worker_queues),
+                "--concurrency",
+                str(worker_concurrency),
+                "--celery-hostname",
+                f"mlops-{self.port}@%h",
+            ]
 
     def _environment(self, database_url, broker_url, extra_env) -> dict[str, str]:
         passwords_file = self.log_dir / "simple_auth_manager_passwords.json"
         env = {
             **os.environ,
-            **settings_env(self.settings),   # tasks load exactly these settings
+            **settings_env(self.settings),  # tasks load exactly these settings
             **airflow_env(self.settings),
             **QUICK_LOCAL_CONFIG,
             "AIRFLOW__CORE__EXECUTOR": self.executor,
@@ -118,8 +135,7 @@ class AirflowStack:
             # signed by this secret, and the REST API with a token for this admin password.
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),  # HS512 wants >= 64 bytes
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            "AIRFLOW__CORE__AUTH_MANAGER":
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
@@ -154,8 +170,13 @@ class AirflowStack:
             for name, args in self.commands.items():
                 log = open(self.log_path(name), "ab")
                 # Its own session, so stop() ends the component with every child it forked.
-                self._procs[name] = subprocess.Popen([airflow_bin(), *args], env=self.env, stdout=log,
-                                                     stderr=subprocess.STDOUT, start_new_session=True)
+                self._procs[name] = subprocess.Popen(
+                    [airflow_bin(), *args],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
                 log.close()
             self._wait_healthy()
         except BaseException:
@@ -206,11 +227,14 @@ class AirflowStack:
     def _migrate(self) -> None:
         log_path = self.log_path("db-migrate")
         with open(log_path, "wb") as log:
-            proc = subprocess.run([airflow_bin(), "db", "migrate"], env=self.env, stdout=log,
-                                  stderr=subprocess.STDOUT)
+            proc = subprocess.run(
+                [airflow_bin(), "db", "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         if proc.returncode != 0:
-            raise AirflowStackError(f"`airflow db migrate` exited {proc.returncode}: "
-                                    f"{_first_error(log_path.read_text(errors='replace')) or '?'}; see {log_path}.")
+            raise AirflowStackError(
+                f"`airflow db migrate` exited {proc.returncode}: "
+                f"{_first_error(log_path.read_text(errors='replace')) or '?'}; see {log_path}."
+            )
 
     def _wait_healthy(self) -> None:
         components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -228,8 +252,10 @@ class AirflowStack:
             except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(1)
-        raise AirflowStackError(f"Airflow did not become healthy within {self.start_timeout_s:.0f} s "
-                                f"(health: {health or 'api-server not answering'}); logs in {self.log_dir}.")
+        raise AirflowStackError(
+            f"Airflow did not become healthy within {self.start_timeout_s:.0f} s "
+            f"(health: {health or 'api-server not answering'}); logs in {self.log_dir}."
+        )
 
     def _wait_worker_ready(self, deadline: float) -> None:
         log = self.log_path("celery-worker")
@@ -245,23 +271,33 @@ class AirflowStack:
             if proc.poll() is not None:
                 log = self.log_path(name)
                 reason = _crash_reason(log.read_text(errors="replace")) if log.exists() else ""
-                raise AirflowStackError(f"Airflow {name} exited with {proc.returncode}"
-                                        f"{': ' + reason if reason else ''}; see {log}.")
+                raise AirflowStackError(
+                    f"Airflow {name} exited with {proc.returncode}"
+                    f"{': ' + reason if reason else ''}; see {log}."
+                )
 
     # REST API -----------------------------------------------------------------------------
 
     def _login(self) -> None:
-        response = httpx.post(f"{self.url}/auth/token", json={"username": ADMIN, "password": self._password},
-                              timeout=30)
+        response = httpx.post(
+            f"{self.url}/auth/token", json={"username": ADMIN, "password": self._password}, timeout=30
+        )
         response.raise_for_status()
         self._token = response.json()["access_token"]
 
     def api(self, method: str, path: str, **kwargs) -> dict:
         """One call to Airflow's public REST API (/api/v2 + path) as the stack's admin."""
-        response = httpx.request(method, f"{self.url}/api/v2{path}", timeout=60,
-                                 headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+        response = httpx.request(
+            method,
+            f"{self.url}/api/v2{path}",
+            timeout=60,
+            headers={"Authorization": f"Bearer {self._token}"},
+            **kwargs,
+        )
         if response.status_code >= 400:
-            raise AirflowStackError(f"{method} /api/v2{path} answered {response.status_code}: {response.text[:500]}")
+            raise AirflowStackError(
+                f"{method} /api/v2{path} answered {response.status_code}: {response.text[:500]}"
+            )
         return response.json() if response.content else {}
 
     def wait_for_dag(self, dag_id: str, timeout_s: float = 180) -> dict:
@@ -269,15 +305,22 @@ class AirflowStack:
         deadline = time.monotonic() + timeout_s
         while True:
             self._check_alive()
-            response = httpx.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=30,
-                                 headers={"Authorization": f"Bearer {self._token}"})
+            response = httpx.get(
+                f"{self.url}/api/v2/dags/{dag_id}",
+                timeout=30,
+                headers={"Authorization": f"Bearer {self._token}"},
+            )
             if response.status_code == 200:
                 return response.json()
             if time.monotonic() > deadline:
                 errors = self.api("GET", "/importErrors").get("import_errors", [])
-                detail = "; ".join(f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}" for e in errors)
-                raise AirflowStackError(f"DAG {dag_id} was not parsed within {timeout_s:.0f} s "
-                                        f"(import errors: {detail or 'none'}); see {self.log_path('dag-processor')}.")
+                detail = "; ".join(
+                    f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}" for e in errors
+                )
+                raise AirflowStackError(
+                    f"DAG {dag_id} was not parsed within {timeout_s:.0f} s "
+                    f"(import errors: {detail or 'none'}); see {self.log_path('dag-processor')}."
+                )
             time.sleep(2)
 
     def unpause(self, dag_id: str) -> None:
@@ -292,26 +335,40 @@ class AirflowStack:
 
     def runs(self, dag_id: str) -> list[dict]:
         """The DAG's latest 100 runs, oldest first (run_type tells manual from asset_triggered ones)."""
-        latest = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-id", "limit": 100})["dag_runs"]
+        latest = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-id", "limit": 100})[
+            "dag_runs"
+        ]
         return latest[::-1]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                        params={"limit": 1000})["task_instances"]
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
+            "task_instances"
+        ]
 
-    def next_run(self, dag_id: str, *, run_type: str | None = None, known: frozenset[str] = frozenset(),
-                 timeout_s: float = 300) -> str:
+    def next_run(
+        self,
+        dag_id: str,
+        *,
+        run_type: str | None = None,
+        known: frozenset[str] = frozenset(),
+        timeout_s: float = 300,
+    ) -> str:
         """Wait until a run not in `known` (and of `run_type`, e.g. asset_triggered) exists; its run_id."""
         deadline = time.monotonic() + timeout_s
         while True:
             self._check_alive()
-            new = [r for r in self.runs(dag_id)
-                   if r["dag_run_id"] not in known and run_type in (None, r["run_type"])]
+            new = [
+                r
+                for r in self.runs(dag_id)
+                if r["dag_run_id"] not in known and run_type in (None, r["run_type"])
+            ]
             if new:
                 return new[0]["dag_run_id"]
             if time.monotonic() > deadline:
-                raise AirflowStackError(f"no new {run_type or ''} run of DAG {dag_id} within {timeout_s:.0f} s; "
-                                        f"see {self.log_path('scheduler')}.")
+                raise AirflowStackError(
+                    f"no new {run_type or ''} run of DAG {dag_id} within {timeout_s:.0f} s; "
+                    f"see {self.log_path('scheduler')}."
+                )
             time.sleep(2)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 600) -> dict:
@@ -335,20 +392,29 @@ class AirflowStack:
             reason = _task_error(log.read_text(errors="replace")) if log.exists() else ""
             where = f"; task {_ti_name(first)} failed{': ' + reason if reason else ''}; log: {log}"
         verdict = f"ended {state}" if state in FINAL_RUN_STATES else f"still {state} after {timeout_s:.0f} s"
-        raise AirflowStackError(f"DAG {dag_id} run {run_id} {verdict}{where}; task states: {tasks}; "
-                                f"component logs in {self.log_dir}.")
+        raise AirflowStackError(
+            f"DAG {dag_id} run {run_id} {verdict}{where}; task states: {tasks}; "
+            f"component logs in {self.log_dir}."
+        )
 
     def task_log_path(self, ti: dict) -> Path:
         """Where the worker wrote the try's log (Airflow's default log_filename_template)."""
         mapped = f"map_index={ti['map_index']}/" if ti["map_index"] >= 0 else ""
-        return (self.settings.airflow_home / "logs" / f"dag_id={ti['dag_id']}" / f"run_id={ti['dag_run_id']}"
-                / f"task_id={ti['task_id']}" / f"{mapped}attempt={max(ti['try_number'], 1)}.log")
+        return (
+            self.settings.airflow_home
+            / "logs"
+            / f"dag_id={ti['dag_id']}"
+            / f"run_id={ti['dag_run_id']}"
+            / f"task_id={ti['task_id']}"
+            / f"{mapped}attempt={max(ti['try_number'], 1)}.log"
+        )
 
 
 def _crash_reason(log_text: str) -> str:
     """The root cause and the last error of a component's log (a chained traceback names both)."""
-    found = re.findall(r"^(?:[\w.]*(?:Exception|Error)): .+$", "\n".join(log_text.splitlines()[-300:]),
-                       flags=re.MULTILINE)
+    found = re.findall(
+        r"^(?:[\w.]*(?:Exception|Error)): .+$", "\n".join(log_text.splitlines()[-300:]), flags=re.MULTILINE
+    )
     if not found:
         return ""
     return found[0][:300] if found[0] == found[-1] else f"{found[0][:300]} (then {found[-1][:200]})"

@@ -19,8 +19,17 @@ from ml.costs.unit_costs import TOKENS_PER_PRICE_UNIT, ServingPlan, frontier_cal
 
 # Ledger categories. frontier_api and serving are the two per-call sides, which the arithmetic
 # derives from measured per-call costs × volume; the rest is the MLOps spend post-training adds.
-CATEGORIES = ("frontier_api", "serving", "data_curation", "evaluation", "training_compute",
-              "versioning_storage", "keeping_current", "people", "tooling")
+CATEGORIES = (
+    "frontier_api",
+    "serving",
+    "data_curation",
+    "evaluation",
+    "training_compute",
+    "versioning_storage",
+    "keeping_current",
+    "people",
+    "tooling",
+)
 MLOPS_CATEGORIES = CATEGORIES[2:]
 COMPUTE_CATEGORIES = ("training_compute",)  # the naive estimate counts only these
 RETRAIN_CATEGORIES = ("training_compute", "keeping_current")  # recurring spend that scales with retrains
@@ -55,10 +64,13 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def frontier_cost_per_call_usd(tokens_in_per_call, tokens_out_per_call,
-                               price_in_per_1m_usd, price_out_per_1m_usd) -> Decimal:
+def frontier_cost_per_call_usd(
+    tokens_in_per_call, tokens_out_per_call, price_in_per_1m_usd, price_out_per_1m_usd
+) -> Decimal:
     """Mean tokens per call × the provider's prices per million tokens (ml.costs.unit_costs prices it)."""
-    return frontier_call_usd(tokens_in_per_call, tokens_out_per_call, price_in_per_1m_usd, price_out_per_1m_usd)
+    return frontier_call_usd(
+        tokens_in_per_call, tokens_out_per_call, price_in_per_1m_usd, price_out_per_1m_usd
+    )
 
 
 def monthly_volumes(calls_per_month, growth_per_month, months: int) -> list[int]:
@@ -81,14 +93,18 @@ class MlopsSpend:
             amounts = getattr(self, name)
             unknown = sorted(set(amounts) - set(MLOPS_CATEGORIES))
             if unknown:
-                raise ValueError(f"{name} has unknown category {unknown[0]!r}; use one of "
-                                 f"{', '.join(MLOPS_CATEGORIES)} (frontier_api and serving are priced per call).")
+                raise ValueError(
+                    f"{name} has unknown category {unknown[0]!r}; use one of "
+                    f"{', '.join(MLOPS_CATEGORIES)} (frontier_api and serving are priced per call)."
+                )
             object.__setattr__(self, name, {c: _decimal(v, f"{name}[{c!r}]") for c, v in amounts.items()})
 
     def _sums(self, categories: Iterable[str]) -> tuple[Decimal, Decimal]:
         keep = set(categories)
-        return (sum((v for c, v in self.one_time_usd.items() if c in keep), Decimal(0)),
-                sum((v for c, v in self.recurring_usd_per_month.items() if c in keep), Decimal(0)))
+        return (
+            sum((v for c, v in self.one_time_usd.items() if c in keep), Decimal(0)),
+            sum((v for c, v in self.recurring_usd_per_month.items() if c in keep), Decimal(0)),
+        )
 
     def compute_only(self) -> tuple[Decimal, Decimal]:
         """(one_time_usd, recurring_usd_per_month) as a compute-only estimate sees them."""
@@ -103,11 +119,15 @@ class MlopsSpend:
 
         def scale(amounts, on):
             return {c: v * k if on and c in keep else v for c, v in amounts.items()}
+
         return MlopsSpend(scale(self.one_time_usd, one_time), scale(self.recurring_usd_per_month, recurring))
 
 
-def spend_from_category_totals(totals_usd_by_category: Mapping[str, Decimal], observed_months,
-                               one_time_categories: Iterable[str] = SET_UP_CATEGORIES) -> MlopsSpend:
+def spend_from_category_totals(
+    totals_usd_by_category: Mapping[str, Decimal],
+    observed_months,
+    one_time_categories: Iterable[str] = SET_UP_CATEGORIES,
+) -> MlopsSpend:
     """Per-category ledger totals over an observed window → one-time and monthly MLOps spend.
 
     The assumption, stated: a category in one_time_categories was spent once, to set up, and will
@@ -121,12 +141,19 @@ def spend_from_category_totals(totals_usd_by_category: Mapping[str, Decimal], ob
         raise ValueError("observed_months=0 must be > 0: the length of the window the totals cover.")
     unknown = sorted(set(totals_usd_by_category) - set(CATEGORIES))
     if unknown:
-        raise ValueError(f"unknown category {unknown[0]!r}; the ledger's categories are {', '.join(CATEGORIES)}.")
+        raise ValueError(
+            f"unknown category {unknown[0]!r}; the ledger's categories are {', '.join(CATEGORIES)}."
+        )
     once = set(one_time_categories)
-    mlops = {c: _decimal(v, f"totals_usd_by_category[{c!r}]")
-             for c, v in totals_usd_by_category.items() if c in MLOPS_CATEGORIES}
-    return MlopsSpend({c: v for c, v in mlops.items() if c in once},
-                      {c: v / months for c, v in mlops.items() if c not in once})
+    mlops = {
+        c: _decimal(v, f"totals_usd_by_category[{c!r}]")
+        for c, v in totals_usd_by_category.items()
+        if c in MLOPS_CATEGORIES
+    }
+    return MlopsSpend(
+        {c: v for c, v in mlops.items() if c in once},
+        {c: v / months for c, v in mlops.items() if c not in once},
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +167,9 @@ class BreakEvenInputs:
     # uses), or a flat per-call price (a managed endpoint billed by the call).
     self_hosted_cost_per_call_usd: Decimal | None = None
     one_time_usd: Decimal | None = None  # set-up: curation, first training, people's set-up hours
-    recurring_mlops_usd_per_month: Decimal | None = None  # keeping current, evaluation, storage, tooling, people
+    recurring_mlops_usd_per_month: Decimal | None = (
+        None  # keeping current, evaluation, storage, tooling, people
+    )
     horizon_months: int = 24
     serving_fixed_usd_per_month: Decimal = Decimal(0)  # a minimum instance that runs whatever the volume
     # By category: derives the two totals above when they are None; the naive view and the
@@ -150,15 +179,20 @@ class BreakEvenInputs:
 
     def __post_init__(self):
         if (self.serving is None) == (self.self_hosted_cost_per_call_usd is None):
-            raise ValueError("pass serving=ServingPlan(...) (replicas by the hour) or self_hosted_cost_per_call_usd "
-                             "(a per-call price), exactly one.")
+            raise ValueError(
+                "pass serving=ServingPlan(...) (replicas by the hour) or self_hosted_cost_per_call_usd "
+                "(a per-call price), exactly one."
+            )
         if self.serving is not None and not isinstance(self.serving, ServingPlan):
             raise ValueError(f"serving={self.serving!r} must be a ml.costs.unit_costs.ServingPlan.")
         for name in ("calls_per_month", "frontier_cost_per_call_usd", "serving_fixed_usd_per_month"):
             object.__setattr__(self, name, _decimal(getattr(self, name), name))
         if self.self_hosted_cost_per_call_usd is not None:
-            object.__setattr__(self, "self_hosted_cost_per_call_usd",
-                               _decimal(self.self_hosted_cost_per_call_usd, "self_hosted_cost_per_call_usd"))
+            object.__setattr__(
+                self,
+                "self_hosted_cost_per_call_usd",
+                _decimal(self.self_hosted_cost_per_call_usd, "self_hosted_cost_per_call_usd"),
+            )
         object.__setattr__(self, "growth_per_month", _growth(self.growth_per_month))
         if not _whole(self.horizon_months) or self.horizon_months < 1:
             raise ValueError(f"horizon_months={self.horizon_months!r} must be a whole number >= 1, e.g. 24.")
@@ -169,7 +203,9 @@ class BreakEvenInputs:
                 raise ValueError(f"{name} is missing; pass it, or pass spend=MlopsSpend(...) to derive it.")
             value = total if given is None else _decimal(given, name)
             if total is not None and value != total:
-                raise ValueError(f"{name}={given} disagrees with spend's total {total}; pass one or the other.")
+                raise ValueError(
+                    f"{name}={given} disagrees with spend's total {total}; pass one or the other."
+                )
             object.__setattr__(self, name, value)
 
 
@@ -206,9 +242,21 @@ def break_even(inputs: BreakEvenInputs) -> BreakEvenResult:
         cumulative_frontier, cumulative_post = cumulative_frontier + frontier, cumulative_post + post
         if first is None and cumulative_post <= cumulative_frontier:
             first = month
-        rows.append(MonthRow(month, calls, frontier, post, cumulative_frontier, cumulative_post,
-                             cumulative_frontier - cumulative_post, serving))
-    return BreakEvenResult(inputs, rows, first, rows[-1].cumulative_saving_usd, _calls_needed(inputs, recurring_usd))
+        rows.append(
+            MonthRow(
+                month,
+                calls,
+                frontier,
+                post,
+                cumulative_frontier,
+                cumulative_post,
+                cumulative_frontier - cumulative_post,
+                serving,
+            )
+        )
+    return BreakEvenResult(
+        inputs, rows, first, rows[-1].cumulative_saving_usd, _calls_needed(inputs, recurring_usd)
+    )
 
 
 def serving_usd(inputs: BreakEvenInputs, calls) -> Decimal:
@@ -220,21 +268,25 @@ def serving_usd(inputs: BreakEvenInputs, calls) -> Decimal:
 
 def _calls_needed(inputs: BreakEvenInputs, recurring_usd: Decimal) -> int | None:
     """The smallest steady monthly volume whose saving over the frontier covers the recurring bill."""
+
     def covers(calls: int) -> bool:
         return calls * inputs.frontier_cost_per_call_usd - serving_usd(inputs, calls) >= recurring_usd
 
     if inputs.serving is None:
         saving_per_call_usd = inputs.frontier_cost_per_call_usd - inputs.self_hosted_cost_per_call_usd
         # No volume pays back a recurring bill when each call costs more self-hosted than on the API.
-        return (int((recurring_usd / saving_per_call_usd).to_integral_value(ROUND_CEILING))
-                if saving_per_call_usd > 0 else None)
+        return (
+            int((recurring_usd / saving_per_call_usd).to_integral_value(ROUND_CEILING))
+            if saving_per_call_usd > 0
+            else None
+        )
     # Replicas are whole, so the saving is a saw-tooth in the volume: double until it covers, then
     # bisect to a crossing. When a frontier call costs no more than a replica's share per call
     # past the floor, nothing up to a quadrillion calls covers it: None.
     high = 1
     while not covers(high):
         high *= 2
-        if high > 10 ** 15:
+        if high > 10**15:
             return None
     low = high // 2
     while high - low > 1:
@@ -245,8 +297,10 @@ def _calls_needed(inputs: BreakEvenInputs, recurring_usd: Decimal) -> int | None
 
 def _require_spend(inputs: BreakEvenInputs, what: str) -> MlopsSpend:
     if inputs.spend is None:
-        raise ValueError(f"{what} needs the spend by category; pass spend=MlopsSpend(...) to BreakEvenInputs "
-                         "(spend_from_category_totals builds it from the ledger totals).")
+        raise ValueError(
+            f"{what} needs the spend by category; pass spend=MlopsSpend(...) to BreakEvenInputs "
+            "(spend_from_category_totals builds it from the ledger totals)."
+        )
     return inputs.spend
 
 
@@ -277,14 +331,18 @@ def _varied(inputs: BreakEvenInputs, parameter: str, factor: Decimal) -> BreakEv
     return replace(inputs, spend=spend, one_time_usd=None, recurring_mlops_usd_per_month=None)
 
 
-def sensitivity(inputs: BreakEvenInputs, factors=(Decimal("0.5"), Decimal(1), Decimal(2)),
-                parameters: Iterable[str] = SENSITIVITY_PARAMETERS) -> list[SensitivityRow]:
+def sensitivity(
+    inputs: BreakEvenInputs,
+    factors=(Decimal("0.5"), Decimal(1), Decimal(2)),
+    parameters: Iterable[str] = SENSITIVITY_PARAMETERS,
+) -> list[SensitivityRow]:
     """Break-even month and saving at the horizon with one parameter scaled by each factor."""
     parameters = list(parameters)
     unknown = [p for p in parameters if p not in SENSITIVITY_PARAMETERS]
     if unknown:
-        raise ValueError(f"unknown sensitivity parameter {unknown[0]!r}; use some of "
-                         f"{', '.join(SENSITIVITY_PARAMETERS)}.")
+        raise ValueError(
+            f"unknown sensitivity parameter {unknown[0]!r}; use some of {', '.join(SENSITIVITY_PARAMETERS)}."
+        )
     by_category = [p for p in parameters if p in ("retrain_frequency", "people_time")]
     if by_category:
         _require_spend(inputs, f"varying {' and '.join(by_category)}")
@@ -293,8 +351,11 @@ def sensitivity(inputs: BreakEvenInputs, factors=(Decimal("0.5"), Decimal(1), De
         for raw in factors:
             factor = _decimal(raw, "factor")
             result = break_even(_varied(inputs, parameter, factor))
-            rows.append(SensitivityRow(parameter, factor, result.break_even_month,
-                                       result.cumulative_saving_at_horizon_usd))
+            rows.append(
+                SensitivityRow(
+                    parameter, factor, result.break_even_month, result.cumulative_saving_at_horizon_usd
+                )
+            )
     return rows
 
 
@@ -311,8 +372,12 @@ class FlipPoint:
 
     @property
     def text(self) -> str:
-        what = {"volume": "the declared volume", "frontier_price": "the frontier price",
-                "people_time": "the people time", "retrain_frequency": "the retraining frequency"}[self.parameter]
+        what = {
+            "volume": "the declared volume",
+            "frontier_price": "the frontier price",
+            "people_time": "the people time",
+            "retrain_frequency": "the retraining frequency",
+        }[self.parameter]
         return f"at {self.factor}× {what} it {'no longer pays' if self.pays_now else 'would pay'}"
 
 
@@ -323,7 +388,9 @@ _FLIP_STEP = Decimal("0.01")
 _WALK_STEP = Decimal("0.97")
 
 
-def flip_points(inputs: BreakEvenInputs, parameters: Iterable[str] = SENSITIVITY_PARAMETERS) -> list[FlipPoint]:
+def flip_points(
+    inputs: BreakEvenInputs, parameters: Iterable[str] = SENSITIVITY_PARAMETERS
+) -> list[FlipPoint]:
     """For each parameter alone, the factor nearest to 1 at which the answer (pays within the
     horizon or not) flips; the parameters nearest to flipping first.
 
@@ -362,7 +429,9 @@ def flip_points(inputs: BreakEvenInputs, parameters: Iterable[str] = SENSITIVITY
         factor = far.quantize(_FLIP_STEP, rounding=ROUND_DOWN if downward else ROUND_UP)
         if pays(break_even(_varied(inputs, parameter, factor))) == base:
             factor = far
-        out.append(FlipPoint(parameter, factor.normalize() if factor == factor.to_integral() else factor, base))
+        out.append(
+            FlipPoint(parameter, factor.normalize() if factor == factor.to_integral() else factor, base)
+        )
     return sorted(out, key=lambda f: abs(f.factor.ln()))
 
 
@@ -390,8 +459,10 @@ class Constraints:
         for name in ("monthly_cost_usd", "monthly_budget_usd"):
             object.__setattr__(self, name, _decimal(getattr(self, name), name))
         if self.sla_ms <= 0 or self.p99_latency_ms < 0 or self.monthly_budget_usd == 0:
-            raise ValueError(f"sla_ms={self.sla_ms!r} and monthly_budget_usd={self.monthly_budget_usd} must be > 0, "
-                             f"p99_latency_ms={self.p99_latency_ms!r} >= 0.")
+            raise ValueError(
+                f"sla_ms={self.sla_ms!r} and monthly_budget_usd={self.monthly_budget_usd} must be > 0, "
+                f"p99_latency_ms={self.p99_latency_ms!r} >= 0."
+            )
         for name in ("availability", "availability_target", "error_rate", "error_rate_max"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
@@ -427,18 +498,26 @@ def _constraint_reasons(c: Constraints) -> tuple[list[str], list[str]]:
         reasons.append(f"{latency} is inside the {c.sla_ms:,.0f} ms SLA")
     if c.monthly_cost_usd > c.monthly_budget_usd:
         failing.append("cost")
-        reasons.append(f"monthly cost {_usd(c.monthly_cost_usd)} exceeds the {_usd(c.monthly_budget_usd)} budget "
-                       f"by {_over(c.monthly_cost_usd, c.monthly_budget_usd)}")
+        reasons.append(
+            f"monthly cost {_usd(c.monthly_cost_usd)} exceeds the {_usd(c.monthly_budget_usd)} budget "
+            f"by {_over(c.monthly_cost_usd, c.monthly_budget_usd)}"
+        )
     else:
-        reasons.append(f"monthly cost {_usd(c.monthly_cost_usd)} is inside the {_usd(c.monthly_budget_usd)} budget")
+        reasons.append(
+            f"monthly cost {_usd(c.monthly_cost_usd)} is inside the {_usd(c.monthly_budget_usd)} budget"
+        )
     unreliable = c.availability < c.availability_target
-    reasons.append(f"availability {c.availability:.2%} {'is below' if unreliable else 'meets'} "
-                   f"the {c.availability_target:.2%} target")
+    reasons.append(
+        f"availability {c.availability:.2%} {'is below' if unreliable else 'meets'} "
+        f"the {c.availability_target:.2%} target"
+    )
     if c.error_rate is not None:
         too_many = c.error_rate > c.error_rate_max
         unreliable = unreliable or too_many
-        reasons.append(f"error rate {c.error_rate:.2%} {'exceeds' if too_many else 'is inside'} "
-                       f"the {c.error_rate_max:.2%} maximum")
+        reasons.append(
+            f"error rate {c.error_rate:.2%} {'exceeds' if too_many else 'is inside'} "
+            f"the {c.error_rate_max:.2%} maximum"
+        )
     if unreliable:
         failing.append("reliability")
     return failing, reasons
@@ -447,18 +526,25 @@ def _constraint_reasons(c: Constraints) -> tuple[list[str], list[str]]:
 def _break_even_text(result: BreakEvenResult) -> str:
     horizon = result.inputs.horizon_months
     if result.break_even_month is None:
-        return (f"does not break even within {horizon} months "
-                f"(cumulative saving {_usd(result.cumulative_saving_at_horizon_usd)})")
-    return (f"breaks even in month {result.break_even_month} and saves "
-            f"{_usd(result.cumulative_saving_at_horizon_usd)} over {horizon} months")
+        return (
+            f"does not break even within {horizon} months "
+            f"(cumulative saving {_usd(result.cumulative_saving_at_horizon_usd)})"
+        )
+    return (
+        f"breaks even in month {result.break_even_month} and saves "
+        f"{_usd(result.cumulative_saving_at_horizon_usd)} over {horizon} months"
+    )
 
 
-NOT_MEASURED = "the ninety-day test is not measured yet (no frontier call logged): latency, cost and " \
-               "reliability against the targets are unknown"
+NOT_MEASURED = (
+    "the ninety-day test is not measured yet (no frontier call logged): latency, cost and "
+    "reliability against the targets are unknown"
+)
 
 
-def decide(constraints: Constraints | None, full_result: BreakEvenResult,
-           naive_result: BreakEvenResult | None = None) -> Verdict:
+def decide(
+    constraints: Constraints | None, full_result: BreakEvenResult, naive_result: BreakEvenResult | None = None
+) -> Verdict:
     """The seed's frame: post-training pays only when a measured constraint fails, the data or the
     volume make it matter, and the fully loaded arithmetic breaks even within the horizon.
 
@@ -470,14 +556,25 @@ def decide(constraints: Constraints | None, full_result: BreakEvenResult,
         if naive_result is not None:
             reasons.append(f"counting compute only, it {_break_even_text(naive_result)}")
         if pays(full):
-            return Verdict(f"the arithmetic pays from month {full.break_even_month}; the ninety-day test is not "
-                           "measured yet", reasons, [], False)
-        return Verdict("stay on the frontier API", [f"post-training does not pay within "
-                                                    f"{full.inputs.horizon_months} months"] + reasons, [], False)
+            return Verdict(
+                f"the arithmetic pays from month {full.break_even_month}; the ninety-day test is not "
+                "measured yet",
+                reasons,
+                [],
+                False,
+            )
+        return Verdict(
+            "stay on the frontier API",
+            [f"post-training does not pay within {full.inputs.horizon_months} months"] + reasons,
+            [],
+            False,
+        )
     failing, reasons = _constraint_reasons(c)
     reasons.append(f"the use case touches {'' if c.proprietary_data else 'no '}proprietary data")
-    reasons.append(f"inference cost ({_usd(c.monthly_cost_usd)} a month) "
-                   f"{'is' if c.inference_cost_is_budget_line else 'is not'} a budget line")
+    reasons.append(
+        f"inference cost ({_usd(c.monthly_cost_usd)} a month) "
+        f"{'is' if c.inference_cost_is_budget_line else 'is not'} a budget line"
+    )
     reasons.append(f"fully loaded, post-training {_break_even_text(full)}")
     if naive_result is not None:
         reasons.append(f"counting compute only, it {_break_even_text(naive_result)}")
@@ -487,17 +584,34 @@ def decide(constraints: Constraints | None, full_result: BreakEvenResult,
 
     if not failing:
         saving = full.cumulative_saving_at_horizon_usd
-        return stay("latency, cost and reliability are all inside range, so the case for post-training does not "
-                    "close" + (f", even though the arithmetic saves {_usd(saving)} over "
-                               f"{full.inputs.horizon_months} months" if saving > 0 else ""))
+        return stay(
+            "latency, cost and reliability are all inside range, so the case for post-training does not "
+            "close"
+            + (
+                f", even though the arithmetic saves {_usd(saving)} over {full.inputs.horizon_months} months"
+                if saving > 0
+                else ""
+            )
+        )
     if not c.proprietary_data and not c.inference_cost_is_budget_line:
-        return stay(f"{_fail_text(failing)}, but with no proprietary data and inference cost not a "
-                    "budget line a general provider remains the right call")
+        return stay(
+            f"{_fail_text(failing)}, but with no proprietary data and inference cost not a "
+            "budget line a general provider remains the right call"
+        )
     if full.break_even_month is None:
         return stay(f"post-training does not break even within {full.inputs.horizon_months} months")
     if full.cumulative_saving_at_horizon_usd < 0:  # possible when volume shrinks after an early crossing
-        return stay(f"post-training breaks even in month {full.break_even_month} but is "
-                    f"{_usd(-full.cumulative_saving_at_horizon_usd)} behind by month {full.inputs.horizon_months}")
-    return Verdict(f"post-training pays from month {full.break_even_month}",
-                   [f"{_fail_text(failing)} on the frontier API and the fully loaded cost breaks even "
-                    f"in month {full.break_even_month}"] + reasons, failing, True)
+        return stay(
+            f"post-training breaks even in month {full.break_even_month} but is "
+            f"{_usd(-full.cumulative_saving_at_horizon_usd)} behind by month {full.inputs.horizon_months}"
+        )
+    return Verdict(
+        f"post-training pays from month {full.break_even_month}",
+        [
+            f"{_fail_text(failing)} on the frontier API and the fully loaded cost breaks even "
+            f"in month {full.break_even_month}"
+        ]
+        + reasons,
+        failing,
+        True,
+    )

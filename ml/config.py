@@ -46,23 +46,40 @@ def _help(text: str, default=dataclasses.MISSING):
 @dataclass(frozen=True)
 class Settings:
     project_dir: Path = _help("Repository root: holds dags/, plugins/, infra/.", _PACKAGE_PARENT)
-    state_dir: Path = _help("Every piece of local state lives under this folder (default PROJECT_DIR/.mlops).")
-    workflows_file: Path = _help("The versioned declaration of workflows (default PROJECT_DIR/dags/workflows.yaml).")
-    price_book_file: Path = _help("The versioned price book YAML (default PROJECT_DIR/infra/price_book.yaml).")
+    state_dir: Path = _help(
+        "Every piece of local state lives under this folder (default PROJECT_DIR/.mlops)."
+    )
+    workflows_file: Path = _help(
+        "The versioned declaration of workflows (default PROJECT_DIR/dags/workflows.yaml)."
+    )
+    price_book_file: Path = _help(
+        "The versioned price book YAML (default PROJECT_DIR/infra/price_book.yaml)."
+    )
     mlflow_tracking_uri: str = _help("MLflow tracking + registry URI (default SQLite in the state folder).")
-    mlflow_artifact_root: str = _help("Where new MLflow experiments store artifacts (default a local folder).")
+    mlflow_artifact_root: str = _help(
+        "Where new MLflow experiments store artifacts (default a local folder)."
+    )
     ledger_url: str = _help("SQLAlchemy URL of the cost ledger (default SQLite in the state folder).")
     dvc_remote_url: str = _help("DVC remote for the versioned training data (a folder, or s3://bucket/path).")
-    airflow_home: Path = _help("AIRFLOW_HOME used by `mlops` when it runs Airflow (default STATE_DIR/airflow).")
+    airflow_home: Path = _help(
+        "AIRFLOW_HOME used by `mlops` when it runs Airflow (default STATE_DIR/airflow)."
+    )
     device: str = _help("Training device: auto (CUDA when present), cuda or cpu.", "auto")
     torch_threads: int = _help("CPU threads for torch; 0 lets torch decide.", 0)
     seed: int = _help("Seed for data splits, initialisation and training order.", 42)
     git_sha: str = _help("Code version recorded on every model (default: read from git).", "")
     user: str = _help("Name recorded with approvals and rollbacks (default: the login name).", "")
-    frontier_base_url: str = _help("OpenAI-compatible base URL `mlops proxy` forwards to, e.g. https://api.openai.com/v1.", "")
+    frontier_base_url: str = _help(
+        "OpenAI-compatible base URL `mlops proxy` forwards to, e.g. https://api.openai.com/v1.", ""
+    )
     # Never in repr(), logs or the call log; `mlops config` must mask it too.
-    frontier_api_key: str = field(default="", repr=False, metadata={
-        "help": "API key `mlops proxy` sends upstream as a Bearer token (keep it in .env, never in code)."})
+    frontier_api_key: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "help": "API key `mlops proxy` sends upstream as a Bearer token (keep it in .env, never in code)."
+        },
+    )
 
     def __post_init__(self):
         # Derived defaults are filled here so that overriding STATE_DIR moves everything.
@@ -87,7 +104,9 @@ class Settings:
         if self.device not in ("auto", "cuda", "cpu"):
             raise SettingsError(f"{ENV_PREFIX}DEVICE={self.device!r} is not one of auto, cuda, cpu.")
         if self.torch_threads < 0:
-            raise SettingsError(f"{ENV_PREFIX}TORCH_THREADS={self.torch_threads} must be 0 (auto) or positive.")
+            raise SettingsError(
+                f"{ENV_PREFIX}TORCH_THREADS={self.torch_threads} must be 0 (auto) or positive."
+            )
         for name in ("mlflow_tracking_uri", "ledger_url"):
             if "://" not in getattr(self, name):
                 raise SettingsError(
@@ -117,11 +136,20 @@ class Settings:
         return self.state_dir / "runs"
 
     def ensure_dirs(self) -> None:
-        for d in (self.state_dir, self.drop_dir, self.data_dir, self.quarantine_dir,
-                  self.reports_dir, self.runs_dir, self.airflow_home):
+        for d in (
+            self.state_dir,
+            self.drop_dir,
+            self.data_dir,
+            self.quarantine_dir,
+            self.reports_dir,
+            self.runs_dir,
+            self.airflow_home,
+        ):
             d.mkdir(parents=True, exist_ok=True)
         if self.mlflow_tracking_uri.startswith("sqlite:///"):
-            Path(self.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
         if not is_url(self.mlflow_artifact_root):
             Path(self.mlflow_artifact_root).mkdir(parents=True, exist_ok=True)
 
@@ -135,15 +163,23 @@ def state_note(settings: Settings, environ: dict[str, str] | None = None) -> str
     """
     env = os.environ if environ is None else environ
     state = settings.state_dir
-    origin = f"{ENV_PREFIX}STATE_DIR={env[ENV_PREFIX + 'STATE_DIR']}" if env.get(ENV_PREFIX + "STATE_DIR") else "the default"
+    origin = (
+        f"{ENV_PREFIX}STATE_DIR={env[ENV_PREFIX + 'STATE_DIR']}"
+        if env.get(ENV_PREFIX + "STATE_DIR")
+        else "the default"
+    )
     if not state.exists():
-        return (f"state folder {state} ({origin}) does not exist: this is a new, empty state. "
-                f"If you meant an existing one, check {ENV_PREFIX}STATE_DIR.")
+        return (
+            f"state folder {state} ({origin}) does not exist: this is a new, empty state. "
+            f"If you meant an existing one, check {ENV_PREFIX}STATE_DIR."
+        )
     data = settings.data_dir
     has_data = data.is_dir() and next((p for p in data.rglob("*") if p.is_file()), None) is not None
     if not has_data and not (settings.airflow_home / "airflow.db").exists():
-        return (f"state folder {state} ({origin}) holds no dataset and no Airflow run yet (new or empty). "
-                f"If you expected data here, check {ENV_PREFIX}STATE_DIR.")
+        return (
+            f"state folder {state} ({origin}) holds no dataset and no Airflow run yet (new or empty). "
+            f"If you expected data here, check {ENV_PREFIX}STATE_DIR."
+        )
     return None
 
 
@@ -158,15 +194,20 @@ def _parse(name: str, raw: str, typ):
             return Path(raw).expanduser()
         return raw
     except ValueError as exc:
-        raise SettingsError(f"{var}={raw!r} is invalid ({exc}); expected {getattr(typ, '__name__', typ)}.") from None
+        raise SettingsError(
+            f"{var}={raw!r} is invalid ({exc}); expected {getattr(typ, '__name__', typ)}."
+        ) from None
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Settings from embedded defaults overridden by MLOPS_* variables."""
     env = os.environ if environ is None else environ
     known = {f.name: f for f in dataclasses.fields(Settings)}
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in NOT_SETTINGS
-                     and k[len(ENV_PREFIX):].lower() not in known)
+    unknown = sorted(
+        k
+        for k in env
+        if k.startswith(ENV_PREFIX) and k not in NOT_SETTINGS and k[len(ENV_PREFIX) :].lower() not in known
+    )
     if unknown:
         raise SettingsError(
             f"Unknown setting {unknown[0]}; known: {', '.join(ENV_PREFIX + n.upper() for n in known)}."

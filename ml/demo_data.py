@@ -24,11 +24,22 @@ from pathlib import Path
 # Share of traffic per intent, roughly power-law like a real help desk: password resets and
 # "where is my parcel" dominate, privacy requests are rare but still above 2% of rows.
 LABEL_SHARES = {
-    "password_reset": 0.15, "shipping_delay": 0.13, "billing_refund": 0.11, "account_login": 0.09,
-    "order_missing_item": 0.07, "payment_failed": 0.07, "subscription_cancel": 0.06,
-    "product_question": 0.06, "bug_report": 0.05, "billing_invoice": 0.04, "order_damaged": 0.04,
-    "shipping_address_change": 0.035, "subscription_upgrade": 0.03, "feature_request": 0.025,
-    "account_delete": 0.024, "data_privacy": 0.021,
+    "password_reset": 0.15,
+    "shipping_delay": 0.13,
+    "billing_refund": 0.11,
+    "account_login": 0.09,
+    "order_missing_item": 0.07,
+    "payment_failed": 0.07,
+    "subscription_cancel": 0.06,
+    "product_question": 0.06,
+    "bug_report": 0.05,
+    "billing_invoice": 0.04,
+    "order_damaged": 0.04,
+    "shipping_address_change": 0.035,
+    "subscription_upgrade": 0.03,
+    "feature_request": 0.025,
+    "account_delete": 0.024,
+    "data_privacy": 0.021,
 }
 LABELS: tuple[str, ...] = tuple(LABEL_SHARES)
 
@@ -57,98 +68,191 @@ NEIGHBOURS = {
 # cancellation, "can't log in" in a password reset) because real tickets do.
 TEMPLATES = {
     "billing_refund": [
-        "I'd like a refund for order {order}.", "Please refund the {amount} you charged me on {date}.",
-        "I was charged twice for the {product}, I want my money back.", "refund please",
+        "I'd like a refund for order {order}.",
+        "Please refund the {amount} you charged me on {date}.",
+        "I was charged twice for the {product}, I want my money back.",
+        "refund please",
         "Can I get my money back? The {product} wasn't what I expected.",
         "You billed me {amount} after I cancelled, please refund it.",
         "How long does a refund take to show up on my card?",
-        "Requesting a refund for the {plan} plan, charged {amount} on {date}."],
+        "Requesting a refund for the {plan} plan, charged {amount} on {date}.",
+    ],
     "billing_invoice": [
-        "Can you send me an invoice for order {order}?", "I need a VAT invoice for the {amount} charge on {date}.",
-        "The invoice is missing our company address.", "where can i download my invoices",
+        "Can you send me an invoice for order {order}?",
+        "I need a VAT invoice for the {amount} charge on {date}.",
+        "The invoice is missing our company address.",
+        "where can i download my invoices",
         "Please resend the receipt for {order} to {email}.",
         "Our finance team needs invoices for the last three months of the {plan} plan.",
-        "The amount on the invoice doesn't match what I was charged ({amount})."],
+        "The amount on the invoice doesn't match what I was charged ({amount}).",
+    ],
     "payment_failed": [
-        "My payment keeps getting declined.", "Card {card} was declined but my bank says it's fine.",
-        "Checkout fails with 'payment could not be processed'.", "payment failed again",
+        "My payment keeps getting declined.",
+        "Card {card} was declined but my bank says it's fine.",
+        "Checkout fails with 'payment could not be processed'.",
+        "payment failed again",
         "I tried to pay {amount} for order {order} and it says transaction failed.",
         "Why did my renewal payment fail? My card is valid.",
-        "The charge shows as pending on my card but your site says the payment failed."],
+        "The charge shows as pending on my card but your site says the payment failed.",
+    ],
     "subscription_cancel": [
-        "Please cancel my subscription.", "I want to cancel the {plan} plan before the next billing date.",
-        "How do I stop auto-renewal?", "cancel my subscription asap",
+        "Please cancel my subscription.",
+        "I want to cancel the {plan} plan before the next billing date.",
+        "How do I stop auto-renewal?",
+        "cancel my subscription asap",
         "Cancel my membership and make sure I'm not charged again.",
-        "I no longer need the {plan} plan, please end it on {date}.", "Don't renew my subscription next month."],
+        "I no longer need the {plan} plan, please end it on {date}.",
+        "Don't renew my subscription next month.",
+    ],
     "subscription_upgrade": [
-        "How do I upgrade to the {plan} plan?", "We need more seats, can we move from Basic to {plan}?",
-        "What's the price difference if I upgrade mid-cycle?", "upgrade to {plan}",
+        "How do I upgrade to the {plan} plan?",
+        "We need more seats, can we move from Basic to {plan}?",
+        "What's the price difference if I upgrade mid-cycle?",
+        "upgrade to {plan}",
         "I'd like to switch to annual billing on the {plan} plan.",
-        "Tried to upgrade to {plan} but the payment page errored."],
+        "Tried to upgrade to {plan} but the payment page errored.",
+    ],
     "account_login": [
-        "I can't log in to my account.", "The login page just spins and never loads.",
-        "It says my account is locked after too many attempts.", "cant sign in",
+        "I can't log in to my account.",
+        "The login page just spins and never loads.",
+        "It says my account is locked after too many attempts.",
+        "cant sign in",
         "I keep getting 'invalid credentials' even though my password is right.",
         "The two-factor code never arrives so I can't get into my account. My number is {phone}.",
-        "Logged out on every device and can't get back in, my email is {email}."],
+        "Logged out on every device and can't get back in, my email is {email}.",
+    ],
     "password_reset": [
-        "How do I reset my password?", "Forgot my password.", "The password reset link has expired.",
-        "I never receive the reset email at {email}.", "pw reset pls",
+        "How do I reset my password?",
+        "Forgot my password.",
+        "The password reset link has expired.",
+        "I never receive the reset email at {email}.",
+        "pw reset pls",
         "The reset link says invalid token when I click it.",
-        "I need to change my password, I can't log in."],
+        "I need to change my password, I can't log in.",
+    ],
     "account_delete": [
-        "Please delete my account.", "I want my account and all my data removed.",
-        "How do I close my account permanently?", "delete account {email}",
-        "Remove my profile, I won't be using the service anymore."],
+        "Please delete my account.",
+        "I want my account and all my data removed.",
+        "How do I close my account permanently?",
+        "delete account {email}",
+        "Remove my profile, I won't be using the service anymore.",
+    ],
     "shipping_delay": [
-        "Where is my order {order}?", "My package was supposed to arrive on {date} and it's still not here.",
-        "Tracking hasn't updated in a week.", "order {order} late",
-        "It's been 10 days, when will my {product} ship?", "Delivery is delayed again, this is the third time."],
+        "Where is my order {order}?",
+        "My package was supposed to arrive on {date} and it's still not here.",
+        "Tracking hasn't updated in a week.",
+        "order {order} late",
+        "It's been 10 days, when will my {product} ship?",
+        "Delivery is delayed again, this is the third time.",
+    ],
     "shipping_address_change": [
         "I need to change the delivery address for order {order}.",
         "Wrong address on my order, can you update it?",
-        "I'm moving, please ship order {order} to my new address.", "change shipping address",
-        "Can I redirect the package to my office? I don't think it has shipped yet."],
+        "I'm moving, please ship order {order} to my new address.",
+        "change shipping address",
+        "Can I redirect the package to my office? I don't think it has shipped yet.",
+    ],
     "order_damaged": [
-        "My {product} arrived broken.", "The box was crushed and the {product} is cracked.",
-        "Item damaged in transit, order {order}.", "received it damaged",
+        "My {product} arrived broken.",
+        "The box was crushed and the {product} is cracked.",
+        "Item damaged in transit, order {order}.",
+        "received it damaged",
         "The screen on the {product} is scratched out of the box.",
-        "Half the parts are bent, I'd like a replacement or a refund."],
+        "Half the parts are bent, I'd like a replacement or a refund.",
+    ],
     "order_missing_item": [
-        "My order {order} arrived but the {product} was missing.", "Only got 2 of the 3 items I ordered.",
-        "Package delivered, {product} not in it.", "missing item",
+        "My order {order} arrived but the {product} was missing.",
+        "Only got 2 of the 3 items I ordered.",
+        "Package delivered, {product} not in it.",
+        "missing item",
         "Tracking says delivered but I never got the {product}.",
-        "The charger wasn't included with my {product}."],
+        "The charger wasn't included with my {product}.",
+    ],
     "product_question": [
-        "Does the {product} work with a Mac?", "What's the warranty on the {product}?",
-        "Is the {product} available in black?", "Can the {plan} plan export to CSV?",
-        "what size is the {product}", "Do you ship the {product} to Canada?"],
+        "Does the {product} work with a Mac?",
+        "What's the warranty on the {product}?",
+        "Is the {product} available in black?",
+        "Can the {plan} plan export to CSV?",
+        "what size is the {product}",
+        "Do you ship the {product} to Canada?",
+    ],
     "bug_report": [
-        "The app crashes when I open settings.", "The export button does nothing in Chrome.",
-        "I get a 500 error when saving my profile.", "The dashboard shows wrong numbers since the last update.",
-        "app broken", "After the update the login button doesn't respond."],
+        "The app crashes when I open settings.",
+        "The export button does nothing in Chrome.",
+        "I get a 500 error when saving my profile.",
+        "The dashboard shows wrong numbers since the last update.",
+        "app broken",
+        "After the update the login button doesn't respond.",
+    ],
     "feature_request": [
-        "It would be great if you added dark mode.", "Please add an option to export to PDF.",
-        "Could you support Apple Pay at checkout?", "feature request: bulk edit",
-        "Any plans to add a Slack integration to the {plan} plan?"],
+        "It would be great if you added dark mode.",
+        "Please add an option to export to PDF.",
+        "Could you support Apple Pay at checkout?",
+        "feature request: bulk edit",
+        "Any plans to add a Slack integration to the {plan} plan?",
+    ],
     "data_privacy": [
-        "What data do you store about me?", "Please send me a copy of my personal data under GDPR.",
-        "I want to opt out of marketing emails and data sharing.", "Who do you share my information with?",
-        "gdpr request {email}", "Stop processing my data and delete what you have."],
+        "What data do you store about me?",
+        "Please send me a copy of my personal data under GDPR.",
+        "I want to opt out of marketing emails and data sharing.",
+        "Who do you share my information with?",
+        "gdpr request {email}",
+        "Stop processing my data and delete what you have.",
+    ],
 }
-OPENINGS = ["", "", "", "Hi,", "Hello,", "Hi there,", "Dear support,", "Hey team,", "Good morning,",
-            "URGENT -", "Hello, {name} here."]
-CLOSINGS = ["", "", "", "Thanks", "Thanks!", "Thank you.", "Regards, {name}", "Cheers", "Sent from my iPhone",
-            "Best, {name} {phone}"]
-DETAILS = ["I've been a customer for years.", "This is really frustrating.", "I already wrote to you on {date}.",
-           "Please help.", "My order number is {order}.", "My email is {email}.", "You can call me on {phone}.",
-           "This is urgent.", "Reach me at {email} or {phone}.", "Account email: {email}."]
+OPENINGS = [
+    "",
+    "",
+    "",
+    "Hi,",
+    "Hello,",
+    "Hi there,",
+    "Dear support,",
+    "Hey team,",
+    "Good morning,",
+    "URGENT -",
+    "Hello, {name} here.",
+]
+CLOSINGS = [
+    "",
+    "",
+    "",
+    "Thanks",
+    "Thanks!",
+    "Thank you.",
+    "Regards, {name}",
+    "Cheers",
+    "Sent from my iPhone",
+    "Best, {name} {phone}",
+]
+DETAILS = [
+    "I've been a customer for years.",
+    "This is really frustrating.",
+    "I already wrote to you on {date}.",
+    "Please help.",
+    "My order number is {order}.",
+    "My email is {email}.",
+    "You can call me on {phone}.",
+    "This is urgent.",
+    "Reach me at {email} or {phone}.",
+    "Account email: {email}.",
+]
 CONNECTORS = ["Also, ", "And ", "Oh and ", "Btw ", "One more thing: "]
 FIRST_NAMES = ["Ana", "Ben", "Chen", "Dara", "Elif", "Femi", "Goran", "Hana", "Ivan", "Jade", "Kofi", "Lena"]
 LAST_NAMES = ["Smith", "Okafor", "Nguyen", "Garcia", "Muller", "Rossi", "Kowalski", "Tanaka", "Silva"]
 DOMAINS = ["gmail.com", "outlook.com", "example.org", "acme-corp.com", "yahoo.co.uk"]
-PRODUCTS = ["wireless headphones", "standing desk", "coffee grinder", "phone case", "laptop stand",
-            "smart watch", "air purifier", "desk lamp", "backpack", "keyboard"]
+PRODUCTS = [
+    "wireless headphones",
+    "standing desk",
+    "coffee grinder",
+    "phone case",
+    "laptop stand",
+    "smart watch",
+    "air purifier",
+    "desk lamp",
+    "backpack",
+    "keyboard",
+]
 PLANS = ["Pro", "Team", "Business", "Enterprise", "Plus"]
 DATES = ["Monday", "Friday", "March 3rd", "the 14th", "June 2", "12/05"]
 
@@ -174,12 +278,15 @@ def _fill(rng: random.Random, template: str) -> str:
     slots = {
         "name": first,
         "email": f"{first.lower()}{rng.choice(['.', '_', ''])}{last.lower()}{rng.randrange(100)}@{rng.choice(DOMAINS)}",
-        "phone": rng.choice(["+1 415-555-{:04d}", "(212) 555-{:04d}", "07700 900{:03d}", "+44 20 7946 {:04d}"])
-                 .format(rng.randrange(1000)),
+        "phone": rng.choice(
+            ["+1 415-555-{:04d}", "(212) 555-{:04d}", "07700 900{:03d}", "+44 20 7946 {:04d}"]
+        ).format(rng.randrange(1000)),
         "order": rng.choice(["#{}", "ORD-{}", "{}"]).format(rng.randrange(1_000_000, 9_999_999)),
         "card": " ".join(f"{rng.randrange(10_000):04d}" for _ in range(4)),
         "amount": f"${rng.randrange(5, 400)}.{rng.randrange(100):02d}",
-        "product": rng.choice(PRODUCTS), "plan": rng.choice(PLANS), "date": rng.choice(DATES),
+        "product": rng.choice(PRODUCTS),
+        "plan": rng.choice(PLANS),
+        "date": rng.choice(DATES),
     }
     return template.format(**slots)
 
@@ -191,9 +298,9 @@ def _typo(rng: random.Random, word: str) -> str:
     i = rng.randrange(len(word) - 1)
     kind = rng.randrange(3)
     if kind == 0:
-        return word[:i] + word[i + 1] + word[i] + word[i + 2:]  # swapped letters
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]  # swapped letters
     if kind == 1:
-        return word[:i] + word[i + 1:]  # dropped letter
+        return word[:i] + word[i + 1 :]  # dropped letter
     return word[:i] + word[i] + word[i:]  # doubled letter
 
 
@@ -299,9 +406,15 @@ def label_probs(rng: random.Random, ticket: Ticket, answer: str) -> dict[str, fl
 def _timestamps(rng: random.Random, n: int, start: date, days: int) -> list[str]:
     origin = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
     moments = sorted(
-        origin + timedelta(days=rng.randrange(days), hours=rng.choices(range(24), HOURLY_WEIGHTS)[0],
-                           seconds=rng.randrange(3600), milliseconds=rng.randrange(1000))
-        for _ in range(n))
+        origin
+        + timedelta(
+            days=rng.randrange(days),
+            hours=rng.choices(range(24), HOURLY_WEIGHTS)[0],
+            seconds=rng.randrange(3600),
+            milliseconds=rng.randrange(1000),
+        )
+        for _ in range(n)
+    )
     return [m.isoformat(timespec="milliseconds").replace("+00:00", "Z") for m in moments]
 
 
@@ -314,12 +427,29 @@ def _call_record(rng: random.Random, ticket: Ticket, answer: str) -> dict:
         retries = rng.choice([2, 3])  # the client gave up after its retries
         median_ms = 120.0 if error == "RateLimitError" else 600.0
         latency_ms = rng.lognormvariate(math.log(median_ms), 0.5) + retries * 1000.0
-        return dict(status="error", error=error, retries=retries, response_label=None, label_probs=None,
-                    latency_ms=latency_ms, tokens_in=tokens_in, tokens_out=0, cost_usd=0.0)
+        return dict(
+            status="error",
+            error=error,
+            retries=retries,
+            response_label=None,
+            label_probs=None,
+            latency_ms=latency_ms,
+            tokens_in=tokens_in,
+            tokens_out=0,
+            cost_usd=0.0,
+        )
     if u < ERROR_RATE + TIMEOUT_RATE:
-        return dict(status="timeout", error="Timeout", retries=rng.choice([0, 1]), response_label=None,
-                    label_probs=None, latency_ms=CLIENT_TIMEOUT_MS + rng.uniform(0, 50), tokens_in=tokens_in,
-                    tokens_out=0, cost_usd=0.0)
+        return dict(
+            status="timeout",
+            error="Timeout",
+            retries=rng.choice([0, 1]),
+            response_label=None,
+            label_probs=None,
+            latency_ms=CLIENT_TIMEOUT_MS + rng.uniform(0, 50),
+            tokens_in=tokens_in,
+            tokens_out=0,
+            cost_usd=0.0,
+        )
     retries = rng.choices([0, 1, 2], [95, 4, 1])[0]
     latency_ms = rng.lognormvariate(math.log(800.0), 0.45)
     if rng.random() < 0.03:
@@ -328,13 +458,32 @@ def _call_record(rng: random.Random, ticket: Ticket, answer: str) -> dict:
     tokens_out = math.ceil(len(answer) / 4) + 2 + rng.randrange(3)
     probs = label_probs(rng, ticket, answer) if rng.random() < 0.5 else None
     cost_usd = (tokens_in * PRICE_IN_USD_PER_MTOK + tokens_out * PRICE_OUT_USD_PER_MTOK) / 1e6
-    return dict(status="ok", error=None, retries=retries, response_label=answer, label_probs=probs,
-                latency_ms=latency_ms, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost_usd)
+    return dict(
+        status="ok",
+        error=None,
+        retries=retries,
+        response_label=answer,
+        label_probs=probs,
+        latency_ms=latency_ms,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=cost_usd,
+    )
 
 
-def generate(out_dir: Path, *, n_calls: int = 2400, n_gold: int = 400, seed: int = 42,
-             workflow: str = "ticket_routing", model: str = "frontier-large", model_version: str = "2026-06-01",
-             teacher_error_rate: float = 0.09, days: int = 90, start: date | None = None) -> dict:
+def generate(
+    out_dir: Path,
+    *,
+    n_calls: int = 2400,
+    n_gold: int = 400,
+    seed: int = 42,
+    workflow: str = "ticket_routing",
+    model: str = "frontier-large",
+    model_version: str = "2026-06-01",
+    teacher_error_rate: float = 0.09,
+    days: int = 90,
+    start: date | None = None,
+) -> dict:
     """Write call_log.jsonl and gold.csv into out_dir; return their paths and what is in them."""
     if n_calls < 1 or n_gold < 0:
         raise ValueError(f"n_calls={n_calls}, n_gold={n_gold}: need n_calls >= 1 and n_gold >= 0.")
@@ -360,12 +509,21 @@ def generate(out_dir: Path, *, n_calls: int = 2400, n_gold: int = 400, seed: int
             counts[rec["status"]] += 1
             n_correct += rec["status"] == "ok" and answer == ticket.label
             row = {
-                "call_id": str(uuid.UUID(int=call_rng.getrandbits(128), version=4)), "ts": ts,
-                "workflow": workflow, "request_text": ticket.text, "response_label": rec["response_label"],
-                "label_probs": rec["label_probs"], "model": model, "model_version": model_version,
-                "latency_ms": round(rec["latency_ms"], 1), "tokens_in": rec["tokens_in"],
-                "tokens_out": rec["tokens_out"], "cost_usd": round(rec["cost_usd"], 8),
-                "status": rec["status"], "error": rec["error"], "retries": rec["retries"],
+                "call_id": str(uuid.UUID(int=call_rng.getrandbits(128), version=4)),
+                "ts": ts,
+                "workflow": workflow,
+                "request_text": ticket.text,
+                "response_label": rec["response_label"],
+                "label_probs": rec["label_probs"],
+                "model": model,
+                "model_version": model_version,
+                "latency_ms": round(rec["latency_ms"], 1),
+                "tokens_in": rec["tokens_in"],
+                "tokens_out": rec["tokens_out"],
+                "cost_usd": round(rec["cost_usd"], 8),
+                "status": rec["status"],
+                "error": rec["error"],
+                "retries": rec["retries"],
             }
             f.write(json.dumps(row) + "\n")
 
@@ -377,8 +535,13 @@ def generate(out_dir: Path, *, n_calls: int = 2400, n_gold: int = 400, seed: int
         writer.writerows([t.text, t.label] for t in gold)
 
     return {
-        "call_log_path": str(call_log_path), "gold_path": str(gold_path),
-        "n_calls": n_calls, "n_ok": counts["ok"], "n_error": counts["error"], "n_timeout": counts["timeout"],
-        "n_gold": n_gold, "labels": list(LABELS),
+        "call_log_path": str(call_log_path),
+        "gold_path": str(gold_path),
+        "n_calls": n_calls,
+        "n_ok": counts["ok"],
+        "n_error": counts["error"],
+        "n_timeout": counts["timeout"],
+        "n_gold": n_gold,
+        "labels": list(LABELS),
         "teacher_accuracy": round(n_correct / counts["ok"], 4) if counts["ok"] else None,
     }

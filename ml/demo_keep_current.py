@@ -44,8 +44,17 @@ def stage_teacher_update(settings, wf, *, seed: int, n_calls: int) -> Path:
     out = settings.state_dir / "demo" / wf.name / f"seed-{seed}-{n_calls}-teacher-{NEW_TEACHER_VERSION}"
     if not (out / "call_log.jsonl").exists():
         # Same seed and size: the same tickets (the texts are drawn first), answered anew.
-        generate(out, n_calls=n_calls, n_gold=0, seed=seed, workflow=wf.name, model_version=NEW_TEACHER_VERSION,
-                 teacher_error_rate=UPDATE_ERROR_RATE, start=date(2026, 11, 15), days=10)
+        generate(
+            out,
+            n_calls=n_calls,
+            n_gold=0,
+            seed=seed,
+            workflow=wf.name,
+            model_version=NEW_TEACHER_VERSION,
+            teacher_error_rate=UPDATE_ERROR_RATE,
+            start=date(2026, 11, 15),
+            days=10,
+        )
     lines = (out / "call_log.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     every = round(1 / UPDATE_SHARE * 10)
     kept = [line for i, line in enumerate(lines) if i * 10 % every < 10]  # a deterministic share
@@ -70,36 +79,54 @@ def run(settings, wf, *, seed: int, n_calls: int, echo=print, timeout_s: float =
     from ml.airflow_stack import AirflowStack
 
     if already_shown(settings, wf):
-        echo(f"keeping current: the teacher update {NEW_TEACHER_VERSION} was handled by an earlier demo "
-             "(see `mlops models history` and the upstream history); nothing new to show.")
+        echo(
+            f"keeping current: the teacher update {NEW_TEACHER_VERSION} was handled by an earlier demo "
+            "(see `mlops models history` and the upstream history); nothing new to show."
+        )
         return {"shown": False, "reason": "already shown on this state folder"}
     watch, ingest, distill = (f"{dag}__{wf.name}" for dag in ("watch_upstream", "ingest_validate", "distill"))
     echo("\nKeeping current: the teacher updates.")
     test_dag(settings, watch, echo=echo)  # the baseline fingerprints
     dropped = stage_teacher_update(settings, wf, seed=seed, n_calls=n_calls)
-    echo(f"→ dropped {dropped.name}: frontier-large@{NEW_TEACHER_VERSION} re-answered "
-         f"{UPDATE_SHARE:.0%} of the tickets")
+    echo(
+        f"→ dropped {dropped.name}: frontier-large@{NEW_TEACHER_VERSION} re-answered "
+        f"{UPDATE_SHARE:.0%} of the tickets"
+    )
     test_dag(settings, ingest, echo=echo)
     # Airflow queues Asset events only for DAGs that are not paused: distill listens from here on.
-    run_airflow(settings, ["dags", "unpause", distill], log_path=settings.airflow_home / "logs" / "unpause.log")
+    run_airflow(
+        settings, ["dags", "unpause", distill], log_path=settings.airflow_home / "logs" / "unpause.log"
+    )
     changes = len(_store(settings, wf).history("changed"))
     test_dag(settings, watch, echo=echo)  # sees the new teacher: emits the upstream Asset event
     if len(_store(settings, wf).history("changed")) == changes:
-        raise RuntimeError(f"{watch} saw no upstream change: this state folder acknowledged the teacher "
-                           f"update {NEW_TEACHER_VERSION} before (an interrupted demo?). Start from a "
-                           "fresh state with `make clean-state` (or another MLOPS_STATE_DIR).")
-    echo("→ starting Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) so that the "
-         f"Asset event schedules {distill} as in production")
+        raise RuntimeError(
+            f"{watch} saw no upstream change: this state folder acknowledged the teacher "
+            f"update {NEW_TEACHER_VERSION} before (an interrupted demo?). Start from a "
+            "fresh state with `make clean-state` (or another MLOPS_STATE_DIR)."
+        )
+    echo(
+        "→ starting Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) so that the "
+        f"Asset event schedules {distill} as in production"
+    )
     with AirflowStack(settings) as stack:
         # The scheduler may create the run before the API answers: the act's own run is the state's
         # first asset-triggered one (already_shown() said no earlier one probed a teacher change).
         stack.wait_for_dag(distill)
         run_id = stack.next_run(distill, run_type="asset_triggered")
-        echo(f"→ the scheduler started {distill} run {run_id} from the Asset event; waiting for it "
-             f"(component logs: {stack.log_dir})")
+        echo(
+            f"→ the scheduler started {distill} run {run_id} from the Asset event; waiting for it "
+            f"(component logs: {stack.log_dir})"
+        )
         outcome = stack.wait_for_run(distill, run_id, timeout_s=timeout_s)
-    result = {"shown": True, "dag_id": distill, "run_id": run_id, "tasks": outcome["tasks"],
-              **decision(settings, wf, f"{distill}/{run_id}"), "booked": booked(settings, distill, run_id)}
+    result = {
+        "shown": True,
+        "dag_id": distill,
+        "run_id": run_id,
+        "tasks": outcome["tasks"],
+        **decision(settings, wf, f"{distill}/{run_id}"),
+        "booked": booked(settings, distill, run_id),
+    }
     echo(describe(result))
     return result
 
@@ -111,17 +138,27 @@ def decision(settings, wf, run_key: str) -> dict:
     probes = [r for r in _store(settings, wf).history("probe") if r.get("run_key") == run_key]
     probe = probes[-1] if probes else {}
     client = registry.configure(settings)
-    versions = [v for v in registry.list_versions(client, wf.model_name)
-                if client.get_model_version(wf.model_name, v["version"]).tags.get("airflow_run_key") == run_key]
+    versions = [
+        v
+        for v in registry.list_versions(client, wf.model_name)
+        if client.get_model_version(wf.model_name, v["version"]).tags.get("airflow_run_key") == run_key
+    ]
     challenger = versions[-1]["version"] if versions else None
     champion = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
     gate = {}
     if challenger is not None:
         gate = json.loads(client.get_model_version(wf.model_name, challenger).tags.get("gate_decision", "{}"))
-    return {"probe": {k: probe.get(k) for k in ("reason", "disagreement", "n_compared", "compared_with", "skipped")},
-            "challenger": challenger, "champion": champion.version if champion else None,
-            "promoted": challenger is not None and champion is not None and str(champion.version) == str(challenger),
-            "gate": gate}
+    return {
+        "probe": {
+            k: probe.get(k) for k in ("reason", "disagreement", "n_compared", "compared_with", "skipped")
+        },
+        "challenger": challenger,
+        "champion": champion.version if champion else None,
+        "promoted": challenger is not None
+        and champion is not None
+        and str(champion.version) == str(challenger),
+        "gate": gate,
+    }
 
 
 def booked(settings, dag_id: str, run_id: str) -> dict:
@@ -145,9 +182,15 @@ def describe(result: dict) -> str:
         lines.append("  decision:    skipped: teachers agree; @champion unchanged")
         return "\n".join(lines)
     gate = result["gate"]
-    lines.append(f"  challenger:  v{result['challenger']}  gate {'passed' if gate.get('passed') else 'failed'}"
-                 + (f" ({'; '.join(gate.get('reasons', []))})" if gate.get("reasons") else ""))
-    lines.append(f"  decision:    {'promoted: @champion -> v' + str(result['challenger']) if result['promoted'] else 'kept @champion v' + str(result['champion'])}")
-    spent = ", ".join(f"{c} ${Decimal(a):.4f}" for c, a in result.get("booked", {}).items()) or "nothing booked"
+    lines.append(
+        f"  challenger:  v{result['challenger']}  gate {'passed' if gate.get('passed') else 'failed'}"
+        + (f" ({'; '.join(gate.get('reasons', []))})" if gate.get("reasons") else "")
+    )
+    lines.append(
+        f"  decision:    {'promoted: @champion -> v' + str(result['challenger']) if result['promoted'] else 'kept @champion v' + str(result['champion'])}"
+    )
+    spent = (
+        ", ".join(f"{c} ${Decimal(a):.4f}" for c, a in result.get("booked", {}).items()) or "nothing booked"
+    )
     lines.append(f"  booked:      {spent} (`mlops costs report`)")
     return "\n".join(lines)

@@ -50,20 +50,36 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> Path:
     sample = tokenizer(["a sample support ticket for the export", "hi"], padding=True, return_tensors="pt")
     inputs = {name: sample[name] for name in ONNX_INPUTS if name in sample}
     if "input_ids" not in inputs:
-        raise ExportError(f"the tokenizer gives {sorted(sample)}; ONNX export needs input_ids (a BERT-style "
-                          "tokenizer). Serve this model with torch instead.")
+        raise ExportError(
+            f"the tokenizer gives {sorted(sample)}; ONNX export needs input_ids (a BERT-style "
+            "tokenizer). Serve this model with torch instead."
+        )
     batch = torch.export.Dim("batch")
-    sequence = torch.export.Dim("sequence", max=int(getattr(cpu_model.config, "max_position_embeddings", 512)))
+    sequence = torch.export.Dim(
+        "sequence", max=int(getattr(cpu_model.config, "max_position_embeddings", 512))
+    )
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     try:
         with _quiet_exporter():
-            torch.onnx.export(cpu_model, (), str(tmp), kwargs=inputs, input_names=list(inputs),
-                              output_names=["logits"], dynamic_shapes={n: {0: batch, 1: sequence} for n in inputs},
-                              opset_version=ONNX_OPSET, dynamo=True, external_data=False, verbose=False)
+            torch.onnx.export(
+                cpu_model,
+                (),
+                str(tmp),
+                kwargs=inputs,
+                input_names=list(inputs),
+                output_names=["logits"],
+                dynamic_shapes={n: {0: batch, 1: sequence} for n in inputs},
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        raise ExportError(f"ONNX export of {type(model).__name__} failed: {str(exc).splitlines()[0][:300]}; "
-                          "serve the model with torch, or report the model type.") from exc
+        raise ExportError(
+            f"ONNX export of {type(model).__name__} failed: {str(exc).splitlines()[0][:300]}; "
+            "serve the model with torch, or report the model type."
+        ) from exc
     os.replace(tmp, path)
     return path
 
@@ -107,13 +123,22 @@ class OnnxClassifier:
     def logits(self, texts: Sequence[str], *, max_length: int = 64, batch_size: int = 64) -> np.ndarray:
         out = []
         for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=max_length,
-                                   padding=True, return_tensors="np")
+            batch = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="np",
+            )
             feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
             out.append(self.session.run(["logits"], feed)[0].astype(np.float32))
-        return np.concatenate(out) if out else np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
+        return (
+            np.concatenate(out) if out else np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
+        )
 
-    def predict_probs(self, texts: Sequence[str], *, max_length: int = 64, batch_size: int = 64) -> np.ndarray:
+    def predict_probs(
+        self, texts: Sequence[str], *, max_length: int = 64, batch_size: int = 64
+    ) -> np.ndarray:
         logits = self.logits(texts, max_length=max_length, batch_size=batch_size).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)  # softmax without overflow
         exp = np.exp(logits)
@@ -135,7 +160,10 @@ class _QuietQuantizer(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "/onnxruntime/" not in record.pathname.replace("\\", "/"):
             return True
-        return record.levelno >= logging.WARNING and "pre-processing before quantization" not in record.getMessage()
+        return (
+            record.levelno >= logging.WARNING
+            and "pre-processing before quantization" not in record.getMessage()
+        )
 
 
 def quantize_onnx_int8(onnx_path: Path, out_path: Path) -> Path:
@@ -152,8 +180,10 @@ def quantize_onnx_int8(onnx_path: Path, out_path: Path) -> Path:
         quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        raise ExportError(f"int8 quantization of {onnx_path} failed: {str(exc).splitlines()[0][:300]}; "
-                          "serve the fp32 ONNX file or the torch int8 model instead.") from exc
+        raise ExportError(
+            f"int8 quantization of {onnx_path} failed: {str(exc).splitlines()[0][:300]}; "
+            "serve the fp32 ONNX file or the torch int8 model instead."
+        ) from exc
     finally:
         root.removeFilter(quiet)
         named.setLevel(level)
@@ -167,8 +197,9 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         # torch 2.13 announces that torch.ao's quantized tensors will move to torchao; they
         # still work, and torchao is not a dependency of this platform (yet).
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().float().eval(), {torch.nn.Linear},
-                                                      dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model).cpu().float().eval(), {torch.nn.Linear}, dtype=torch.qint8
+        )
 
 
 def state_dict_bytes(model: torch.nn.Module) -> int:
@@ -186,8 +217,9 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".ckpt")
 def _requirements(variant: str) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    names = ["mlflow", "pandas", "numpy"] + (["onnxruntime", "tokenizers"] if variant.startswith("onnx")
-                                              else ["torch", "transformers"])
+    names = ["mlflow", "pandas", "numpy"] + (
+        ["onnxruntime", "tokenizers"] if variant.startswith("onnx") else ["torch", "transformers"]
+    )
     pinned = []
     for name in names:
         try:
@@ -226,12 +258,20 @@ def log_served_model(variant: str, model_dir: Path, artifact: Path, *, max_lengt
                 if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES):
                     shutil.copy2(path, tokenizer_dir / path.name)
             if not (tokenizer_dir / "tokenizer.json").exists():
-                raise ExportError(f"{model_dir} has no tokenizer.json (a fast tokenizer); the ONNX variant needs it. "
-                                  "Serve torch_fp32 (serving: {variants: [torch_fp32]}).")
+                raise ExportError(
+                    f"{model_dir} has no tokenizer.json (a fast tokenizer); the ONNX variant needs it. "
+                    "Serve torch_fp32 (serving: {variants: [torch_fp32]})."
+                )
             artifacts = {"onnx_model": str(artifact), "tokenizer_dir": str(tokenizer_dir)}
             mlflow.log_artifacts(str(model_dir), artifact_path="weights")
         else:
             artifacts = {"model_dir": str(model_dir)}
-        return mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts, signature=signature,
-                                       input_example=example, pip_requirements=_requirements(variant),
-                                       model_config={"max_length": max_length, "variant": variant, "threads": 0})
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(code),
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            pip_requirements=_requirements(variant),
+            model_config={"max_length": max_length, "variant": variant, "threads": 0},
+        )

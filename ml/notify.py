@@ -56,24 +56,50 @@ class Notice:
 
     def html(self) -> str:
         """The email body; every value is escaped (a rejection reason is free text)."""
-        rows = [("workflow", self.workflow), ("model", self.model), ("version", self.version),
-                ("run", self.run_key), ("link", self.url), ("at", self.at)]
-        cells = "".join(f"<tr><th align='left'>{k}</th><td>{html.escape(str(v))}</td></tr>"
-                        for k, v in rows if v)
-        return (f"<p>{html.escape(self.message).replace(chr(10), '<br>')}</p><table>{cells}</table>"
-                f"<p style='color:#666'>event: {html.escape(self.event)}</p>")
+        rows = [
+            ("workflow", self.workflow),
+            ("model", self.model),
+            ("version", self.version),
+            ("run", self.run_key),
+            ("link", self.url),
+            ("at", self.at),
+        ]
+        cells = "".join(
+            f"<tr><th align='left'>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v
+        )
+        return (
+            f"<p>{html.escape(self.message).replace(chr(10), '<br>')}</p><table>{cells}</table>"
+            f"<p style='color:#666'>event: {html.escape(self.event)}</p>"
+        )
 
 
-def compose(event: str, workflow: str, *, message: str = "", model: str | None = None,
-            version: str | None = None, run_key: str | None = None, url: str | None = None) -> Notice:
+def compose(
+    event: str,
+    workflow: str,
+    *,
+    message: str = "",
+    model: str | None = None,
+    version: str | None = None,
+    run_key: str | None = None,
+    url: str | None = None,
+) -> Notice:
     """The notice for `event`; `message` says what happened and, where there is one, what to do."""
     if event not in EVENTS:
         raise ValueError(f"unknown notification event {event!r}; one of {', '.join(EVENTS)}.")
     run_id = (run_key or "").split("/", 1)[-1] or "?"
-    subject = "[mlops] " + _TITLES[event].format(model=model or f"{workflow}_student", version=version or "?",
-                                                 workflow=workflow, run_id=run_id)
-    return Notice(event=event, workflow=workflow, subject=subject, message=message or subject, model=model,
-                  version=None if version is None else str(version), run_key=run_key, url=url)
+    subject = "[mlops] " + _TITLES[event].format(
+        model=model or f"{workflow}_student", version=version or "?", workflow=workflow, run_id=run_id
+    )
+    return Notice(
+        event=event,
+        workflow=workflow,
+        subject=subject,
+        message=message or subject,
+        model=model,
+        version=None if version is None else str(version),
+        run_key=run_key,
+        url=url,
+    )
 
 
 def approval_event(result: dict) -> str | None:
@@ -91,18 +117,25 @@ def approval_event(result: dict) -> str | None:
 def post_webhook(url: str, notice: Notice, *, timeout_s: float = WEBHOOK_TIMEOUT_S) -> int:
     """POST the notice as JSON; returns the HTTP status. Raises NotifyError naming the URL and cause."""
     body = json.dumps(notice.payload()).encode()
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "mlops-posttrain"})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "mlops-posttrain"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - URL checked at load
             return response.status
     except urllib.error.HTTPError as exc:
-        raise NotifyError(f"webhook {url} answered HTTP {exc.code} to the {notice.event} notice; "
-                          "check the receiver's logs.") from None
+        raise NotifyError(
+            f"webhook {url} answered HTTP {exc.code} to the {notice.event} notice; check the receiver's logs."
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise NotifyError(f"webhook {url} not reachable for the {notice.event} notice ({reason}); "
-                          "check notify.webhook in the workflows file.") from None
+        raise NotifyError(
+            f"webhook {url} not reachable for the {notice.event} notice ({reason}); "
+            "check notify.webhook in the workflows file."
+        ) from None
 
 
 def check_config(on, email, webhook) -> list[str]:

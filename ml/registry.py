@@ -58,8 +58,8 @@ from ml.config import is_url
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "alias_history."
-APPROVAL_TAG = "approval"        # the model owner's decision on a version
-WAIT_TAG = "approval_wait"       # a DAG run waiting for that decision
+APPROVAL_TAG = "approval"  # the model owner's decision on a version
+WAIT_TAG = "approval_wait"  # a DAG run waiting for that decision
 DECISIONS = ("approved", "rejected")
 # A waiting run looks at the registry at least this often (the DAG's sensor caps its backoff at
 # it); a wait whose deadline is older than this and still open was left by a run that stopped.
@@ -97,7 +97,9 @@ def ensure_experiment(settings, workflow: str) -> str:
     root = settings.mlflow_artifact_root
     # A URL root (s3://, mlflow-artifacts:/ of a proxying server) is used as is; a local folder
     # becomes an absolute file:// URI.
-    location = f"{root.rstrip('/')}/{workflow}" if is_url(root) else (Path(root) / workflow).resolve().as_uri()
+    location = (
+        f"{root.rstrip('/')}/{workflow}" if is_url(root) else (Path(root) / workflow).resolve().as_uri()
+    )
     try:
         return client.create_experiment(workflow, artifact_location=location, tags={"workflow": workflow})
     except MlflowException:  # created concurrently
@@ -125,8 +127,16 @@ def _logged_model_id(model_uri: str) -> str | None:
     return rest if rest != model_uri and rest.startswith("m-") and not any(c in rest for c in "/@") else None
 
 
-def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, idempotency_key: str,
-             tags: dict[str, str], description: str | None = None) -> str:
+def register(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    *,
+    idempotency_key: str,
+    tags: dict[str, str],
+    description: str | None = None,
+) -> str:
     """Create a model version once per idempotency key (an Airflow retry or re-run returns the same one).
 
     Two concurrent registrations may both create a version; afterwards both look again and the
@@ -136,14 +146,22 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, *, id
     existing = client.search_model_versions(query)
     if existing:
         first = min(existing, key=lambda v: int(v.version))
-        link_logged_model(client, _version_model_id(first), name, str(first.version))  # a crash may have left it out
+        link_logged_model(
+            client, _version_model_id(first), name, str(first.version)
+        )  # a crash may have left it out
         return str(first.version)
     try:
         client.create_registered_model(name, tags={"workflow": tags.get("workflow", "")})
     except MlflowException:
         pass  # exists already
-    mv = client.create_model_version(name, model_uri, run_id=run_id, model_id=_logged_model_id(model_uri),
-                                     tags={**tags, "idempotency_key": idempotency_key}, description=description)
+    mv = client.create_model_version(
+        name,
+        model_uri,
+        run_id=run_id,
+        model_id=_logged_model_id(model_uri),
+        tags={**tags, "idempotency_key": idempotency_key},
+        description=description,
+    )
     winners = sorted(client.search_model_versions(query), key=lambda v: int(v.version))
     if winners and str(winners[0].version) != str(mv.version):
         client.delete_model_version(name, str(mv.version))
@@ -172,21 +190,26 @@ def link_logged_model(client: MlflowClient, model_id: str | None, name: str, ver
     linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
     mine = [v for v in client.search_model_versions(f"name='{name}'") if _version_model_id(v) == model_id]
     keep = [e for e in linked if e.get("name") != name] + [
-        {"name": name, "version": str(v.version)} for v in sorted(mine, key=lambda v: int(v.version))]
+        {"name": name, "version": str(v.version)} for v in sorted(mine, key=lambda v: int(v.version))
+    ]
     if {"name": name, "version": str(version)} not in keep:  # the store's search lags its create
         keep.append({"name": name, "version": str(version)})
     if keep != linked:
         client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(keep)})
 
 
-_HISTORY_LINE = re.compile(r"^(?P<at>\S+) @(?P<alias>\S+) (?:v(?P<from>\S+)|none) → v(?P<to>\S+) "
-                           r"\((?P<kind>[^)]*)\) by (?P<who>[^:]*): (?P<why>.*)$")
+_HISTORY_LINE = re.compile(
+    r"^(?P<at>\S+) @(?P<alias>\S+) (?:v(?P<from>\S+)|none) → v(?P<to>\S+) "
+    r"\((?P<kind>[^)]*)\) by (?P<who>[^:]*): (?P<why>.*)$"
+)
 
 
 def _history_line(entry: dict) -> str:
     start = f"v{entry['from']}" if entry["from"] is not None else "none"
-    return (f"{entry['at']} @{entry['alias']} {start} → v{entry['to']} ({entry['kind']}) by {entry['who']}: "
-            f"{entry['why']}")
+    return (
+        f"{entry['at']} @{entry['alias']} {start} → v{entry['to']} ({entry['kind']}) by {entry['who']}: "
+        f"{entry['why']}"
+    )
 
 
 def _history_entry(key: str, value: str) -> dict:
@@ -195,7 +218,7 @@ def _history_entry(key: str, value: str) -> dict:
     m = _HISTORY_LINE.match(value)
     if m is None:
         raise RegistryError(f"registry tag {key} is not an alias history line: {value[:120]!r}")
-    return {"seq": int(key[len(HISTORY_PREFIX):]), **m.groupdict()}
+    return {"seq": int(key[len(HISTORY_PREFIX) :]), **m.groupdict()}
 
 
 def _history(client: MlflowClient, name: str) -> list[dict]:
@@ -210,7 +233,9 @@ def alias_history(client: MlflowClient, name: str) -> list[dict]:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        raise RegistryError(f"no registered model {name!r}; train a first version (mlops run) first.") from None
+        raise RegistryError(
+            f"no registered model {name!r}; train a first version (mlops run) first."
+        ) from None
 
 
 def _lock_holder(client: MlflowClient, lock: str):
@@ -231,8 +256,13 @@ def _alias_lock(client: MlflowClient, name: str, who: str) -> Iterator[float]:
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
-            client.create_registered_model(lock, tags=tags, description=(
-                f"Held while an alias of {name} moves (ml.registry.move_alias); deleted when the move ends."))
+            client.create_registered_model(
+                lock,
+                tags=tags,
+                description=(
+                    f"Held while an alias of {name} moves (ml.registry.move_alias); deleted when the move ends."
+                ),
+            )
             break
         except MlflowException as exc:
             held = _lock_holder(client, lock)
@@ -255,10 +285,15 @@ def _alias_lock(client: MlflowClient, name: str, who: str) -> Iterator[float]:
                 pass  # another mover broke it first
             continue
         if time.monotonic() > deadline:
-            holder = f"{held.tags.get('lock.who')} on {held.tags.get('lock.host')}, {age_s:.0f} s ago" if held else "?"
+            holder = (
+                f"{held.tags.get('lock.who')} on {held.tags.get('lock.host')}, {age_s:.0f} s ago"
+                if held
+                else "?"
+            )
             raise RegistryError(
                 f"{name}: another alias move holds {lock!r} ({holder}); retry in a minute. A lock left by a "
-                f"crashed process is broken automatically after {LOCK_STALE_AFTER_S:.0f} s.")
+                f"crashed process is broken automatically after {LOCK_STALE_AFTER_S:.0f} s."
+            )
         time.sleep(random.uniform(0.02, 0.1))  # jitter: waiters do not retry in lockstep
     taken = time.monotonic()
     try:
@@ -282,8 +317,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def move_alias(client: MlflowClient, name: str, alias: str, to_version: str, *, expected_from: str | None,
-               why: str, who: str | None = None, kind: str = "move") -> dict:
+def move_alias(
+    client: MlflowClient,
+    name: str,
+    alias: str,
+    to_version: str,
+    *,
+    expected_from: str | None,
+    why: str,
+    who: str | None = None,
+    kind: str = "move",
+) -> dict:
     """Compare-and-set: move `alias` only if it still points at `expected_from`; record the move.
 
     `kind` goes into the history entry: "promote", "rollback", "challenger" or a plain "move".
@@ -302,36 +346,58 @@ def move_alias(client: MlflowClient, name: str, alias: str, to_version: str, *, 
         current_version = str(current.version) if current else None
         if current_version == to_version:
             last = [e for e in _history(client, name) if e["alias"] == alias and e["to"] == to_version]
-            return {**(last[-1] if last else {"alias": alias, "from": None, "to": to_version}), "unchanged": True}
+            return {
+                **(last[-1] if last else {"alias": alias, "from": None, "to": to_version}),
+                "unchanged": True,
+            }
         if current_version != expected_from:
             raise PromotionConflict(
                 f"@{alias} of {name} is now v{current_version}, not v{expected_from} as when the decision was made; "
-                "re-run the gate against the new champion.")
+                "re-run the gate against the new champion."
+            )
         if time.monotonic() - taken > LOCK_STALE_AFTER_S / 2:
-            raise RegistryError(f"{name}: the registry was too slow to move @{alias} safely (nothing moved); retry.")
+            raise RegistryError(
+                f"{name}: the registry was too slow to move @{alias} safely (nothing moved); retry."
+            )
         client.set_registered_model_alias(name, alias, to_version)
         seq = len(_history(client, name)) + 1
         # One line per move: no newline in it, and no ':' in who (the line's separator before why).
-        entry = {"seq": seq, "alias": alias, "from": current_version, "to": to_version,
-                 "why": " ".join(why.split()), "who": " ".join(who.replace(":", "_").split()) or "?",
-                 "at": _now(), "kind": kind}
+        entry = {
+            "seq": seq,
+            "alias": alias,
+            "from": current_version,
+            "to": to_version,
+            "why": " ".join(why.split()),
+            "who": " ".join(who.replace(":", "_").split()) or "?",
+            "at": _now(),
+            "kind": kind,
+        }
         client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:06d}", _history_line(entry))
     if alias == CHAMPION:
-        set_description_section(client, name, to_version, "@champion",
-                                f"since {entry['at']} ({kind}, "
-                                f"{f'from v{current_version}' if current_version else 'the first champion'}) "
-                                f"by {entry['who']}: {entry['why']}")
+        set_description_section(
+            client,
+            name,
+            to_version,
+            "@champion",
+            f"since {entry['at']} ({kind}, "
+            f"{f'from v{current_version}' if current_version else 'the first champion'}) "
+            f"by {entry['who']}: {entry['why']}",
+        )
     return entry
 
 
 def describe_gate(decision: dict) -> str:
     """The gate's decision as the version description shows it: every check, its figure and threshold."""
     champion = decision.get("champion_version")
-    lines = [f"**Gate:** {'PASSED' if decision.get('passed') else 'FAILED'}"
-             + (f" against champion v{champion}" if champion else " (no champion: absolute thresholds)")]
+    lines = [
+        f"**Gate:** {'PASSED' if decision.get('passed') else 'FAILED'}"
+        + (f" against champion v{champion}" if champion else " (no champion: absolute thresholds)")
+    ]
     for c in decision.get("checks", []):
-        lines.append(f"- {'ok' if c['passed'] else 'FAIL'} `{c['name']}`: {c['detail']} "
-                     f"(observed {_figure(c['observed'])}, threshold {_figure(c['threshold'])})")
+        lines.append(
+            f"- {'ok' if c['passed'] else 'FAIL'} `{c['name']}`: {c['detail']} "
+            f"(observed {_figure(c['observed'])}, threshold {_figure(c['threshold'])})"
+        )
     return "\n".join(lines)
 
 
@@ -339,7 +405,9 @@ def _figure(value) -> str:
     return "none" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def set_description_section(client: MlflowClient, name: str, version: str, label: str, text: str | None) -> None:
+def set_description_section(
+    client: MlflowClient, name: str, version: str, label: str, text: str | None
+) -> None:
     """Replace the paragraph `**label:** …` of a version's description (append it when absent;
     remove it when `text` is None).
 
@@ -391,14 +459,18 @@ def rollback(client: MlflowClient, name: str, *, why: str, who: str | None = Non
     stack = champion_stack(history)
     current = version_by_alias(client, name, CHAMPION)
     if current is None:
-        raise RegistryError(f"{name}: no version is @champion, so there is nothing to roll back; "
-                            "promote one with `mlops models approve VERSION --reason TEXT`.")
+        raise RegistryError(
+            f"{name}: no version is @champion, so there is nothing to roll back; "
+            "promote one with `mlops models approve VERSION --reason TEXT`."
+        )
     current_version = str(current.version)
     if not stack or stack[-1] != current_version:
-        raise RegistryError(f"{name}: @champion is v{current_version}, but the alias history says "
-                            f"v{stack[-1] if stack else None}: the alias was moved outside the platform (MLflow UI or "
-                            "a raw client), so the history cannot tell what served before it. Serve the version you "
-                            "choose with `mlops models approve VERSION --override-gate --reason TEXT`.")
+        raise RegistryError(
+            f"{name}: @champion is v{current_version}, but the alias history says "
+            f"v{stack[-1] if stack else None}: the alias was moved outside the platform (MLflow UI or "
+            "a raw client), so the history cannot tell what served before it. Serve the version you "
+            "choose with `mlops models approve VERSION --override-gate --reason TEXT`."
+        )
     candidates = stack[:-1]
     while candidates:
         target = candidates[-1]
@@ -410,24 +482,46 @@ def rollback(client: MlflowClient, name: str, *, why: str, who: str | None = Non
                 raise
             candidates.pop()  # deleted since it served: fall back further
     else:
-        rolled_back = sorted({e["from"] for e in history if e["alias"] == CHAMPION and _is_rollback(e)}, key=int)
-        left = (f"; versions rolled back from are not rollback targets (v{', v'.join(rolled_back)})"
-                if rolled_back else "")
-        raise RegistryError(f"{name}: @champion v{current_version} has no previous version to roll back to: it is "
-                            f"the oldest champion left in the alias history{left}. See `mlops models history`; to "
-                            "serve another version: `mlops models approve VERSION --override-gate --reason TEXT`.")
-    return move_alias(client, name, CHAMPION, target, expected_from=current_version, why=f"rollback: {why}",
-                      who=who, kind="rollback")
+        rolled_back = sorted(
+            {e["from"] for e in history if e["alias"] == CHAMPION and _is_rollback(e)}, key=int
+        )
+        left = (
+            f"; versions rolled back from are not rollback targets (v{', v'.join(rolled_back)})"
+            if rolled_back
+            else ""
+        )
+        raise RegistryError(
+            f"{name}: @champion v{current_version} has no previous version to roll back to: it is "
+            f"the oldest champion left in the alias history{left}. See `mlops models history`; to "
+            "serve another version: `mlops models approve VERSION --override-gate --reason TEXT`."
+        )
+    return move_alias(
+        client,
+        name,
+        CHAMPION,
+        target,
+        expected_from=current_version,
+        why=f"rollback: {why}",
+        who=who,
+        kind="rollback",
+    )
 
 
-def record_decision(client: MlflowClient, name: str, version: str, decision: str, *, why: str,
-                    who: str | None = None) -> dict:
+def record_decision(
+    client: MlflowClient, name: str, version: str, decision: str, *, why: str, who: str | None = None
+) -> dict:
     """The model owner's decision on a version, kept on the version; the latest one counts."""
     if decision not in DECISIONS:
         raise ValueError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
     if not why or not why.strip():
         raise RegistryError("a decision needs a reason (--reason TEXT); it is recorded with it.")
-    record = {"decision": decision, "who": _who(who), "why": why.strip(), "at": _now(), "id": uuid.uuid4().hex}
+    record = {
+        "decision": decision,
+        "who": _who(who),
+        "why": why.strip(),
+        "at": _now(),
+        "id": uuid.uuid4().hex,
+    }
     client.set_model_version_tag(name, str(version), APPROVAL_TAG, json.dumps(record))
     set_description_section(client, name, version, "Approval", _approval_text(record))
     return record
@@ -437,7 +531,9 @@ def _approval_text(record: dict | None) -> str | None:
     return f"{record['decision']} by {record['who']} at {record['at']}: {record['why']}" if record else None
 
 
-def withdraw_decision(client: MlflowClient, name: str, version: str, record: dict, previous: dict | None) -> None:
+def withdraw_decision(
+    client: MlflowClient, name: str, version: str, record: dict, previous: dict | None
+) -> None:
     """Put back the decision that stood before `record`, when the move `record` was for did not happen.
 
     Only while `record` is still the latest decision: one written since by someone else stands.
@@ -484,8 +580,13 @@ def open_wait(client: MlflowClient, name: str, version: str, *, run_key: str, ti
     if wait and wait.get("run_key") == run_key and wait.get("state") == "waiting":
         return wait
     since = datetime.now(timezone.utc).replace(microsecond=0)
-    wait = {"run_key": run_key, "state": "waiting", "since": since.isoformat(),
-            "deadline": (since + timedelta(seconds=timeout_s)).isoformat(timespec="seconds"), "outcome": None}
+    wait = {
+        "run_key": run_key,
+        "state": "waiting",
+        "since": since.isoformat(),
+        "deadline": (since + timedelta(seconds=timeout_s)).isoformat(timespec="seconds"),
+        "outcome": None,
+    }
     client.set_model_version_tag(name, str(version), WAIT_TAG, json.dumps(wait))
     return {**wait, "opened": True}  # this look opened it: the moment to tell the model owners
 
@@ -495,9 +596,14 @@ def close_wait(client: MlflowClient, name: str, version: str, outcome: str) -> d
     wait = {**(wait_of(client, name, version) or {}), "state": "ended", "outcome": outcome, "ended": _now()}
     client.set_model_version_tag(name, str(version), WAIT_TAG, json.dumps(wait))
     if outcome == "timed out":
-        set_description_section(client, name, version, "Approval",
-                                f"nobody decided between {wait.get('since')} and {wait.get('deadline')}; the run "
-                                "that waited ended without promoting it.")
+        set_description_section(
+            client,
+            name,
+            version,
+            "Approval",
+            f"nobody decided between {wait.get('since')} and {wait.get('deadline')}; the run "
+            "that waited ended without promoting it.",
+        )
     return wait
 
 
@@ -523,11 +629,21 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
     for alias, version in client.get_registered_model(name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
     for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
-        out.append({"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
-                    "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
-                    "gate": v.tags.get("gate"), "macro_f1": v.tags.get("macro_f1"),
-                    "latency_p99_ms": v.tags.get("latency_p99_ms"), "served_variant": v.tags.get("served_variant"),
-                    "dataset_version": v.tags.get("dataset_version"),
-                    "approval": json.loads(v.tags[APPROVAL_TAG]) if v.tags.get(APPROVAL_TAG) else None,
-                    "approval_wait": json.loads(v.tags[WAIT_TAG]) if v.tags.get(WAIT_TAG) else None})
+        out.append(
+            {
+                "version": str(v.version),
+                "aliases": sorted(aliases.get(str(v.version), [])),
+                "run_id": v.run_id,
+                "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(
+                    timespec="seconds"
+                ),
+                "gate": v.tags.get("gate"),
+                "macro_f1": v.tags.get("macro_f1"),
+                "latency_p99_ms": v.tags.get("latency_p99_ms"),
+                "served_variant": v.tags.get("served_variant"),
+                "dataset_version": v.tags.get("dataset_version"),
+                "approval": json.loads(v.tags[APPROVAL_TAG]) if v.tags.get(APPROVAL_TAG) else None,
+                "approval_wait": json.loads(v.tags[WAIT_TAG]) if v.tags.get(WAIT_TAG) else None,
+            }
+        )
     return out

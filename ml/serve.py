@@ -62,8 +62,15 @@ LATENCY_WINDOW = 1000  # recent requests /health summarises
 TEXT = "text"
 OUTPUT_COLUMNS = ("label", "score", "probs")
 # JSON types a signature's column types accept (bool is an int in Python, never a number here).
-_JSON_TYPES = {"string": (str,), "binary": (str,), "boolean": (bool,), "integer": (int,), "long": (int,),
-               "float": (int, float), "double": (int, float)}
+_JSON_TYPES = {
+    "string": (str,),
+    "binary": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "long": (int,),
+    "float": (int, float),
+    "double": (int, float),
+}
 USAGE = 'send {"texts": ["..."]} or {"instances": [{"text": "..."}]}'
 
 
@@ -74,12 +81,18 @@ class RequestError(ValueError):
 class PredictRequest(BaseModel):
     """Exactly one of `texts` and `instances`."""
 
-    texts: list[str] | None = Field(None, description="Texts to classify (non-empty strings).",
-                                    examples=[["I was charged twice for my order"]])
-    instances: list[dict[str, Any]] | None = Field(None, description="Rows with the signature's columns, e.g. "
-                                                   '[{"text": "..."}].')
-    include_probs: bool | None = Field(None, description="false leaves the probability vectors out "
-                                                         "(default: the server's --omit-probs setting).")
+    texts: list[str] | None = Field(
+        None,
+        description="Texts to classify (non-empty strings).",
+        examples=[["I was charged twice for my order"]],
+    )
+    instances: list[dict[str, Any]] | None = Field(
+        None, description='Rows with the signature\'s columns, e.g. [{"text": "..."}].'
+    )
+    include_probs: bool | None = Field(
+        None,
+        description="false leaves the probability vectors out (default: the server's --omit-probs setting).",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -116,12 +129,16 @@ def signature_columns(model) -> dict[str, tuple[str, bool]]:
     schema = model.metadata.get_input_schema()
     if schema is None or not schema.has_input_names():
         return {TEXT: ("string", True)}
-    return {str(spec.name): (getattr(spec.type, "name", str(spec.type)), bool(getattr(spec, "required", True)))
-            for spec in schema.inputs}
+    return {
+        str(spec.name): (getattr(spec.type, "name", str(spec.type)), bool(getattr(spec, "required", True)))
+        for spec in schema.inputs
+    }
 
 
 def _describe(columns: dict[str, tuple[str, bool]]) -> str:
-    return ", ".join(f"{name}: {typ}{'' if required else ' (optional)'}" for name, (typ, required) in columns.items())
+    return ", ".join(
+        f"{name}: {typ}{'' if required else ' (optional)'}" for name, (typ, required) in columns.items()
+    )
 
 
 def _preview(value) -> str:
@@ -131,7 +148,9 @@ def _preview(value) -> str:
     return json.dumps(value)[:40]
 
 
-def parse_request(body, columns: dict[str, tuple[str, bool]], *, max_batch: int, max_text_chars: int) -> list[dict]:
+def parse_request(
+    body, columns: dict[str, tuple[str, bool]], *, max_batch: int, max_text_chars: int
+) -> list[dict]:
     """The rows a prediction request asks for, checked against the signature's columns.
 
     Raises RequestError naming the first problem and what to send instead.
@@ -141,7 +160,9 @@ def parse_request(body, columns: dict[str, tuple[str, bool]], *, max_batch: int,
     if ("texts" in body) == ("instances" in body):
         raise RequestError(f"the body needs exactly one of 'texts' and 'instances'; {USAGE}.")
     if body.get("include_probs") is not None and not isinstance(body["include_probs"], bool):
-        raise RequestError(f"'include_probs' is a JSON {type(body['include_probs']).__name__}; send true or false.")
+        raise RequestError(
+            f"'include_probs' is a JSON {type(body['include_probs']).__name__}; send true or false."
+        )
     key = "texts" if "texts" in body else "instances"
     items = body[key]
     if not isinstance(items, list):
@@ -149,27 +170,39 @@ def parse_request(body, columns: dict[str, tuple[str, bool]], *, max_batch: int,
     if not items:
         raise RequestError(f"'{key}' is empty; send at least one.")
     if len(items) > max_batch:
-        raise RequestError(f"'{key}' has {len(items)} items; at most {max_batch} per request: split the batch.")
+        raise RequestError(
+            f"'{key}' has {len(items)} items; at most {max_batch} per request: split the batch."
+        )
     if key == "texts":
         needed = {name for name, (_, required) in columns.items() if required}
         if needed - {TEXT}:
-            raise RequestError(f"this model's signature needs {_describe(columns)}; send 'instances' with those fields.")
+            raise RequestError(
+                f"this model's signature needs {_describe(columns)}; send 'instances' with those fields."
+            )
         items = [{TEXT: text} for text in items]
     rows = []
     for i, item in enumerate(items):
         where = f"texts[{i}]" if key == "texts" else f"instances[{i}]"
         if not isinstance(item, dict):
-            raise RequestError(f"{where} is a JSON {type(item).__name__}, not an object like {{\"text\": \"...\"}}.")
+            raise RequestError(
+                f'{where} is a JSON {type(item).__name__}, not an object like {{"text": "..."}}.'
+            )
         for name, (typ, required) in columns.items():
             if name not in item or item[name] is None:
                 if required:
-                    raise RequestError(f"{where} has no '{name}'; the model's signature needs {_describe(columns)}.")
+                    raise RequestError(
+                        f"{where} has no '{name}'; the model's signature needs {_describe(columns)}."
+                    )
                 continue
             value, accepted = item[name], _JSON_TYPES.get(typ)
             at = where if key == "texts" else f"{where}.{name}"
-            if accepted and (not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted)):
-                raise RequestError(f"{at} is a JSON {type(value).__name__} ({_preview(value)}), "
-                                   f"not a {typ}; the model's signature says {name}: {typ}.")
+            if accepted and (
+                not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted)
+            ):
+                raise RequestError(
+                    f"{at} is a JSON {type(value).__name__} ({_preview(value)}), "
+                    f"not a {typ}; the model's signature says {name}: {typ}."
+                )
             if isinstance(value, str) and not value.strip():
                 raise RequestError(f"{at} is empty; send a text with something to classify.")
             if isinstance(value, str) and len(value) > max_text_chars:
@@ -182,7 +215,12 @@ class ChampionWatcher:
     """Which version serves: looks @champion up, loads a new version, swaps it in."""
 
     def __init__(self, settings: Settings, model_name: str, refresh_s: float, threads: int = 0):
-        self.settings, self.model_name, self.refresh_s, self.threads = settings, model_name, refresh_s, threads
+        self.settings, self.model_name, self.refresh_s, self.threads = (
+            settings,
+            model_name,
+            refresh_s,
+            threads,
+        )
         self.served: Served | None = None
         self.previous: Served | None = None
         self.checked_at: str | None = None
@@ -198,8 +236,10 @@ class ChampionWatcher:
         self.checked_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if champion is None:
             # Keep serving what we have: an alias deleted by hand should not take the service down.
-            self.last_error = (f"{self.model_name} has no @champion; promote a version "
-                               "(`mlops models approve VERSION`) or run the distill DAG.")
+            self.last_error = (
+                f"{self.model_name} has no @champion; promote a version "
+                "(`mlops models approve VERSION`) or run the distill DAG."
+            )
             return
         version = str(champion.version)
         if self.served is not None and self.served.version == version:
@@ -215,18 +255,30 @@ class ChampionWatcher:
         try:
             model = load_served_model(f"models:/{self.model_name}/{version}", self.threads)
             config = getattr(model, "model_config", None) or {}
-            loaded = Served(version, model, signature_columns(model),
-                            datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            variant=str(config.get("variant", "torch_fp32")), load_s=time.perf_counter() - started)
+            loaded = Served(
+                version,
+                model,
+                signature_columns(model),
+                datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                variant=str(config.get("variant", "torch_fp32")),
+                load_s=time.perf_counter() - started,
+            )
         except Exception as exc:
             self._failed_version = version
             still = f"still serving v{self.served.version}" if self.served else "nothing to serve"
-            raise RuntimeError(f"v{version} of {self.model_name} failed to load ({type(exc).__name__}: {exc}); "
-                               f"{still}. Promote another version.") from exc
+            raise RuntimeError(
+                f"v{version} of {self.model_name} failed to load ({type(exc).__name__}: {exc}); "
+                f"{still}. Promote another version."
+            ) from exc
         self.served, self.previous = loaded, self.served  # one assignment: requests see old or new, whole
         self.last_error = self._failed_version = None
-        log.info("%s: serving v%s (%s, loaded in %.0f ms)", self.model_name, version, loaded.variant,
-                 loaded.load_s * 1000)
+        log.info(
+            "%s: serving v%s (%s, loaded in %.0f ms)",
+            self.model_name,
+            version,
+            loaded.variant,
+            loaded.load_s * 1000,
+        )
 
     def _run(self) -> None:
         while not self._stop.wait(self.refresh_s):
@@ -316,7 +368,9 @@ class MicroBatcher:
                 by_model.setdefault(id(item[0]), []).append(item)
             for group in by_model.values():
                 served = group[0][0]
-                frame = pd.DataFrame([row for _, rows, _ in group for row in rows], columns=list(served.columns))
+                frame = pd.DataFrame(
+                    [row for _, rows, _ in group for row in rows], columns=list(served.columns)
+                )
                 try:
                     out = await run_in_threadpool(served.predict, frame)
                 except Exception as exc:  # noqa: BLE001 - each waiting request hears of it
@@ -327,7 +381,7 @@ class MicroBatcher:
                 start = 0
                 for _, rows, future in group:
                     if not future.done():
-                        future.set_result(out.iloc[start:start + len(rows)])
+                        future.set_result(out.iloc[start : start + len(rows)])
                     start += len(rows)
         finally:
             self._slots.release()
@@ -340,17 +394,32 @@ class ServingMetrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("mlops_serve_requests", "Prediction requests by HTTP status", ["status"],
-                                registry=self.registry)
-        self.latency = Histogram("mlops_serve_request_latency_seconds", "Time from request to answer (/predict)",
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
-                                 registry=self.registry)
-        self.batch_size = Histogram("mlops_serve_batch_size", "Texts per model call (micro-batches)",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
-        self.model_info = Gauge("mlops_serve_model_info", "1 for the version serving now", ["version", "variant"],
-                                registry=self.registry)
-        self.load_seconds = Gauge("mlops_serve_model_load_seconds", "How long the serving version took to load",
-                                  registry=self.registry)
+        self.requests = Counter(
+            "mlops_serve_requests", "Prediction requests by HTTP status", ["status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "mlops_serve_request_latency_seconds",
+            "Time from request to answer (/predict)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "mlops_serve_batch_size",
+            "Texts per model call (micro-batches)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "mlops_serve_model_info",
+            "1 for the version serving now",
+            ["version", "variant"],
+            registry=self.registry,
+        )
+        self.load_seconds = Gauge(
+            "mlops_serve_model_load_seconds",
+            "How long the serving version took to load",
+            registry=self.registry,
+        )
 
     def render(self, served: Served | None) -> bytes:
         from prometheus_client import generate_latest
@@ -362,10 +431,17 @@ class ServingMetrics:
         return generate_latest(self.registry)
 
 
-def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEFAULT_REFRESH_S,
-               max_batch: int = DEFAULT_MAX_BATCH, max_text_chars: int | None = None,
-               max_wait_ms: float = DEFAULT_MAX_WAIT_MS, workers: int | None = None,
-               include_probs: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings,
+    workflow: Workflow,
+    *,
+    refresh_s: float = DEFAULT_REFRESH_S,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_text_chars: int | None = None,
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+    workers: int | None = None,
+    include_probs: bool = True,
+) -> FastAPI:
     """The prediction service of `workflow`'s @champion.
 
     max_text_chars defaults to the workflow's `validation.max_text_chars`: the model never saw
@@ -377,8 +453,12 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
     max_text_chars = workflow.validation.max_text_chars if max_text_chars is None else max_text_chars
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = 1 if workers is None else workers
-    for flag, value in (("--refresh-s", refresh_s), ("--max-batch", max_batch), ("--max-text-chars", max_text_chars),
-                        ("--workers", workers)):
+    for flag, value in (
+        ("--refresh-s", refresh_s),
+        ("--max-batch", max_batch),
+        ("--max-text-chars", max_text_chars),
+        ("--workers", workers),
+    ):
         if not value > 0:
             raise ValueError(f"{flag}={value} must be positive.")
     if not max_wait_ms >= 0:
@@ -388,8 +468,12 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
     max_body_bytes = max_batch * (12 * max_text_chars + 64) + 1024
     watcher = ChampionWatcher(settings, workflow.model_name, refresh_s, threads=threads)
     metrics = ServingMetrics()
-    batcher = MicroBatcher(max_batch=max_batch, max_wait_ms=max_wait_ms, workers=workers,
-                           observe_batch=metrics.batch_size.observe)
+    batcher = MicroBatcher(
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        workers=workers,
+        observe_batch=metrics.batch_size.observe,
+    )
     latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
     counts = {"requests": 0, "rejected": 0}
 
@@ -408,8 +492,11 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
         await batcher.stop()
         watcher.stop()
 
-    app = FastAPI(title=f"{workflow.model_name} @champion", lifespan=lifespan,
-                  description=f"Predictions of the {workflow.name} workflow's champion student.")
+    app = FastAPI(
+        title=f"{workflow.model_name} @champion",
+        lifespan=lifespan,
+        description=f"Predictions of the {workflow.name} workflow's champion student.",
+    )
     app.state.watcher = watcher
     app.state.batcher = batcher
 
@@ -420,16 +507,34 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
         return JSONResponse(payload, status_code=status, headers=headers)
 
     def unavailable() -> JSONResponse:
-        return reply({"detail": f"no version of {workflow.model_name} is loaded yet: "
-                                f"{watcher.last_error or 'loading'}"}, 503)
+        return reply(
+            {
+                "detail": f"no version of {workflow.model_name} is loaded yet: "
+                f"{watcher.last_error or 'loading'}"
+            },
+            503,
+        )
 
-    errors = {code: {"model": ErrorResponse, "description": why} for code, why in (
-        (400, "the body is not JSON (or is nested too deep)"), (413, "the body is larger than any valid request"),
-        (422, "valid JSON of the wrong shape: the detail names the problem"), (503, "no version loaded yet"))}
-    request_body = {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}
+    errors = {
+        code: {"model": ErrorResponse, "description": why}
+        for code, why in (
+            (400, "the body is not JSON (or is nested too deep)"),
+            (413, "the body is larger than any valid request"),
+            (422, "valid JSON of the wrong shape: the detail names the problem"),
+            (503, "no version loaded yet"),
+        )
+    }
+    request_body = {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
 
-    @app.post("/predict", response_model=PredictResponse, responses=errors,
-              openapi_extra={"requestBody": request_body})
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses=errors,
+        openapi_extra={"requestBody": request_body},
+    )
     async def predict(request: Request):
         started = time.perf_counter()
         served = watcher.served  # this request's model, whatever a refresh does meanwhile
@@ -441,8 +546,13 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
             async for chunk in request.stream():  # read no more than a valid request can need
                 raw += chunk
                 if len(raw) > max_body_bytes:
-                    return reply({"detail": f"the body is over {max_body_bytes} bytes, more than {max_batch} texts "
-                                            f"of {max_text_chars} characters need; split the batch."}, 413)
+                    return reply(
+                        {
+                            "detail": f"the body is over {max_body_bytes} bytes, more than {max_batch} texts "
+                            f"of {max_text_chars} characters need; split the batch."
+                        },
+                        413,
+                    )
             try:
                 body = json.loads(raw)
             except RecursionError:
@@ -462,17 +572,24 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
         metrics.latency.observe(latency_ms / 1000)
         counts["requests"] += 1
         log.debug("predict v%s n=%d latency_ms=%.1f", served.version, len(rows), latency_ms)
-        payload = {"model": workflow.model_name, "model_version": served.version, "served_variant": served.variant,
-                   "labels": [str(x) for x in out["label"]], "scores": [float(x) for x in out["score"]],
-                   "probs": [json.loads(x) for x in out["probs"]] if with_probs and "probs" in out else None,
-                   "latency_ms": round(latency_ms, 3)}
+        payload = {
+            "model": workflow.model_name,
+            "model_version": served.version,
+            "served_variant": served.variant,
+            "labels": [str(x) for x in out["label"]],
+            "scores": [float(x) for x in out["score"]],
+            "probs": [json.loads(x) for x in out["probs"]] if with_probs and "probs" in out else None,
+            "latency_ms": round(latency_ms, 3),
+        }
         return reply(payload, 200, headers={"X-Latency-Ms": f"{latency_ms:.3f}"})
 
     @app.get("/livez", responses={200: {"description": "the process answers"}})
     def livez():
         return {"status": "alive"}
 
-    @app.get("/readyz", responses={200: {"description": "a version is loaded"}, 503: {"model": ErrorResponse}})
+    @app.get(
+        "/readyz", responses={200: {"description": "a version is loaded"}, 503: {"model": ErrorResponse}}
+    )
     def readyz():
         served = watcher.served
         if served is None:
@@ -490,22 +607,32 @@ def create_app(settings: Settings, workflow: Workflow, *, refresh_s: float = DEF
         served = watcher.served
         recent = list(latencies_ms)
         p50, p99 = percentile_ms(recent, 0.50), percentile_ms(recent, 0.99)
-        payload = {"status": "ok" if served else "unavailable", "model": workflow.model_name,
-                   "model_version": served.version if served else None,
-                   "served_variant": served.variant if served else None,
-                   "loaded_at": served.loaded_at if served else None, "champion_checked_at": watcher.checked_at,
-                   "refresh_s": refresh_s, "last_error": watcher.last_error,
-                   "signature": _describe(served.columns) if served else None,
-                   "max_batch": max_batch, "max_wait_ms": max_wait_ms, "workers": workers,
-                   "threads_per_call": threads, "max_text_chars": max_text_chars, **counts,
-                   "latency_p50_ms": None if p50 is None else round(p50, 3),
-                   "latency_p99_ms": None if p99 is None else round(p99, 3)}
+        payload = {
+            "status": "ok" if served else "unavailable",
+            "model": workflow.model_name,
+            "model_version": served.version if served else None,
+            "served_variant": served.variant if served else None,
+            "loaded_at": served.loaded_at if served else None,
+            "champion_checked_at": watcher.checked_at,
+            "refresh_s": refresh_s,
+            "last_error": watcher.last_error,
+            "signature": _describe(served.columns) if served else None,
+            "max_batch": max_batch,
+            "max_wait_ms": max_wait_ms,
+            "workers": workers,
+            "threads_per_call": threads,
+            "max_text_chars": max_text_chars,
+            **counts,
+            "latency_p50_ms": None if p50 is None else round(p50, 3),
+            "latency_p99_ms": None if p99 is None else round(p99, 3),
+        }
         return JSONResponse(payload, status_code=200 if served else 503)
 
     return app
 
 
 # Batch scoring: a file in, the same file with the champion's answers out.
+
 
 def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
@@ -547,16 +674,28 @@ def check_output(source: Path, out: Path) -> None:
         raise ValueError(f"--out {out} is the input file; scoring would overwrite it. Name another file.")
     folder = out.parent
     if not folder.is_dir():
-        raise ValueError(f"--out {out}: the folder {folder} does not exist; create it (mkdir -p {folder}) "
-                         "or name a file in an existing folder.")
+        raise ValueError(
+            f"--out {out}: the folder {folder} does not exist; create it (mkdir -p {folder}) "
+            "or name a file in an existing folder."
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: the folder {folder} is not writable by this user; name another folder.")
+        raise ValueError(
+            f"--out {out}: the folder {folder} is not writable by this user; name another folder."
+        )
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; name a file such as {out / ('predictions' + source.suffix)}.")
+        raise ValueError(
+            f"--out {out} is a folder; name a file such as {out / ('predictions' + source.suffix)}."
+        )
 
 
-def predict_file(settings: Settings, workflow: Workflow, path: Path, *, out: Path | None = None,
-                 text_col: str | None = None) -> dict:
+def predict_file(
+    settings: Settings,
+    workflow: Workflow,
+    path: Path,
+    *,
+    out: Path | None = None,
+    text_col: str | None = None,
+) -> dict:
     """Score every row of a CSV/Parquet/JSONL file with @champion; write it back with label, score, probs.
 
     @champion is resolved to a version once, and that version is loaded, so the whole file is
@@ -564,7 +703,9 @@ def predict_file(settings: Settings, workflow: Workflow, path: Path, *, out: Pat
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; pass a CSV, Parquet or JSONL file with a text column.")
+        raise FileNotFoundError(
+            f"{path}: no such file; pass a CSV, Parquet or JSONL file with a text column."
+        )
     out = Path(out) if out else path.with_name(f"{path.stem}.predictions{path.suffix}")
     if path.suffix.lower() not in _TABLE_SUFFIXES:
         raise ValueError(f"{path}: unknown file type {path.suffix.lower()!r}; use .csv, .parquet or .jsonl.")
@@ -572,20 +713,28 @@ def predict_file(settings: Settings, workflow: Workflow, path: Path, *, out: Pat
     text_col = text_col or workflow.text_column
     frame = read_table(path)
     if text_col not in frame.columns:
-        raise ValueError(f"{path}: no column {text_col!r} (it has {', '.join(map(str, frame.columns))}); "
-                         "name the text column with --text-col.")
+        raise ValueError(
+            f"{path}: no column {text_col!r} (it has {', '.join(map(str, frame.columns))}); "
+            "name the text column with --text-col."
+        )
     clash = [c for c in OUTPUT_COLUMNS if c in frame.columns]
     if clash:
-        raise ValueError(f"{path}: already has a {clash[0]!r} column, which the predictions would overwrite; "
-                         "rename or drop it first.")
+        raise ValueError(
+            f"{path}: already has a {clash[0]!r} column, which the predictions would overwrite; "
+            "rename or drop it first."
+        )
     missing = frame.index[frame[text_col].isna()].tolist()
     if missing:
-        raise ValueError(f"{path}: {len(missing)} rows have no {text_col!r} (rows {missing[:5]}); drop or fill them.")
+        raise ValueError(
+            f"{path}: {len(missing)} rows have no {text_col!r} (rows {missing[:5]}); drop or fill them."
+        )
     client = registry.configure(settings)
     champion = registry.version_by_alias(client, workflow.model_name, registry.CHAMPION)
     if champion is None:
-        raise LookupError(f"{workflow.model_name} has no @champion; run `mlops run --only distill` "
-                          "or promote a version with `mlops models approve VERSION`.")
+        raise LookupError(
+            f"{workflow.model_name} has no @champion; run `mlops run --only distill` "
+            "or promote a version with `mlops models approve VERSION`."
+        )
     version = str(champion.version)
     started = time.perf_counter()
     model = load_served_model(f"models:/{workflow.model_name}/{version}", settings.torch_threads)
@@ -594,5 +743,11 @@ def predict_file(settings: Settings, workflow: Workflow, path: Path, *, out: Pat
     for column in OUTPUT_COLUMNS:
         result[column] = scored[column].to_numpy()
     write_table(result, out)
-    return {"model": workflow.model_name, "model_version": version, "rows": len(result), "input": str(path),
-            "out": str(out), "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "model": workflow.model_name,
+        "model_version": version,
+        "rows": len(result),
+        "input": str(path),
+        "out": str(out),
+        "seconds": round(time.perf_counter() - started, 3),
+    }

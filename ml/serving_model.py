@@ -60,8 +60,11 @@ class OnnxScorer:
 
     def logits(self, texts: list) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(texts))
-        columns = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
-                   "token_type_ids": [e.type_ids for e in encodings]}
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
         feed = {name: np.asarray(columns[name], dtype=np.int64) for name in self.input_names}
         return self.session.run(["logits"], feed)[0].astype(np.float64)
 
@@ -103,8 +106,9 @@ class TorchScorer:
 
     def probs(self, texts: list) -> np.ndarray:
         with self._tokenizer_lock:
-            batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
-                                   return_tensors="pt")
+            batch = self.tokenizer(
+                list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+            )
         with self.torch.inference_mode():
             logits = self.model(**batch.to(self.device)).logits
             return self.torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)
@@ -116,21 +120,34 @@ class StudentClassifier(PythonModel):
         self.variant = config.get("variant", "torch_fp32")
         max_length, threads = int(config.get("max_length", 64)), int(config.get("threads", 0))
         if self.variant in ONNX_VARIANTS:
-            self.scorer = OnnxScorer(context.artifacts["onnx_model"], context.artifacts["tokenizer_dir"],
-                                     max_length=max_length, threads=threads)
+            self.scorer = OnnxScorer(
+                context.artifacts["onnx_model"],
+                context.artifacts["tokenizer_dir"],
+                max_length=max_length,
+                threads=threads,
+            )
         else:
-            self.scorer = TorchScorer(context.artifacts["model_dir"], max_length=max_length, threads=threads,
-                                      dtype="bfloat16" if self.variant == "torch_bf16" else "float32")
+            self.scorer = TorchScorer(
+                context.artifacts["model_dir"],
+                max_length=max_length,
+                threads=threads,
+                dtype="bfloat16" if self.variant == "torch_bf16" else "float32",
+            )
         self.labels = self.scorer.labels
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         texts = [str(t) for t in model_input["text"]]
         rows = []
         for start in range(0, len(texts), 64):
-            for p in self.scorer.probs(texts[start:start + 64]):
+            for p in self.scorer.probs(texts[start : start + 64]):
                 best = int(p.argmax())
-                rows.append({"label": self.labels[best], "score": float(p[best]),
-                             "probs": json.dumps({lab: round(float(v), 6) for lab, v in zip(self.labels, p)})})
+                rows.append(
+                    {
+                        "label": self.labels[best],
+                        "score": float(p[best]),
+                        "probs": json.dumps({lab: round(float(v), 6) for lab, v in zip(self.labels, p)}),
+                    }
+                )
         return pd.DataFrame(rows, columns=["label", "score", "probs"])
 
 

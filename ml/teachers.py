@@ -46,8 +46,10 @@ def _row_probs(label: str, probs_json: str, index: dict[str, int]) -> np.ndarray
             raise ValueError("not an object")
         given = {k: float(v) for k, v in given.items() if k in index}
     except (TypeError, ValueError):
-        raise TeacherMismatchError(f"teacher_probs {probs_json[:80]!r} is not a JSON object of label: probability; "
-                                   "fix the call log's label_probs, or leave it empty for a one-hot target.") from None
+        raise TeacherMismatchError(
+            f"teacher_probs {probs_json[:80]!r} is not a JSON object of label: probability; "
+            "fix the call log's label_probs, or leave it empty for a one-hot target."
+        ) from None
     if not given:
         row[index[label]] = 1.0
         return row
@@ -65,12 +67,21 @@ def recorded_targets(df: pd.DataFrame, label_names: Sequence[str]) -> Targets:
     index = {name: i for i, name in enumerate(label_names)}
     unknown = sorted(map(str, set(df[contract.LABEL]) - set(index)))
     if unknown:
-        raise TeacherMismatchError(f"the recorded teacher answers labels the student does not have: {unknown}; "
-                                   "add them to the workflow's labels or re-validate the data.")
+        raise TeacherMismatchError(
+            f"the recorded teacher answers labels the student does not have: {unknown}; "
+            "add them to the workflow's labels or re-validate the data."
+        )
     # Parquet gives None and CSV gives NaN where a row has no probabilities: both mean one-hot.
-    probs = np.stack([_row_probs(lab, p if isinstance(p, str) else "", index)
-                      for lab, p in zip(df[contract.LABEL], df[contract.TEACHER_PROBS])]) \
-        if len(df) else np.zeros((0, len(index)))
+    probs = (
+        np.stack(
+            [
+                _row_probs(lab, p if isinstance(p, str) else "", index)
+                for lab, p in zip(df[contract.LABEL], df[contract.TEACHER_PROBS])
+            ]
+        )
+        if len(df)
+        else np.zeros((0, len(index)))
+    )
     hard = np.array([index[lab] for lab in df[contract.LABEL]], dtype=np.int64)
     versions = sorted({v for v in df[contract.TEACHER_VERSION] if isinstance(v, str) and v})
     return Targets(probs, hard, {"kind": "call_log", "version": ",".join(versions) or "unknown"})
@@ -81,42 +92,63 @@ def label_targets(df: pd.DataFrame, label_names: Sequence[str]) -> Targets:
     index = {name: i for i, name in enumerate(label_names)}
     unknown = sorted(map(str, set(df[contract.LABEL]) - set(index)))
     if unknown:
-        raise TeacherMismatchError(f"the training set has labels the workflow does not declare: {unknown[:10]}; "
-                                   "add them to the workflow's labels or re-validate the data.")
+        raise TeacherMismatchError(
+            f"the training set has labels the workflow does not declare: {unknown[:10]}; "
+            "add them to the workflow's labels or re-validate the data."
+        )
     hard = np.array([index[lab] for lab in df[contract.LABEL]], dtype=np.int64)
     probs = np.zeros((len(df), len(index)))
     probs[np.arange(len(df)), hard] = 1.0
     return Targets(probs, hard, {"kind": "labels", "version": "data"})
 
 
-def local_model_targets(df: pd.DataFrame, label_names: Sequence[str], model_dir: Path,
-                        *, max_length: int = 64, device: str = "cpu") -> Targets:
+def local_model_targets(
+    df: pd.DataFrame,
+    label_names: Sequence[str],
+    model_dir: Path,
+    *,
+    max_length: int = 64,
+    device: str = "cpu",
+) -> Targets:
     from ml.evaluate.serving import load_classifier, predict_probs
     from ml.train.student import fingerprint_model_dir
 
     if not (Path(model_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"teacher model {model_dir}: no config.json there; set teacher.model in the workflow "
-                                "to a directory written by save_pretrained() of a sequence classifier.")
+        raise FileNotFoundError(
+            f"teacher model {model_dir}: no config.json there; set teacher.model in the workflow "
+            "to a directory written by save_pretrained() of a sequence classifier."
+        )
     model, tokenizer = load_classifier(Path(model_dir), device)
     teacher_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if sorted(teacher_labels) != sorted(label_names):
         missing = sorted(set(label_names) - set(teacher_labels))
         extra = sorted(set(teacher_labels) - set(label_names))
-        raise TeacherMismatchError(f"teacher {model_dir} labels differ from the student's: missing {missing}, extra {extra}; "
-                                   "use a teacher trained on the workflow's labels, or change the workflow's labels.")
+        raise TeacherMismatchError(
+            f"teacher {model_dir} labels differ from the student's: missing {missing}, extra {extra}; "
+            "use a teacher trained on the workflow's labels, or change the workflow's labels."
+        )
     gold = (df[contract.SOURCE] == "gold").to_numpy()
     index = {name: i for i, name in enumerate(label_names)}
     unknown = sorted(map(str, set(df.loc[gold, contract.LABEL]) - set(index)))
     if unknown:
-        raise TeacherMismatchError(f"gold labels the student does not have: {unknown}; "
-                                   "add them to the workflow's labels or re-validate the data.")
+        raise TeacherMismatchError(
+            f"gold labels the student does not have: {unknown}; "
+            "add them to the workflow's labels or re-validate the data."
+        )
     raw = predict_probs(model, tokenizer, list(df[contract.TEXT]), max_length=max_length, device=device)
     order = [teacher_labels.index(name) for name in label_names]  # teacher column order → student's
     probs = raw[:, order]
     hard = probs.argmax(axis=1)
     hard[gold] = [index[lab] for lab in df.loc[gold, contract.LABEL]]
-    return Targets(probs, hard.astype(np.int64),
-                   {"kind": "local_model", "model": str(model_dir), "version": fingerprint_model_dir(Path(model_dir))[:16]})
+    return Targets(
+        probs,
+        hard.astype(np.int64),
+        {
+            "kind": "local_model",
+            "model": str(model_dir),
+            "version": fingerprint_model_dir(Path(model_dir))[:16],
+        },
+    )
 
 
 # A live OpenAI-compatible API ----------------------------------------------------------------
@@ -133,8 +165,11 @@ class TeacherUnavailableError(RuntimeError):
 
 
 def openai_system_prompt(label_names: Sequence[str]) -> str:
-    return ("Classify the user's message. Answer with exactly one of these labels and nothing else: "
-            + ", ".join(label_names) + ".")
+    return (
+        "Classify the user's message. Answer with exactly one of these labels and nothing else: "
+        + ", ".join(label_names)
+        + "."
+    )
 
 
 def _answer_probs(data: dict, answer: str, label_names: Sequence[str]) -> dict[str, float]:
@@ -191,28 +226,51 @@ async def _label_texts(client, texts: Sequence[str], body_for, concurrency: int,
     return results
 
 
-def openai_targets(df: pd.DataFrame, label_names: Sequence[str], *, model: str, base_url: str, api_key: str,
-                   concurrency: int = 8, timeout_s: float = 30.0, max_retries: int = 2,
-                   logprobs: bool = True) -> Targets:
+def openai_targets(
+    df: pd.DataFrame,
+    label_names: Sequence[str],
+    *,
+    model: str,
+    base_url: str,
+    api_key: str,
+    concurrency: int = 8,
+    timeout_s: float = 30.0,
+    max_retries: int = 2,
+    logprobs: bool = True,
+) -> Targets:
     """Targets from a live OpenAI-compatible chat completions API; see the module docstring."""
     from ml.frontier.client import FrontierClient
 
     if not model:
-        raise ValueError("teacher.model is empty; for an openai teacher set it to the API's model name "
-                         "(e.g. gpt-4o-mini) in the workflows file.")
+        raise ValueError(
+            "teacher.model is empty; for an openai teacher set it to the API's model name "
+            "(e.g. gpt-4o-mini) in the workflows file."
+        )
     label_names = [str(n) for n in label_names]
     index = {name: i for i, name in enumerate(label_names)}
     unknown = sorted(map(str, set(df[contract.LABEL]) - set(index)))
     if unknown:
-        raise TeacherMismatchError(f"the training set has labels the student does not have: {unknown}; "
-                                   "add them to the workflow's labels or re-validate the data.")
-    client = FrontierClient(base_url, api_key, workflow="teacher", labels=label_names, timeout_s=timeout_s,
-                            max_retries=max_retries)
+        raise TeacherMismatchError(
+            f"the training set has labels the student does not have: {unknown}; "
+            "add them to the workflow's labels or re-validate the data."
+        )
+    client = FrontierClient(
+        base_url,
+        api_key,
+        workflow="teacher",
+        labels=label_names,
+        timeout_s=timeout_s,
+        max_retries=max_retries,
+    )
     system = openai_system_prompt(label_names)
 
     def body_for(text: str) -> dict:
-        body = {"model": model, "temperature": 0, "max_tokens": 16,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}]}
+        body = {
+            "model": model,
+            "temperature": 0,
+            "max_tokens": 16,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+        }
         if logprobs:
             body.update(logprobs=True, top_logprobs=OPENAI_TOP_LOGPROBS)
         return body
@@ -250,23 +308,43 @@ def openai_targets(df: pd.DataFrame, label_names: Sequence[str], *, model: str, 
                 f"teacher {model!r} at {base_url} answered outside the workflow's labels on {sum(off_label.values())} "
                 f"of {asked} texts asked (most common: {off_label.most_common(3)}); more than "
                 f"{OPENAI_MAX_UNUSABLE_SHARE:.0%} of {len(texts)} is not a teacher of this label set. Use a model "
-                "that follows the label instruction, or fix the workflow's labels.")
+                "that follows the label instruction, or fix the workflow's labels."
+            )
         raise TeacherUnavailableError(
             f"teacher {model!r} at {base_url} failed on {sum(failed.values())} of {asked} calls "
             f"({dict(failed)}) after {max_retries} retries each; more than {OPENAI_MAX_UNUSABLE_SHARE:.0%} of "
             f"{len(texts)}. Check MLOPS_FRONTIER_BASE_URL / MLOPS_FRONTIER_API_KEY and the provider's status, "
-            "then retry the task.")
+            "then retry the task."
+        )
     gold = (df[contract.SOURCE] == "gold").to_numpy() if contract.SOURCE in df else np.zeros(len(df), bool)
     hard[gold] = [index[lab] for lab in df.loc[gold, contract.LABEL]]
-    return Targets(probs, hard, {
-        "kind": "openai", "model": model, "version": versions.most_common(1)[0][0] if versions else "unknown",
-        "n_calls": len(texts), "n_unusable": n_bad, "n_with_logprobs": with_logprobs,
-        "tokens_in": tokens_in, "tokens_out": tokens_out})
+    return Targets(
+        probs,
+        hard,
+        {
+            "kind": "openai",
+            "model": model,
+            "version": versions.most_common(1)[0][0] if versions else "unknown",
+            "n_calls": len(texts),
+            "n_unusable": n_bad,
+            "n_with_logprobs": with_logprobs,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+        },
+    )
 
 
-def teacher_targets(teacher_kind: str, teacher_model: str, df: pd.DataFrame, label_names: Sequence[str], *,
-                    max_length: int = 64, device: str = "cpu", base_url: str | None = None,
-                    api_key: str | None = None) -> Targets:
+def teacher_targets(
+    teacher_kind: str,
+    teacher_model: str,
+    df: pd.DataFrame,
+    label_names: Sequence[str],
+    *,
+    max_length: int = 64,
+    device: str = "cpu",
+    base_url: str | None = None,
+    api_key: str | None = None,
+) -> Targets:
     """The kind's targets. An openai teacher's URL and key default to MLOPS_FRONTIER_BASE_URL / _API_KEY."""
     if teacher_kind == "call_log":
         targets = recorded_targets(df, label_names)
@@ -283,4 +361,6 @@ def teacher_targets(teacher_kind: str, teacher_model: str, df: pd.DataFrame, lab
             base_url = settings.frontier_base_url if base_url is None else base_url
             api_key = settings.frontier_api_key if api_key is None else api_key
         return openai_targets(df, label_names, model=teacher_model, base_url=base_url, api_key=api_key)
-    raise TeacherMismatchError(f"unknown teacher kind {teacher_kind!r}; use call_log, labels, local_model or openai.")
+    raise TeacherMismatchError(
+        f"unknown teacher kind {teacher_kind!r}; use call_log, labels, local_model or openai."
+    )

@@ -67,6 +67,7 @@ class Fingerprint:
 
 # Base model ---------------------------------------------------------------------------------
 
+
 def base_model_fingerprint(spec: str) -> Fingerprint:
     """The fingerprint of a workflow's `base_model`; UpstreamError when it cannot be read."""
     if spec.startswith("models:/"):
@@ -84,9 +85,11 @@ def base_model_fingerprint(spec: str) -> Fingerprint:
     try:
         value = fingerprint_model_dir(path)
     except OSError as exc:
-        raise UpstreamError(f"base_model {spec!r}: cannot read the model directory ({exc}); make it readable "
-                            "by the Airflow workers, or point base_model in the workflows file at a readable "
-                            "copy.") from None
+        raise UpstreamError(
+            f"base_model {spec!r}: cannot read the model directory ({exc}); make it readable "
+            "by the Airflow workers, or point base_model in the workflows file at a readable "
+            "copy."
+        ) from None
     return Fingerprint("base_model", value, {"spec": spec, "path": str(path)})
 
 
@@ -97,8 +100,9 @@ def _registered(spec: str, what: str) -> tuple[str, dict]:
 
     m = _MLFLOW.match(spec)
     if not m:
-        raise UpstreamError(f"{what} {spec!r}: not a registered model URI; write models:/NAME@ALIAS or "
-                            "models:/NAME/VERSION.")
+        raise UpstreamError(
+            f"{what} {spec!r}: not a registered model URI; write models:/NAME@ALIAS or models:/NAME/VERSION."
+        )
     client = MlflowClient()  # the caller has pointed MLflow at the platform's registry
     try:
         if m.group("alias"):
@@ -108,16 +112,21 @@ def _registered(spec: str, what: str) -> tuple[str, dict]:
     except MlflowException as exc:
         if exc.error_code not in _NOT_FOUND:
             raise  # the registry is down or busy: the task's retries are for that
-        raise UpstreamError(f"{what} {spec!r}: the registry has no such model version or alias "
-                            f"({str(exc).splitlines()[0][:200]}); register it, set the alias "
-                            "(`mlflow` UI or MlflowClient.set_registered_model_alias), or fix the URI in the "
-                            "workflows file.") from None
+        raise UpstreamError(
+            f"{what} {spec!r}: the registry has no such model version or alias "
+            f"({str(exc).splitlines()[0][:200]}); register it, set the alias "
+            "(`mlflow` UI or MlflowClient.set_registered_model_alias), or fix the URI in the "
+            "workflows file."
+        ) from None
     return f"mlflow:{mv.name}/{mv.version}", {"spec": spec, "version": str(mv.version), "run_id": mv.run_id}
 
 
 # Teacher ------------------------------------------------------------------------------------
 
-def teacher_fingerprint(kind: str, model: str, data_root: Path, cache_path: Path | None = None) -> Fingerprint:
+
+def teacher_fingerprint(
+    kind: str, model: str, data_root: Path, cache_path: Path | None = None
+) -> Fingerprint:
     """The fingerprint of a workflow's teacher: the newest recorded frontier version, or a local model."""
     if kind in ("call_log", "openai"):
         # An openai teacher's version is the one its recorded calls (the proxy's log) answered with;
@@ -126,7 +135,9 @@ def teacher_fingerprint(kind: str, model: str, data_root: Path, cache_path: Path
         if current is None:
             note = f"no accepted call of model {model!r} yet" if model else "no accepted call log yet"
             return Fingerprint("teacher", None, {"kind": kind, "model": model, "note": note})
-        return Fingerprint("teacher", f"{kind}:{current['model']}@{current['version']}", {"kind": kind, **current})
+        return Fingerprint(
+            "teacher", f"{kind}:{current['model']}@{current['version']}", {"kind": kind, **current}
+        )
     if kind == "labels":  # the data's own labels: new labels arrive as a new dataset, never as a new teacher
         return Fingerprint("teacher", "labels", {"kind": kind})
     if kind == "local_model":
@@ -139,11 +150,15 @@ def teacher_fingerprint(kind: str, model: str, data_root: Path, cache_path: Path
         try:
             value = fingerprint_model_dir(path)
         except OSError as exc:  # FileNotFoundError included
-            raise UpstreamError(f"teacher.model {model!r}: cannot read the teacher's model directory ({exc}); "
-                                "point teacher.model in the workflows file at a folder written by "
-                                "save_pretrained() that the Airflow workers can read.") from None
+            raise UpstreamError(
+                f"teacher.model {model!r}: cannot read the teacher's model directory ({exc}); "
+                "point teacher.model in the workflows file at a folder written by "
+                "save_pretrained() that the Airflow workers can read."
+            ) from None
         return Fingerprint("teacher", value, {"kind": kind, "spec": model, "path": str(path)})
-    raise UpstreamError(f"teacher.kind {kind!r} has no fingerprint; use call_log, labels, local_model or openai.")
+    raise UpstreamError(
+        f"teacher.kind {kind!r} has no fingerprint; use call_log, labels, local_model or openai."
+    )
 
 
 def call_log_teachers(data_root: Path, cache_path: Path | None = None) -> list[dict]:
@@ -159,8 +174,10 @@ def call_log_teachers(data_root: Path, cache_path: Path | None = None) -> list[d
     try:
         records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError) as exc:
-        raise UpstreamError(f"{log_path}: cannot read the dataset's version log ({exc}); restore it from the "
-                            "DVC remote or re-run ingest_validate.") from None
+        raise UpstreamError(
+            f"{log_path}: cannot read the dataset's version log ({exc}); restore it from the "
+            "DVC remote or re-run ingest_validate."
+        ) from None
     cache = _read_json(cache_path) if cache_path else {}
     out, dirty = [], False
     for index, record in enumerate(r for r in records if r.get("kind") == "call_log"):
@@ -178,10 +195,12 @@ def raw_call_log(data_root: Path, record: dict) -> Path:
     """The archived, unchanged file of an accepted batch (ml.pipeline.ingest_validate._archive)."""
     found = sorted((Path(data_root) / "raw").glob(f"{record['batch_sha256'][:16]}_*"))
     if not found:
-        raise UpstreamError(f"{Path(data_root) / 'raw'}: the accepted call log {record.get('batch')!r} "
-                            f"(sha256 {record['batch_sha256'][:16]}…) is missing, so its teacher version cannot "
-                            "be read; finish the ingest run that accepted it (mlops run --only ingest_validate) "
-                            "or restore the file into raw/ under that name.")
+        raise UpstreamError(
+            f"{Path(data_root) / 'raw'}: the accepted call log {record.get('batch')!r} "
+            f"(sha256 {record['batch_sha256'][:16]}…) is missing, so its teacher version cannot "
+            "be read; finish the ingest run that accepted it (mlops run --only ingest_validate) "
+            "or restore the file into raw/ under that name."
+        )
     return found[0]
 
 
@@ -195,8 +214,10 @@ def iter_ok_calls(path: Path):
                 try:
                     row = json.loads(line)
                 except ValueError:
-                    raise UpstreamError(f"{path}: line {n} is not JSON; the archived call log is damaged, "
-                                        "restore it from the DVC remote or the source that wrote it.") from None
+                    raise UpstreamError(
+                        f"{path}: line {n} is not JSON; the archived call log is damaged, "
+                        "restore it from the DVC remote or the source that wrote it."
+                    ) from None
                 if row.get("status") == "ok" and row.get("response_label") is not None:
                     yield row
     except OSError as exc:
@@ -227,8 +248,10 @@ def current_call_log_teacher(pairs: list[dict], model: str = "") -> dict | None:
         return None
     merged: dict[tuple[str, str], dict] = {}
     for p in mine:
-        m = merged.setdefault((p["model"], p["version"]), {"model": p["model"], "version": p["version"], "calls": 0,
-                                                           "last_ts": None, "batch": -1})
+        m = merged.setdefault(
+            (p["model"], p["version"]),
+            {"model": p["model"], "version": p["version"], "calls": 0, "last_ts": None, "batch": -1},
+        )
         m["calls"] += p["calls"]
         m["batch"] = max(m["batch"], p["batch"])
         if p["last_ts"] and (m["last_ts"] is None or p["last_ts"] > m["last_ts"]):
@@ -258,6 +281,7 @@ def _ts(value) -> str | None:
 
 # Deciding -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Observation:
     outcome: str  # baseline | unchanged | changed | already_emitted
@@ -272,7 +296,11 @@ def change_key(ack_id: str, old: dict, new: dict, changed) -> str:
 
     The acknowledged state's id is part of it, so A→B, B→A and A→B again are three changes.
     """
-    body = {"from": ack_id, "old": {s: old[s]["value"] for s in changed}, "new": {s: new[s]["value"] for s in changed}}
+    body = {
+        "from": ack_id,
+        "old": {s: old[s]["value"] for s in changed},
+        "new": {s: new[s]["value"] for s in changed},
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -281,15 +309,27 @@ def observe(acknowledged: dict | None, current: dict, emitted_keys=()) -> Observ
     if acknowledged is None:
         return Observation("baseline", current)
     old = acknowledged["fingerprints"]
-    changed = tuple(s for s in SOURCES if s in current and s in old and current[s]["value"] is not None
-                    and old[s]["value"] is not None and current[s]["value"] != old[s]["value"])
+    changed = tuple(
+        s
+        for s in SOURCES
+        if s in current
+        and s in old
+        and current[s]["value"] is not None
+        and old[s]["value"] is not None
+        and current[s]["value"] != old[s]["value"]
+    )
     if not changed:
         return Observation("unchanged", current)
     key = change_key(acknowledged["id"], old, current, changed)
     if key in set(emitted_keys or ()):
         return Observation("already_emitted", current, changed, key)
-    event = {"change_key": key, "changed": list(changed), "old": {s: old.get(s) for s in SOURCES},
-             "new": {s: current.get(s) for s in SOURCES}, "from_acknowledged": acknowledged["id"]}
+    event = {
+        "change_key": key,
+        "changed": list(changed),
+        "old": {s: old.get(s) for s in SOURCES},
+        "new": {s: current.get(s) for s in SOURCES},
+        "from_acknowledged": acknowledged["id"],
+    }
     return Observation("changed", current, changed, key, event)
 
 
@@ -299,10 +339,14 @@ def advance(fingerprints: dict | None, newer: dict) -> dict:
     A source seen for the first time joins without an event; one that cannot be seen any more
     (the teacher's calls left the data) keeps its last value to compare with when it is back.
     """
-    return {**(fingerprints or {}), **{s: fp for s, fp in newer.items() if fp and fp.get("value") is not None}}
+    return {
+        **(fingerprints or {}),
+        **{s: fp for s, fp in newer.items() if fp and fp.get("value") is not None},
+    }
 
 
 # The store ----------------------------------------------------------------------------------
+
 
 class UpstreamStore:
     """`<state>/upstream/<workflow>.jsonl` (history) and `.acknowledged.json` (current state)."""
@@ -320,12 +364,19 @@ class UpstreamStore:
         try:
             return json.loads(self.ack_path.read_text())
         except ValueError as exc:  # written atomically, so only a hand edit gets here
-            raise UpstreamError(f"{self.ack_path}: not valid JSON ({exc}); delete it and the next watcher run "
-                                "records the current fingerprints as a new baseline.") from None
+            raise UpstreamError(
+                f"{self.ack_path}: not valid JSON ({exc}); delete it and the next watcher run "
+                "records the current fingerprints as a new baseline."
+            ) from None
 
     def acknowledge(self, fingerprints: dict, ack_id: str, run_key: str, note: str) -> dict:
-        record = {"id": ack_id, "fingerprints": fingerprints, "run_key": run_key, "note": note,
-                  "acknowledged_at": _now()}
+        record = {
+            "id": ack_id,
+            "fingerprints": fingerprints,
+            "run_key": run_key,
+            "note": note,
+            "acknowledged_at": _now(),
+        }
         _write_json_atomic(self.ack_path, record)
         self.append({"event": "acknowledged", "id": ack_id, "run_key": run_key, "note": note})
         return record

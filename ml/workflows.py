@@ -31,70 +31,149 @@ class WorkflowError(ConfigurationError):
 
 @dataclass(frozen=True)
 class Schedule:
-    cron: str | None = field(default=None, metadata={"help": "Cron expression for a time-based retrain, or null."})
+    cron: str | None = field(
+        default=None, metadata={"help": "Cron expression for a time-based retrain, or null."}
+    )
     on_new_data: bool = field(default=True, metadata={"help": "Retrain when a validated dataset lands."})
-    ingest: str | None = field(default="@hourly", metadata={"help": "How often to look for new batches in the drop folder."})
-    watch_upstream: str | None = field(default="@daily", metadata={"help": "How often to check the base model and teacher for updates."})
-    cost_report: str | None = field(default="@daily", metadata={"help": "How often to refresh the break-even report."})
+    ingest: str | None = field(
+        default="@hourly", metadata={"help": "How often to look for new batches in the drop folder."}
+    )
+    watch_upstream: str | None = field(
+        default="@daily", metadata={"help": "How often to check the base model and teacher for updates."}
+    )
+    cost_report: str | None = field(
+        default="@daily", metadata={"help": "How often to refresh the break-even report."}
+    )
 
 
 @dataclass(frozen=True)
 class Teacher:
-    kind: str = field(default="call_log", metadata={"help": (
-        "call_log (recorded frontier outputs), labels (the labels in your file are the targets: one-hot, "
-        "for human-labelled data), local_model or openai.")})
-    model: str = field(default="", metadata={"help": "Frontier model name, or a local model directory / models:/ URI."})
+    kind: str = field(
+        default="call_log",
+        metadata={
+            "help": (
+                "call_log (recorded frontier outputs), labels (the labels in your file are the targets: one-hot, "
+                "for human-labelled data), local_model or openai."
+            )
+        },
+    )
+    model: str = field(
+        default="", metadata={"help": "Frontier model name, or a local model directory / models:/ URI."}
+    )
 
 
 @dataclass(frozen=True)
 class Training:
-    max_epochs: float = field(default=10.0, metadata={"help": (
-        "The most passes over the training split; early stopping may end sooner (`epochs:` is read as this).")})
-    patience: int = field(default=2, metadata={"help": (
-        "Stop after this many epochs without a better validation macro-F1 and keep the best epoch's weights; "
-        "0 = never stop early.")})
-    validation_fraction: float = field(default=0.1, metadata={"help": (
-        "Share of the training set held out, stratified by label, to choose the epoch (never the frozen "
-        "evaluation set); 0 = none: train max_epochs and keep the last weights.")})
-    class_weight_power: float = field(default=0.5, metadata={"help": (
-        "Weight each example by (largest class size / its class size) ** power: 0 = none, 1 = fully "
-        "balanced. Keeps rare classes predicted on long-tailed data.")})
+    max_epochs: float = field(
+        default=10.0,
+        metadata={
+            "help": (
+                "The most passes over the training split; early stopping may end sooner (`epochs:` is read as this)."
+            )
+        },
+    )
+    patience: int = field(
+        default=2,
+        metadata={
+            "help": (
+                "Stop after this many epochs without a better validation macro-F1 and keep the best epoch's weights; "
+                "0 = never stop early."
+            )
+        },
+    )
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": (
+                "Share of the training set held out, stratified by label, to choose the epoch (never the frozen "
+                "evaluation set); 0 = none: train max_epochs and keep the last weights."
+            )
+        },
+    )
+    class_weight_power: float = field(
+        default=0.5,
+        metadata={
+            "help": (
+                "Weight each example by (largest class size / its class size) ** power: 0 = none, 1 = fully "
+                "balanced. Keeps rare classes predicted on long-tailed data."
+            )
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Examples per optimisation step."})
     max_length: int = field(default=64, metadata={"help": "Tokens per text; longer texts are truncated."})
-    learning_rate: float = field(default=2e-4, metadata={"help": "Peak AdamW learning rate (linear warmup, then linear decay over max_epochs)."})
-    temperature: float = field(default=2.0, metadata={"help": "Distillation temperature for the soft targets."})
-    alpha: float = field(default=0.5, metadata={"help": "Weight of the soft (teacher) loss; 1-alpha goes to hard labels."})
-    student_layers: int = field(default=0, metadata={"help": "Keep this many encoder layers of the base (0 = all)."})
+    learning_rate: float = field(
+        default=2e-4,
+        metadata={"help": "Peak AdamW learning rate (linear warmup, then linear decay over max_epochs)."},
+    )
+    temperature: float = field(
+        default=2.0, metadata={"help": "Distillation temperature for the soft targets."}
+    )
+    alpha: float = field(
+        default=0.5, metadata={"help": "Weight of the soft (teacher) loss; 1-alpha goes to hard labels."}
+    )
+    student_layers: int = field(
+        default=0, metadata={"help": "Keep this many encoder layers of the base (0 = all)."}
+    )
     checkpoint_every: int = field(default=50, metadata={"help": "Write an atomic checkpoint every N steps."})
 
 
 @dataclass(frozen=True)
 class Validation:
     min_rows: int = field(default=50, metadata={"help": "A batch smaller than this is rejected."})
-    min_per_class: int = field(default=3, metadata={"help": "Every known label needs this many rows in the training set (a batch plus what was accepted before)."})
-    max_duplicate_ratio: float = field(default=0.2, metadata={"help": "Share of exact duplicate texts allowed in a batch."})
+    min_per_class: int = field(
+        default=3,
+        metadata={
+            "help": "Every known label needs this many rows in the training set (a batch plus what was accepted before)."
+        },
+    )
+    max_duplicate_ratio: float = field(
+        default=0.2, metadata={"help": "Share of exact duplicate texts allowed in a batch."}
+    )
     min_text_chars: int = field(default=3, metadata={"help": "Shorter texts are rejected."})
     max_text_chars: int = field(default=2000, metadata={"help": "Longer texts are rejected."})
-    drift_p_value: float = field(default=0.001, metadata={"help": "Chi-square p-value below which the label distribution has drifted."})
+    drift_p_value: float = field(
+        default=0.001, metadata={"help": "Chi-square p-value below which the label distribution has drifted."}
+    )
 
 
 @dataclass(frozen=True)
 class Curation:
-    mask_pii: tuple[str, ...] = field(default=("email", "card", "phone"), metadata={
-        "help": "Built-in personal-data rules masked before anything is stored for training: email, card, phone."})
-    pii_patterns: tuple[tuple[str, str], ...] = field(default=(), metadata={
-        "help": "More to mask, as {TOKEN: regular expression}, e.g. {\"<ORDER>\": \"ORD-\\\\d{6}\"}; applied after the built-ins."})
+    mask_pii: tuple[str, ...] = field(
+        default=("email", "card", "phone"),
+        metadata={
+            "help": "Built-in personal-data rules masked before anything is stored for training: email, card, phone."
+        },
+    )
+    pii_patterns: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata={
+            "help": 'More to mask, as {TOKEN: regular expression}, e.g. {"<ORDER>": "ORD-\\\\d{6}"}; applied after the built-ins.'
+        },
+    )
 
 
 @dataclass(frozen=True)
 class Gate:
-    min_macro_f1: float = field(default=0.5, metadata={"help": "Absolute floor (applies always; alone when no champion exists)."})
-    max_macro_f1_drop: float = field(default=0.01, metadata={"help": "A challenger may be at most this much worse than the champion."})
+    min_macro_f1: float = field(
+        default=0.5, metadata={"help": "Absolute floor (applies always; alone when no champion exists)."}
+    )
+    max_macro_f1_drop: float = field(
+        default=0.01, metadata={"help": "A challenger may be at most this much worse than the champion."}
+    )
     per_class_f1_floor: float = field(default=0.0, metadata={"help": "Every class needs at least this F1."})
-    approval: str = field(default="auto", metadata={"help": "auto: promote when the gate passes; manual: wait for a model owner."})
-    approval_timeout_hours: float = field(default=72.0, metadata={"help": (
-        "With approval: manual, how long the DAG run waits for `mlops models approve|reject`; then it fails "
-        "and @champion stays. The next scheduled run of the workflow queues behind a waiting one.")})
+    approval: str = field(
+        default="auto",
+        metadata={"help": "auto: promote when the gate passes; manual: wait for a model owner."},
+    )
+    approval_timeout_hours: float = field(
+        default=72.0,
+        metadata={
+            "help": (
+                "With approval: manual, how long the DAG run waits for `mlops models approve|reject`; then it fails "
+                "and @champion stays. The next scheduled run of the workflow queues behind a waiting one."
+            )
+        },
+    )
 
 
 SERVING_VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8", "torch_bf16")
@@ -102,40 +181,92 @@ SERVING_VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8", "torch_bf16")
 
 @dataclass(frozen=True)
 class Serving:
-    variants: tuple[str, ...] = field(default=("auto",), metadata={"help": (
-        "Which exports compete to be served: auto (every one the device supports) or a list of "
-        f"{', '.join(SERVING_VARIANTS)}. The fastest within max_quality_cost is registered and served.")})
-    max_quality_cost: float = field(default=0.005, metadata={"help": (
-        "How much macro-F1 a faster variant may give up against torch fp32 to be the one served.")})
-    min_replicas: int = field(default=2, metadata={"help": (
-        "Replicas that run all month whatever the traffic (the always-on floor; 2 for any availability promise).")})
-    peak_to_average: float = field(default=3.0, metadata={"help": (
-        "Peak request rate over the monthly average; replicas are sized for the peak at the latency SLA.")})
+    variants: tuple[str, ...] = field(
+        default=("auto",),
+        metadata={
+            "help": (
+                "Which exports compete to be served: auto (every one the device supports) or a list of "
+                f"{', '.join(SERVING_VARIANTS)}. The fastest within max_quality_cost is registered and served."
+            )
+        },
+    )
+    max_quality_cost: float = field(
+        default=0.005,
+        metadata={
+            "help": (
+                "How much macro-F1 a faster variant may give up against torch fp32 to be the one served."
+            )
+        },
+    )
+    min_replicas: int = field(
+        default=2,
+        metadata={
+            "help": (
+                "Replicas that run all month whatever the traffic (the always-on floor; 2 for any availability promise)."
+            )
+        },
+    )
+    peak_to_average: float = field(
+        default=3.0,
+        metadata={
+            "help": (
+                "Peak request rate over the monthly average; replicas are sized for the peak at the latency SLA."
+            )
+        },
+    )
 
 
 @dataclass(frozen=True)
 class Frontier:
-    model: str = field(default="", metadata={"help": (
-        "The frontier model the workflow calls today (a frontier_per_1m_tokens name of the price book). "
-        "Prices the frontier side of the break-even when there is no call log to measure; empty = not declared.")})
-    tokens_in_per_call: int = field(default=0, metadata={"help": "Mean input tokens of one call (prompt + request)."})
+    model: str = field(
+        default="",
+        metadata={
+            "help": (
+                "The frontier model the workflow calls today (a frontier_per_1m_tokens name of the price book). "
+                "Prices the frontier side of the break-even when there is no call log to measure; empty = not declared."
+            )
+        },
+    )
+    tokens_in_per_call: int = field(
+        default=0, metadata={"help": "Mean input tokens of one call (prompt + request)."}
+    )
     tokens_out_per_call: int = field(default=0, metadata={"help": "Mean output tokens of one call."})
 
 
 @dataclass(frozen=True)
 class KeepCurrent:
-    probe_sample: int = field(default=200, metadata={"help": "Texts answered by both the old and the new teacher that the agreement probe compares."})
-    min_disagreement: float = field(default=0.02, metadata={"help": "Re-distil after a teacher change only when the teachers disagree on at least this share of the probe."})
+    probe_sample: int = field(
+        default=200,
+        metadata={
+            "help": "Texts answered by both the old and the new teacher that the agreement probe compares."
+        },
+    )
+    min_disagreement: float = field(
+        default=0.02,
+        metadata={
+            "help": "Re-distil after a teacher change only when the teachers disagree on at least this share of the probe."
+        },
+    )
 
 
 @dataclass(frozen=True)
 class Notify:
-    on: tuple[str, ...] = field(default=("approval_waiting", "rejected", "approval_timed_out", "promoted", "run_failed"),
-                                metadata={"help": "Events to notify about: approval_waiting, rejected, approval_timed_out, "
-                                                  "promoted, run_failed."})
-    email: tuple[str, ...] = field(default=(), metadata={"help": (
-        "Addresses to mail, sent through Airflow's SMTP provider (connection smtp_default).")})
-    webhook: str | None = field(default=None, metadata={"help": "A URL that receives each notice as a JSON POST."})
+    on: tuple[str, ...] = field(
+        default=("approval_waiting", "rejected", "approval_timed_out", "promoted", "run_failed"),
+        metadata={
+            "help": "Events to notify about: approval_waiting, rejected, approval_timed_out, "
+            "promoted, run_failed."
+        },
+    )
+    email: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": ("Addresses to mail, sent through Airflow's SMTP provider (connection smtp_default).")
+        },
+    )
+    webhook: str | None = field(
+        default=None, metadata={"help": "A URL that receives each notice as a JSON POST."}
+    )
 
 
 @dataclass(frozen=True)
@@ -173,9 +304,18 @@ class Workflow:
         return f"{self.name}_student"
 
 
-_NESTED = {"teacher": Teacher, "schedule": Schedule, "training": Training, "validation": Validation, "gate": Gate,
-           "keep_current": KeepCurrent, "curation": Curation, "serving": Serving, "notify": Notify,
-           "frontier": Frontier}
+_NESTED = {
+    "teacher": Teacher,
+    "schedule": Schedule,
+    "training": Training,
+    "validation": Validation,
+    "gate": Gate,
+    "keep_current": KeepCurrent,
+    "curation": Curation,
+    "serving": Serving,
+    "notify": Notify,
+    "frontier": Frontier,
+}
 
 
 def _build(cls, raw: dict, where: str):
@@ -206,8 +346,10 @@ def _build(cls, raw: dict, where: str):
                 odd = [v for v in (value or ()) if not isinstance(v, str)][:1]
                 if odd:
                     odd = odd[0]
-                    raise ValueError(f"label {odd!r} is read by YAML as {type(odd).__name__}, not text; quote it, "
-                                     f"e.g. \"{odd}\" (`mlops workflows init` quotes every label)")
+                    raise ValueError(
+                        f"label {odd!r} is read by YAML as {type(odd).__name__}, not text; quote it, "
+                        f'e.g. "{odd}" (`mlops workflows init` quotes every label)'
+                    )
                 values[key] = tuple(value or ())
             elif key == "variants":
                 names = [value] if isinstance(value, str) else value
@@ -217,11 +359,15 @@ def _build(cls, raw: dict, where: str):
             elif cls is Notify and key in ("on", "email"):
                 names = [value] if isinstance(value, str) else value
                 if not isinstance(names, (list, tuple)):
-                    raise ValueError("expected a list, e.g. [approval_waiting, run_failed] or [owner@example.com]")
+                    raise ValueError(
+                        "expected a list, e.g. [approval_waiting, run_failed] or [owner@example.com]"
+                    )
                 values[key] = tuple(str(v) for v in names)
             elif key == "mask_pii":
                 if not isinstance(value, (list, tuple)):
-                    raise ValueError("expected a list of rule names, e.g. [email, card, phone], or [] for none")
+                    raise ValueError(
+                        "expected a list of rule names, e.g. [email, card, phone], or [] for none"
+                    )
                 values[key] = tuple(str(v) for v in value)
             elif key == "pii_patterns":
                 if not isinstance(value, dict):
@@ -303,26 +449,33 @@ def _check_cron(value: str | None, key: str, where: str) -> None:
     from croniter import croniter
 
     if not croniter.is_valid(value):
-        raise WorkflowError(f"{where}.schedule.{key}: {value!r} is not a cron expression or preset; write five "
-                            "fields, e.g. \"0 3 * * 2\" for Tuesdays 03:00 UTC, or @hourly/@daily/@weekly/@monthly.")
+        raise WorkflowError(
+            f"{where}.schedule.{key}: {value!r} is not a cron expression or preset; write five "
+            'fields, e.g. "0 3 * * 2" for Tuesdays 03:00 UTC, or @hourly/@daily/@weekly/@monthly.'
+        )
 
 
 def _check(wf: Workflow, where: str) -> None:
     if not NAME_RE.match(wf.name):
         raise WorkflowError(f"{where}: name {wf.name!r} must be lower_snake_case, 2-41 characters.")
     if wf.teacher.kind not in TEACHER_KINDS:
-        raise WorkflowError(f"{where}.teacher.kind: {wf.teacher.kind!r} is not {', '.join(TEACHER_KINDS[:-1])} "
-                            f"or {TEACHER_KINDS[-1]}.")
+        raise WorkflowError(
+            f"{where}.teacher.kind: {wf.teacher.kind!r} is not {', '.join(TEACHER_KINDS[:-1])} "
+            f"or {TEACHER_KINDS[-1]}."
+        )
     for dotted, lo, hi, example in _BOUNDS:
         value = wf
         for part in dotted.split("."):
             value = getattr(value, part)
         if not lo <= float(value) <= hi:
-            raise WorkflowError(f"{where}.{dotted}: {value} is out of range; it must be between {lo:g} and {hi:g}, "
-                                f"{example}.")
+            raise WorkflowError(
+                f"{where}.{dotted}: {value} is out of range; it must be between {lo:g} and {hi:g}, {example}."
+            )
     if wf.validation.max_text_chars < wf.validation.min_text_chars:
-        raise WorkflowError(f"{where}.validation.max_text_chars: {wf.validation.max_text_chars} is below "
-                            f"min_text_chars ({wf.validation.min_text_chars}).")
+        raise WorkflowError(
+            f"{where}.validation.max_text_chars: {wf.validation.max_text_chars} is below "
+            f"min_text_chars ({wf.validation.min_text_chars})."
+        )
     for i, label in enumerate(wf.labels):
         problem = label_problem(label)
         if problem:
@@ -332,38 +485,58 @@ def _check(wf: Workflow, where: str) -> None:
     if wf.gate.approval not in ("auto", "manual"):
         raise WorkflowError(f"{where}.gate.approval: {wf.gate.approval!r} is not auto or manual.")
     if not 0 < wf.gate.approval_timeout_hours <= MAX_APPROVAL_TIMEOUT_HOURS:  # NaN fails this too
-        raise WorkflowError(f"{where}.gate.approval_timeout_hours: {wf.gate.approval_timeout_hours} must be more than 0 "
-                            f"and at most {MAX_APPROVAL_TIMEOUT_HOURS} (30 days), e.g. 72 for a weekend.")
+        raise WorkflowError(
+            f"{where}.gate.approval_timeout_hours: {wf.gate.approval_timeout_hours} must be more than 0 "
+            f"and at most {MAX_APPROVAL_TIMEOUT_HOURS} (30 days), e.g. 72 for a weekend."
+        )
     if not 0.0 < wf.serving_utilisation <= 1.0:
-        raise WorkflowError(f"{where}.serving_utilisation: {wf.serving_utilisation} must be in (0, 1], e.g. 0.5 for 50%.")
+        raise WorkflowError(
+            f"{where}.serving_utilisation: {wf.serving_utilisation} must be in (0, 1], e.g. 0.5 for 50%."
+        )
     if len(set(wf.labels)) != len(wf.labels):
         raise WorkflowError(f"{where}.labels: labels must be unique.")
     if wf.schedule.cron is not None and not wf.schedule.cron.strip():
         raise WorkflowError(f"{where}.schedule.cron: empty; write a cron expression, or null for none.")
     if wf.keep_current.probe_sample < 1:
-        raise WorkflowError(f"{where}.keep_current.probe_sample: {wf.keep_current.probe_sample} must be at least 1.")
+        raise WorkflowError(
+            f"{where}.keep_current.probe_sample: {wf.keep_current.probe_sample} must be at least 1."
+        )
     if not 0.0 <= wf.keep_current.min_disagreement <= 1.0:
-        raise WorkflowError(f"{where}.keep_current.min_disagreement: {wf.keep_current.min_disagreement} must be "
-                            "a share between 0 and 1, e.g. 0.02 for 2%.")
+        raise WorkflowError(
+            f"{where}.keep_current.min_disagreement: {wf.keep_current.min_disagreement} must be "
+            "a share between 0 and 1, e.g. 0.02 for 2%."
+        )
     serving = wf.serving
-    if serving.variants != ("auto",) and (set(serving.variants) - set(SERVING_VARIANTS) or "auto" in serving.variants):
-        raise WorkflowError(f"{where}.serving.variants: {list(serving.variants)} must be auto or a list of "
-                            f"{', '.join(SERVING_VARIANTS)}.")
+    if serving.variants != ("auto",) and (
+        set(serving.variants) - set(SERVING_VARIANTS) or "auto" in serving.variants
+    ):
+        raise WorkflowError(
+            f"{where}.serving.variants: {list(serving.variants)} must be auto or a list of "
+            f"{', '.join(SERVING_VARIANTS)}."
+        )
     if not 0.0 <= serving.max_quality_cost <= 1.0:  # NaN fails this too
-        raise WorkflowError(f"{where}.serving.max_quality_cost: {serving.max_quality_cost} must be a macro-F1 "
-                            "difference between 0 and 1, e.g. 0.005.")
+        raise WorkflowError(
+            f"{where}.serving.max_quality_cost: {serving.max_quality_cost} must be a macro-F1 "
+            "difference between 0 and 1, e.g. 0.005."
+        )
     if serving.min_replicas < 1:
         raise WorkflowError(f"{where}.serving.min_replicas: {serving.min_replicas} must be at least 1.")
     if not 1.0 <= serving.peak_to_average < float("inf"):
-        raise WorkflowError(f"{where}.serving.peak_to_average: {serving.peak_to_average} must be at least 1 "
-                            "(peak rate over the monthly average), e.g. 3.")
+        raise WorkflowError(
+            f"{where}.serving.peak_to_average: {serving.peak_to_average} must be at least 1 "
+            "(peak rate over the monthly average), e.g. 3."
+        )
     frontier = wf.frontier
     if frontier.tokens_in_per_call < 0 or frontier.tokens_out_per_call < 0:
-        raise WorkflowError(f"{where}.frontier: tokens per call must be >= 0, got {frontier.tokens_in_per_call} in / "
-                            f"{frontier.tokens_out_per_call} out.")
+        raise WorkflowError(
+            f"{where}.frontier: tokens per call must be >= 0, got {frontier.tokens_in_per_call} in / "
+            f"{frontier.tokens_out_per_call} out."
+        )
     if frontier.model and frontier.tokens_in_per_call + frontier.tokens_out_per_call == 0:
-        raise WorkflowError(f"{where}.frontier: model {frontier.model!r} needs tokens_in_per_call and/or "
-                            "tokens_out_per_call (mean tokens of one call), e.g. 800 and 60.")
+        raise WorkflowError(
+            f"{where}.frontier: model {frontier.model!r} needs tokens_in_per_call and/or "
+            "tokens_out_per_call (mean tokens of one call), e.g. 800 and 60."
+        )
     from ml.notify import check_config
 
     problems = check_config(wf.notify.on, wf.notify.email, wf.notify.webhook)
@@ -376,14 +549,18 @@ def _check(wf: Workflow, where: str) -> None:
     except ValueError as exc:
         raise WorkflowError(f"{where}.curation: {exc}.") from None
     if wf.schedule.cron is None and not wf.schedule.on_new_data:
-        raise WorkflowError(f"{where}.schedule: set a cron, on_new_data: true, or both; otherwise it never retrains.")
+        raise WorkflowError(
+            f"{where}.schedule: set a cron, on_new_data: true, or both; otherwise it never retrains."
+        )
 
 
 def load_workflows(path: Path) -> dict[str, Workflow]:
     """All workflows in the file, by name. Raises WorkflowError naming the problem."""
     path = Path(path)
     if not path.is_file():
-        raise WorkflowError(f"{path}: workflows file not found; set MLOPS_WORKFLOWS_FILE or create it (see README).")
+        raise WorkflowError(
+            f"{path}: workflows file not found; set MLOPS_WORKFLOWS_FILE or create it (see README)."
+        )
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -395,16 +572,20 @@ def load_workflows(path: Path) -> dict[str, Workflow]:
     # x-... are free for YAML anchors shared by several workflows (as in docker-compose files).
     extra = sorted(str(k) for k in doc if k != "workflows" and not str(k).startswith("x-"))
     if extra:
-        raise WorkflowError(f"{path}: unknown top-level key {extra[0]!r}; declare workflows under 'workflows:' "
-                            "(keys named x-... may hold YAML anchors).")
+        raise WorkflowError(
+            f"{path}: unknown top-level key {extra[0]!r}; declare workflows under 'workflows:' "
+            "(keys named x-... may hold YAML anchors)."
+        )
     out = {}
     for name, body in raw.items():
         where = f"{path.name}: workflows.{name}"
         if body is not None and not isinstance(body, dict):
             raise WorkflowError(f"{where}: expected a mapping of settings, got {type(body).__name__}.")
         if body and "name" in body and body["name"] != name:
-            raise WorkflowError(f"{where}.name: {body['name']!r} differs from the key {name!r}; "
-                                "the key is the name, remove `name:`.")
+            raise WorkflowError(
+                f"{where}.name: {body['name']!r} differs from the key {name!r}; "
+                "the key is the name, remove `name:`."
+            )
         wf = _build(Workflow, {"name": name, **(body or {})}, where)
         _check(wf, where)
         out[wf.name] = wf

@@ -57,24 +57,37 @@ def _book(ti) -> None:
         declared = executor_config if isinstance(executor_config, dict) else {}
         redistillation = capture.is_redistillation(_triggering_asset_names(ti))
         try:
-            category = capture.category_for(ti.dag_id, ti.task_id, declared=declared.get("cost_category"),
-                                            redistillation=redistillation)
+            category = capture.category_for(
+                ti.dag_id, ti.task_id, declared=declared.get("cost_category"), redistillation=redistillation
+            )
         except ValueError as exc:  # a typo in the declaration must not lose the cost
             log.warning("Cost listener: %s Booking by the task's name instead.", exc)
             category = capture.category_for(ti.dag_id, ti.task_id, redistillation=redistillation)
-        ran_on = capture.reported_device(settings.state_dir, ti.dag_id, ti.run_id, ti.task_id, ti.try_number) or {}
+        ran_on = (
+            capture.reported_device(settings.state_dir, ti.dag_id, ti.run_id, ti.task_id, ti.try_number) or {}
+        )
         capture.book_task_run(
-            settings.ledger_url, settings.state_dir / "spool",
-            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number,
+            settings.ledger_url,
+            settings.state_dir / "spool",
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
             map_index=getattr(ti, "map_index", -1),
             # The task's own queue first: dag.test() leaves the worker-side ti.queue "default".
             queue=getattr(task, "queue", None) or getattr(ti, "queue", None),
             pool=getattr(task, "pool", None) or getattr(ti, "pool", None),
             resource=declared.get("resource_class"),
-            started_at=getattr(ti, "start_date", None), ended_at=getattr(ti, "end_date", None),
-            workflow=capture.workflow_for(ti.dag_id, getattr(dag, "params", None), getattr(dag, "tags", None)),
-            category=category, price_book=settings.price_book_file,
-            device=ran_on.get("device"), device_name=ran_on.get("device_name"))
+            started_at=getattr(ti, "start_date", None),
+            ended_at=getattr(ti, "end_date", None),
+            workflow=capture.workflow_for(
+                ti.dag_id, getattr(dag, "params", None), getattr(dag, "tags", None)
+            ),
+            category=category,
+            price_book=settings.price_book_file,
+            device=ran_on.get("device"),
+            device_name=ran_on.get("device_name"),
+        )
     except Exception:  # noqa: BLE001 - the cost of a task is never worth failing it
         log.exception("Cost listener: could not book %s", getattr(ti, "task_id", ti))
 
@@ -84,7 +97,10 @@ def _triggering_asset_names(ti) -> list[str]:
     if type(ti).__name__ != "RuntimeTaskInstance":
         return []
     try:
-        return [getattr(asset, "name", str(asset)) for asset in ti.get_template_context()["triggering_asset_events"]]
+        return [
+            getattr(asset, "name", str(asset))
+            for asset in ti.get_template_context()["triggering_asset_events"]
+        ]
     except Exception:  # noqa: BLE001 - not knowing only means the run is not counted as re-distillation
         log.debug("Cost listener: no triggering asset events for %s", ti.task_id, exc_info=True)
         return []

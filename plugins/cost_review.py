@@ -24,13 +24,15 @@ URL_PREFIX = "/cost-review"
 
 class CostReviewPlugin(AirflowPlugin):
     name = "mlops_cost_review"
-    external_views = [{
-        "name": "Cost review",
-        "href": "cost-review/",  # relative to the UI's base URL, so it works behind a proxy prefix
-        "destination": "nav",
-        "category": "browse",
-        "url_route": "cost-review",  # shown in the UI (an iframe), not in a new tab
-    }]
+    external_views = [
+        {
+            "name": "Cost review",
+            "href": "cost-review/",  # relative to the UI's base URL, so it works behind a proxy prefix
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "cost-review",  # shown in the UI (an iframe), not in a new tab
+        }
+    ]
 
     @property
     def fastapi_apps(self):
@@ -77,18 +79,27 @@ def _app():
         dag_ids = {f"cost_report__{name}": name for name in names}
         teams = DagModel.get_dag_id_to_team_name_mapping(list(dag_ids))
         auth = get_auth_manager()
-        return {name for dag_id, name in dag_ids.items()
-                if auth.is_authorized_dag(method="GET", user=user,
-                                          details=DagDetails(id=dag_id, team_name=teams.get(dag_id)))}
+        return {
+            name
+            for dag_id, name in dag_ids.items()
+            if auth.is_authorized_dag(
+                method="GET", user=user, details=DagDetails(id=dag_id, team_name=teams.get(dag_id))
+            )
+        }
 
     def one_workflow(workflow: str, user):
         settings, workflows = declared()
         if workflow not in workflows:
-            raise HTTPException(404, f"Unknown workflow {workflow!r}; {settings.workflows_file} declares: "
-                                     f"{', '.join(workflows)}.")
+            raise HTTPException(
+                404,
+                f"Unknown workflow {workflow!r}; {settings.workflows_file} declares: {', '.join(workflows)}.",
+            )
         if workflow not in readable(user, [workflow]):
-            raise HTTPException(403, f"You may not read cost_report__{workflow}, so not its cost review either; "
-                                     "ask an admin for read access to that Dag.")
+            raise HTTPException(
+                403,
+                f"You may not read cost_report__{workflow}, so not its cost review either; "
+                "ask an admin for read access to that Dag.",
+            )
         return settings, workflows[workflow]
 
     # Handlers are plain `def`: FastAPI runs them in its thread pool, where the ledger's and the
@@ -101,8 +112,11 @@ def _app():
             return HTMLResponse(review_page.render_page([], problem=exc.detail), status_code=exc.status_code)
         allowed = readable(user, workflows)
         with Ledger(settings.ledger_url) as ledger:
-            reviews = [review_page.review(name, wf.description, settings.reports_dir, ledger)
-                       for name, wf in workflows.items() if name in allowed]
+            reviews = [
+                review_page.review(name, wf.description, settings.reports_dir, ledger)
+                for name, wf in workflows.items()
+                if name in allowed
+            ]
         return HTMLResponse(review_page.render_page(reviews))
 
     @app.get("/api/{workflow}")
@@ -111,7 +125,10 @@ def _app():
         with Ledger(settings.ledger_url) as ledger:
             review = review_page.review(workflow, wf.description, settings.reports_dir, ledger)
         return review.to_json() | {
-            "report_url": str(request.url_for("report", workflow=workflow)) if review.has_html_report else None}
+            "report_url": str(request.url_for("report", workflow=workflow))
+            if review.has_html_report
+            else None
+        }
 
     @app.get("/{workflow}/report", name="report")
     def report(workflow: str, user: User):
@@ -126,7 +143,9 @@ def _app():
         # A person opening the page without a session belongs on the login form, and back here after.
         path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
         if exc.status_code == 401 and not path.startswith("/api/"):
-            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+            return RedirectResponse(
+                get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303
+            )
         return await http_exception_handler(request, exc)
 
     return app

@@ -24,8 +24,9 @@ class CliError(RuntimeError):
 
 def cmd_config(args) -> int:
     settings = load_settings()
+
     def shown(var: str) -> str:
-        value = str(getattr(settings, var[len("MLOPS_"):].lower()))
+        value = str(getattr(settings, var[len("MLOPS_") :].lower()))
         return ("(set)" if value else "(unset)") if "KEY" in var or "PASSWORD" in var else value
 
     rows = [{"variable": var, "value": shown(var), "help": help_} for var, help_ in describe()]
@@ -35,8 +36,10 @@ def cmd_config(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mlops", description=__doc__.split("\n\n")[0],
-        epilog="Run `mlops COMMAND --help` for each command. Settings: `mlops config`.")
+        prog="mlops",
+        description=__doc__.split("\n\n")[0],
+        epilog="Run `mlops COMMAND --help` for each command. Settings: `mlops config`.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("config", help="show every setting, its value and its MLOPS_* variable")
     add_json(p)
@@ -89,7 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), real_stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
-        known = (CliError, SettingsError, ValueError, RuntimeError, FileNotFoundError, PermissionError, LookupError)
+        known = (
+            CliError,
+            SettingsError,
+            ValueError,
+            RuntimeError,
+            FileNotFoundError,
+            PermissionError,
+            LookupError,
+        )
         if not isinstance(exc, known):
             raise
         notes = common.take_notes()

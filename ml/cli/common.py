@@ -14,7 +14,9 @@ def add_json(parser) -> None:
 
 
 def add_workflow(parser) -> None:
-    parser.add_argument("--workflow", "-w", help="workflow name from dags/workflows.yaml (default: the first one)")
+    parser.add_argument(
+        "--workflow", "-w", help="workflow name from dags/workflows.yaml (default: the first one)"
+    )
 
 
 def settings_and_workflow(args) -> tuple[Settings, Workflow]:
@@ -25,12 +27,16 @@ def settings_and_workflow(args) -> tuple[Settings, Workflow]:
     workflows = load_workflows(settings.workflows_file)
     name = getattr(args, "workflow", None)
     if name is not None and name not in workflows:
-        raise LookupError(f"unknown workflow {name!r}; {settings.workflows_file} declares: {', '.join(workflows)}")
+        raise LookupError(
+            f"unknown workflow {name!r}; {settings.workflows_file} declares: {', '.join(workflows)}"
+        )
     if state:
         note(state)
     if name is None:
         first = next(iter(workflows.values()))
-        others = f"; others: {', '.join(n for n in workflows if n != first.name)}" if len(workflows) > 1 else ""
+        others = (
+            f"; others: {', '.join(n for n in workflows if n != first.name)}" if len(workflows) > 1 else ""
+        )
         note(f"workflow {first.name!r} (the first in {settings.workflows_file}; choose with -w NAME{others})")
         return settings, first
     return settings, workflows[name]

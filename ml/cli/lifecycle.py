@@ -30,8 +30,10 @@ def stage_demo_data(settings, wf, *, n_calls: int, n_gold: int, seed: int, echo=
     if not (out / "summary.done").exists():
         summary = generate(out, n_calls=n_calls, n_gold=n_gold, seed=seed, workflow=wf.name)
         (out / "summary.done").write_text(str(summary))
-        echo(f"generated {summary['n_calls']} frontier calls ({summary['n_error']} errors, {summary['n_timeout']} "
-             f"timeouts, teacher accuracy {summary['teacher_accuracy']:.1%}) and {summary['n_gold']} gold labels in {out}")
+        echo(
+            f"generated {summary['n_calls']} frontier calls ({summary['n_error']} errors, {summary['n_timeout']} "
+            f"timeouts, teacher accuracy {summary['teacher_accuracy']:.1%}) and {summary['n_gold']} gold labels in {out}"
+        )
     _book_demo_people_hours(settings, wf)
     drop = drop_dir_for(settings, wf)
     shutil.copyfile(out / "call_log.jsonl", drop / f"call_log_seed{seed}.jsonl")
@@ -57,9 +59,17 @@ def _book_demo_people_hours(settings, wf) -> None:
     book = PriceBook.load(settings.price_book_file)
     with Ledger(settings.ledger_url) as ledger:
         for role, hours in DEMO_MONTHLY_HOURS.items():
-            book_manual(ledger, price_book=book, workflow=wf.name, on=today, quantity=hours, person="mlops demo",
-                        role=role, description=f"demo example: {hours} h of {role} time this month",
-                        idempotency_key=f"demo:{wf.name}:{role}:{today:%Y-%m}")
+            book_manual(
+                ledger,
+                price_book=book,
+                workflow=wf.name,
+                on=today,
+                quantity=hours,
+                person="mlops demo",
+                role=role,
+                description=f"demo example: {hours} h of {role} time this month",
+                idempotency_key=f"demo:{wf.name}:{role}:{today:%Y-%m}",
+            )
 
 
 def summary(settings, wf) -> dict:
@@ -67,15 +77,21 @@ def summary(settings, wf) -> dict:
 
     client = registry.configure(settings)
     champ = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
-    out = {"workflow": wf.name, "model": wf.model_name, "champion": str(champ.version) if champ else None,
-           "model_uri": f"models:/{wf.model_name}@champion" if champ else None,
-           "macro_f1": champ.tags.get("macro_f1") if champ else None,
-           "latency_p99_ms": champ.tags.get("latency_p99_ms") if champ else None,
-           "gate_failures": [] if champ else _latest_gate_failures(client, wf),
-           "mlflow_tracking_uri": settings.mlflow_tracking_uri, "ledger": settings.ledger_url,
-           "reports": str(settings.reports_dir / wf.name), "state_dir": str(settings.state_dir),
-           "airflow_ui": "mlops airflow standalone   # then http://localhost:8080",
-           "mlflow_ui": f"mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} --port 5000"}
+    out = {
+        "workflow": wf.name,
+        "model": wf.model_name,
+        "champion": str(champ.version) if champ else None,
+        "model_uri": f"models:/{wf.model_name}@champion" if champ else None,
+        "macro_f1": champ.tags.get("macro_f1") if champ else None,
+        "latency_p99_ms": champ.tags.get("latency_p99_ms") if champ else None,
+        "gate_failures": [] if champ else _latest_gate_failures(client, wf),
+        "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        "ledger": settings.ledger_url,
+        "reports": str(settings.reports_dir / wf.name),
+        "state_dir": str(settings.state_dir),
+        "airflow_ui": "mlops airflow standalone   # then http://localhost:8080",
+        "mlflow_ui": f"mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} --port 5000",
+    }
     return out
 
 
@@ -103,8 +119,10 @@ def cmd_demo(args) -> int:
     runs = run_lifecycle(settings, wf, [s for s in DAGS if s != "cost_report"], echo=log)
     first = summary(settings, wf)
     if first["champion"] is None:
-        raise RuntimeError(f"the lifecycle ran but no version became @champion; the gate said: "
-                           f"{'; '.join(first['gate_failures'])} (see `mlops models show N -w {wf.name}`)")
+        raise RuntimeError(
+            f"the lifecycle ran but no version became @champion; the gate said: "
+            f"{'; '.join(first['gate_failures'])} (see `mlops models show N -w {wf.name}`)"
+        )
     keep_current = {"shown": False, "reason": "--skip-keep-current"}
     if not args.skip_keep_current:
         from ml import demo_keep_current
@@ -112,18 +130,22 @@ def cmd_demo(args) -> int:
         keep_current = demo_keep_current.run(settings, wf, seed=args.seed, n_calls=args.n_calls, echo=log)
     runs += run_lifecycle(settings, wf, ["cost_report"], echo=log)  # the books include keeping current
     result = {**summary(settings, wf), **staged, "dag_runs": runs, "keep_current": keep_current}
-    text = "\n".join([
-        "", f"Lifecycle done for workflow '{wf.name}'.",
-        f"  champion:      {result['model_uri']} (v{result['champion']}), macro-F1 {result['macro_f1']}, "
-        f"p99 {result['latency_p99_ms']} ms",
-        f"  kept current:  {_kept_current_line(result['keep_current'])}",
-        f"  MLflow:        {result['mlflow_tracking_uri']}",
-        f"  reports:       {result['reports']}  (break-even, data docs, costs)",
-        f"  cost ledger:   {result['ledger']}",
-        f"  Airflow UI:    {result['airflow_ui']}",
-        f"  MLflow UI:     {result['mlflow_ui']}",
-        f"  next:          mlops models list -w {wf.name} | mlops costs report -w {wf.name} | "
-        f"mlops data versions -w {wf.name}"])
+    text = "\n".join(
+        [
+            "",
+            f"Lifecycle done for workflow '{wf.name}'.",
+            f"  champion:      {result['model_uri']} (v{result['champion']}), macro-F1 {result['macro_f1']}, "
+            f"p99 {result['latency_p99_ms']} ms",
+            f"  kept current:  {_kept_current_line(result['keep_current'])}",
+            f"  MLflow:        {result['mlflow_tracking_uri']}",
+            f"  reports:       {result['reports']}  (break-even, data docs, costs)",
+            f"  cost ledger:   {result['ledger']}",
+            f"  Airflow UI:    {result['airflow_ui']}",
+            f"  MLflow UI:     {result['mlflow_ui']}",
+            f"  next:          mlops models list -w {wf.name} | mlops costs report -w {wf.name} | "
+            f"mlops data versions -w {wf.name}",
+        ]
+    )
     emit(args, result, text)
     return 0
 
@@ -133,7 +155,11 @@ def _kept_current_line(kc: dict) -> str:
         return f"not shown ({kc.get('reason')})"
     if kc["probe"].get("skipped"):
         return f"teacher update probed in {kc['run_id']}: skipped, the teachers agree"
-    verdict = f"promoted v{kc['challenger']}" if kc["promoted"] else f"kept v{kc['champion']} (challenger v{kc['challenger']})"
+    verdict = (
+        f"promoted v{kc['challenger']}"
+        if kc["promoted"]
+        else f"kept v{kc['champion']} (challenger v{kc['challenger']})"
+    )
     return f"teacher update -> asset-triggered {kc['dag_id']} -> {verdict}"
 
 
@@ -153,7 +179,9 @@ def cmd_airflow(args) -> int:
     settings = load_settings()
     settings.ensure_dirs()
     if not args.airflow_args:
-        raise ValueError("name an airflow command, e.g. `mlops airflow standalone` or `mlops airflow dags list -o json`")
+        raise ValueError(
+            "name an airflow command, e.g. `mlops airflow standalone` or `mlops airflow dags list -o json`"
+        )
     if args.airflow_args[:1] != ["db"]:
         migrate(settings)
     # On a pipe, Airflow's own log lines (warnings) go to stderr so that `-o json` output parses.
@@ -173,8 +201,14 @@ def cmd_doctor(args) -> int:
     settings = load_settings()
 
     def versions():
-        pins = {"apache-airflow": "3.3.", "mlflow": "3.17.", "torch": "2.13.", "transformers": "5.",
-                "great-expectations": "1.", "dvc": "3."}
+        pins = {
+            "apache-airflow": "3.3.",
+            "mlflow": "3.17.",
+            "torch": "2.13.",
+            "transformers": "5.",
+            "great-expectations": "1.",
+            "dvc": "3.",
+        }
         found = {p: md.version(p) for p in pins}
         bad = [f"{p} {v} (want {pins[p]}x)" for p, v in found.items() if not v.startswith(pins[p])]
         if sys.version_info[:2] != (3, 11):
@@ -204,8 +238,10 @@ def cmd_doctor(args) -> int:
     def base_models():
         from ml.train.student import resolve_base_model
 
-        return ", ".join(f"{w.name}: {resolve_base_model(w.base_model)}"
-                         for w in load_workflows(settings.workflows_file).values())
+        return ", ".join(
+            f"{w.name}: {resolve_base_model(w.base_model)}"
+            for w in load_workflows(settings.workflows_file).values()
+        )
 
     def database(url_attr):
         def check():
@@ -217,28 +253,45 @@ def cmd_doctor(args) -> int:
                 conn.execute(sqlalchemy.text("select 1"))
             engine.dispose()
             return url
+
         return check
 
     def device():
         import torch
 
-        return f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only (training falls back to the CPU)"
+        return (
+            f"CUDA: {torch.cuda.get_device_name(0)}"
+            if torch.cuda.is_available()
+            else "CPU only (training falls back to the CPU)"
+        )
 
-    checks = [_check("versions", versions), _check("state folder writable", state_writable),
-              _check("workflows file", workflows_file), _check("price book", price_book),
-              _check("base model present", base_models), _check("ledger database", database("ledger_url")),
-              _check("device", device)]
+    checks = [
+        _check("versions", versions),
+        _check("state folder writable", state_writable),
+        _check("workflows file", workflows_file),
+        _check("price book", price_book),
+        _check("base model present", base_models),
+        _check("ledger database", database("ledger_url")),
+        _check("device", device),
+    ]
     if settings.mlflow_tracking_uri.split(":")[0] in ("sqlite", "postgresql", "mysql"):
         checks.insert(5, _check("MLflow database", database("mlflow_tracking_uri")))
     if state_warning:
         # A warning, not a failure: a new state is how every install starts.
-        checks.insert(2, {"check": "state folder has data", "ok": True, "warning": True, "detail": state_warning})
+        checks.insert(
+            2, {"check": "state folder has data", "ok": True, "warning": True, "detail": state_warning}
+        )
     for c in checks:
         c.setdefault("warning", False)
     ok = all(c["ok"] for c in checks)
-    emit(args, {"ok": ok, "warnings": sum(bool(c.get("warning")) for c in checks), "checks": checks},
-         "\n".join(f"{'WARN' if c.get('warning') else 'ok  ' if c['ok'] else 'FAIL'}  {c['check']:<22} {c['detail']}"
-                   for c in checks))
+    emit(
+        args,
+        {"ok": ok, "warnings": sum(bool(c.get("warning")) for c in checks), "checks": checks},
+        "\n".join(
+            f"{'WARN' if c.get('warning') else 'ok  ' if c['ok'] else 'FAIL'}  {c['check']:<22} {c['detail']}"
+            for c in checks
+        ),
+    )
     return 0 if ok else 1
 
 
@@ -248,8 +301,11 @@ def register(sub) -> None:
     p.add_argument("--n-calls", type=int, default=2400, help="frontier calls in the demo call log")
     p.add_argument("--n-gold", type=int, default=400, help="human-labelled examples in the evaluation set")
     p.add_argument("--seed", type=int, default=42, help="seed of the demo data generator")
-    p.add_argument("--skip-keep-current", action="store_true",
-                   help="stop after the first champion: no teacher update, no asset-triggered re-distillation")
+    p.add_argument(
+        "--skip-keep-current",
+        action="store_true",
+        help="stop after the first champion: no teacher update, no asset-triggered re-distillation",
+    )
     add_json(p)
     p.set_defaults(func=cmd_demo)
 
@@ -259,14 +315,19 @@ def register(sub) -> None:
     add_json(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("airflow", help="run an airflow command with the platform's settings, e.g. `mlops airflow standalone`",
-                       description="Runs `airflow ARGS...` with AIRFLOW_HOME in the state folder, this repository's "
-                                   "dags/ and plugins/, and this venv's bin on PATH; every flag after the command "
-                                   "goes to airflow (`mlops airflow dags list -o json`). Port of `standalone`: "
-                                   "AIRFLOW__API__PORT=8081 mlops airflow standalone.")
+    p = sub.add_parser(
+        "airflow",
+        help="run an airflow command with the platform's settings, e.g. `mlops airflow standalone`",
+        description="Runs `airflow ARGS...` with AIRFLOW_HOME in the state folder, this repository's "
+        "dags/ and plugins/, and this venv's bin on PATH; every flag after the command "
+        "goes to airflow (`mlops airflow dags list -o json`). Port of `standalone`: "
+        "AIRFLOW__API__PORT=8081 mlops airflow standalone.",
+    )
     p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="the airflow command and its flags")
     p.set_defaults(func=cmd_airflow)
 
-    p = sub.add_parser("doctor", help="check versions, state folder, databases and base model; say what to fix")
+    p = sub.add_parser(
+        "doctor", help="check versions, state folder, databases and base model; say what to fix"
+    )
     add_json(p)
     p.set_defaults(func=cmd_doctor)

@@ -30,8 +30,10 @@ def _version(client, wf, version):
         known = [r["version"] for r in registry.list_versions(client, wf.model_name)]
     except MlflowException:
         known = []
-    raise LookupError(f"{wf.model_name} has no version {version}; versions: {', '.join(known) or 'none yet'} "
-                      "(see `mlops models list`).")
+    raise LookupError(
+        f"{wf.model_name} has no version {version}; versions: {', '.join(known) or 'none yet'} "
+        "(see `mlops models list`)."
+    )
 
 
 def _json_tag(tags: dict, key: str) -> dict | None:
@@ -51,10 +53,33 @@ def _approval_text(approval: dict | None, wait: dict | None, registry) -> str:
 def cmd_list(args) -> int:
     registry, client, wf = _client(args)
     rows = registry.list_versions(client, wf.model_name)
-    shown = [{**r, "aliases": ",".join("@" + a for a in r["aliases"]), "approval": (r["approval"] or {}).get("decision")
-              or ("waiting" if registry.is_waiting(r["approval_wait"]) else "")} for r in rows]
-    emit(args, rows, f"{wf.model_name}\n" + table(
-        shown, ["version", "aliases", "gate", "approval", "macro_f1", "latency_p99_ms", "dataset_version", "created"]))
+    shown = [
+        {
+            **r,
+            "aliases": ",".join("@" + a for a in r["aliases"]),
+            "approval": (r["approval"] or {}).get("decision")
+            or ("waiting" if registry.is_waiting(r["approval_wait"]) else ""),
+        }
+        for r in rows
+    ]
+    emit(
+        args,
+        rows,
+        f"{wf.model_name}\n"
+        + table(
+            shown,
+            [
+                "version",
+                "aliases",
+                "gate",
+                "approval",
+                "macro_f1",
+                "latency_p99_ms",
+                "dataset_version",
+                "created",
+            ],
+        ),
+    )
     return 0
 
 
@@ -93,17 +118,23 @@ def _numbers_lines(evaluation: dict) -> list[str]:
     challenger, champion = evaluation.get("challenger") or {}, evaluation.get("champion") or {}
     versus = evaluation.get("decision", {}).get("champion_version")
     head = f"champion v{versus}" if champion else "champion"
-    lines = [f"  numbers on the frozen eval set {evaluation.get('eval_version', '?')}:",
-             f"    {'':26} {'challenger':>12} {head:>12}"]
+    lines = [
+        f"  numbers on the frozen eval set {evaluation.get('eval_version', '?')}:",
+        f"    {'':26} {'challenger':>12} {head:>12}",
+    ]
     scalars = [k for k, v in challenger.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for key in scalars:
         lines.append(f"    {key:26} {_number(challenger.get(key)):>12} {_number(champion.get(key)):>12}")
     for label, f1 in (challenger.get("per_class_f1") or {}).items():
-        lines.append(f"    {'F1 ' + label:26} {_number(f1):>12} {_number((champion.get('per_class_f1') or {}).get(label)):>12}")
+        lines.append(
+            f"    {'F1 ' + label:26} {_number(f1):>12} {_number((champion.get('per_class_f1') or {}).get(label)):>12}"
+        )
     for key, value in (challenger.get("int8") or {}).items():
         lines.append(f"    {'int8 ' + key:26} {_number(value):>12}")
     if evaluation.get("frontier_cost_per_1k_calls_usd") is not None:
-        lines.append(f"    {'frontier cost_per_1k_usd':26} {_number(evaluation['frontier_cost_per_1k_calls_usd']):>12}")
+        lines.append(
+            f"    {'frontier cost_per_1k_usd':26} {_number(evaluation['frontier_cost_per_1k_calls_usd']):>12}"
+        )
     return lines
 
 
@@ -114,17 +145,34 @@ def cmd_show(args) -> int:
     decision = _json_tag(v.tags, "gate_decision") or {}
     approval, wait = _json_tag(v.tags, registry.APPROVAL_TAG), _json_tag(v.tags, registry.WAIT_TAG)
     evaluation = _evaluation(v.run_id)
-    info = {"model": wf.model_name, "version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
-            "source": v.source, "tags": {k: val for k, val in v.tags.items() if k not in hidden},
-            "gate": decision, "approval": approval, "approval_wait": wait, "evaluation": evaluation}
-    against = f" against champion v{decision['champion_version']}" if decision.get("champion_version") else \
-        " (no champion: absolute thresholds)"
-    lines = [f"{wf.model_name} v{v.version}  {' '.join('@' + a for a in v.aliases)}",
-             *(f"  {k}: {val}" for k, val in sorted(info["tags"].items())),
-             f"  gate: {'PASSED' if decision.get('passed') else 'FAILED' if decision else 'not recorded'}"
-             f"{against if decision else ''}",
-             *(f"    {'ok  ' if c['passed'] else 'FAIL'} {c['detail']}  (observed {_number(c['observed'])}, "
-               f"threshold {_number(c['threshold'])})" for c in decision.get("checks", []))]
+    info = {
+        "model": wf.model_name,
+        "version": str(v.version),
+        "aliases": list(v.aliases),
+        "run_id": v.run_id,
+        "source": v.source,
+        "tags": {k: val for k, val in v.tags.items() if k not in hidden},
+        "gate": decision,
+        "approval": approval,
+        "approval_wait": wait,
+        "evaluation": evaluation,
+    }
+    against = (
+        f" against champion v{decision['champion_version']}"
+        if decision.get("champion_version")
+        else " (no champion: absolute thresholds)"
+    )
+    lines = [
+        f"{wf.model_name} v{v.version}  {' '.join('@' + a for a in v.aliases)}",
+        *(f"  {k}: {val}" for k, val in sorted(info["tags"].items())),
+        f"  gate: {'PASSED' if decision.get('passed') else 'FAILED' if decision else 'not recorded'}"
+        f"{against if decision else ''}",
+        *(
+            f"    {'ok  ' if c['passed'] else 'FAIL'} {c['detail']}  (observed {_number(c['observed'])}, "
+            f"threshold {_number(c['threshold'])})"
+            for c in decision.get("checks", [])
+        ),
+    ]
     if evaluation:
         lines += _numbers_lines(evaluation)
     approval_text = _approval_text(approval, wait, registry)
@@ -134,8 +182,10 @@ def cmd_show(args) -> int:
     train_md5 = v.tags.get("dataset_version")
     eval_md5 = v.tags.get("eval_dataset_version") or (evaluation or {}).get("eval_version")
     if train_md5:
-        info["data_checkout"] = (f"mlops data checkout {train_md5}{f' --eval {eval_md5}' if eval_md5 else ''} "
-                                 f"--out data-v{v.version} --workflow {wf.name}")
+        info["data_checkout"] = (
+            f"mlops data checkout {train_md5}{f' --eval {eval_md5}' if eval_md5 else ''} "
+            f"--out data-v{v.version} --workflow {wf.name}"
+        )
         lines.append(f"  data: {info['data_checkout']}")
     emit(args, info, "\n".join(lines))
     return 0
@@ -158,8 +208,10 @@ def cmd_approve(args) -> int:
     version = str(v.version)
     gate = _json_tag(v.tags, "gate_decision") or {}
     if v.tags.get("gate") != "passed" and not args.override_gate:
-        raise ValueError(f"v{version} failed its gate ({v.tags.get('gate') or 'no gate recorded'}); see "
-                         f"`mlops models show {version} -w {wf.name}`; pass --override-gate to promote it anyway (recorded)")
+        raise ValueError(
+            f"v{version} failed its gate ({v.tags.get('gate') or 'no gate recorded'}); see "
+            f"`mlops models show {version} -w {wf.name}`; pass --override-gate to promote it anyway (recorded)"
+        )
     current = registry.version_by_alias(client, wf.model_name, registry.CHAMPION)
     current_version = str(current.version) if current else None
     # Compare-and-set against the champion the gate compared with: a gate passed against another
@@ -169,21 +221,36 @@ def cmd_approve(args) -> int:
         raise registry.PromotionConflict(
             f"@champion of {wf.model_name} is now v{current_version}, not v{expected} as when the gate of v{version} "
             f"compared them; nothing recorded. Re-run the gate (mlops run --only distill -w {wf.name}), or add --override-gate "
-            "to promote it over the current champion anyway (recorded).")
+            "to promote it over the current champion anyway (recorded)."
+        )
     reason = args.reason + (" (gate overridden)" if args.override_gate else "")
     previous = registry.decision_of(client, wf.model_name, version)
     record = registry.record_decision(client, wf.model_name, version, "approved", why=reason, who=args.who)
-    wait = registry.wait_of(client, wf.model_name, version)  # read after writing the decision: see ml/registry.py
+    wait = registry.wait_of(
+        client, wf.model_name, version
+    )  # read after writing the decision: see ml/registry.py
     if registry.is_waiting(wait):
         payload = {"version": version, "decision": record, "moved": False, "promoted_by": wait["run_key"]}
-        emit(args, payload, f"v{version} approved by {record['who']}: {args.reason}\n"
-                            f"DAG run {wait['run_key']} is waiting for it and moves @champion at its next look "
-                            f"(within {registry.WAIT_POLL_MAX_S / 60:.0f} minutes): `mlops models history -w {wf.name}` shows it.")
+        emit(
+            args,
+            payload,
+            f"v{version} approved by {record['who']}: {args.reason}\n"
+            f"DAG run {wait['run_key']} is waiting for it and moves @champion at its next look "
+            f"(within {registry.WAIT_POLL_MAX_S / 60:.0f} minutes): `mlops models history -w {wf.name}` shows it.",
+        )
         return 0
     # No run waits: this command is the one that moves @champion.
     try:
-        entry = registry.move_alias(client, wf.model_name, registry.CHAMPION, version, expected_from=expected,
-                                    why=f"approved: {reason}", who=record["who"], kind="promote")
+        entry = registry.move_alias(
+            client,
+            wf.model_name,
+            registry.CHAMPION,
+            version,
+            expected_from=expected,
+            why=f"approved: {reason}",
+            who=record["who"],
+            kind="promote",
+        )
     except registry.RegistryError as exc:
         # A decision is recorded only with the move it causes: nothing moved, so nothing stays.
         registry.withdraw_decision(client, wf.model_name, version, record, previous)
@@ -191,11 +258,19 @@ def cmd_approve(args) -> int:
     if entry.get("unchanged"):
         registry.withdraw_decision(client, wf.model_name, version, record, previous)
         payload = {"version": version, "decision": None, "moved": False, "unchanged": True, "move": entry}
-        emit(args, payload, f"unchanged: v{version} is @champion already (since {entry.get('at', '?')}, "
-                            f"{entry.get('who', '?')}: {entry.get('why', '?')}); nothing recorded")
+        emit(
+            args,
+            payload,
+            f"unchanged: v{version} is @champion already (since {entry.get('at', '?')}, "
+            f"{entry.get('who', '?')}: {entry.get('why', '?')}); nothing recorded",
+        )
         return 0
     payload = {"version": version, "decision": record, "moved": True, "move": entry}
-    emit(args, payload, f"@champion of {wf.model_name}: v{entry['from']} → v{entry['to']} ({entry['who']}: {args.reason})")
+    emit(
+        args,
+        payload,
+        f"@champion of {wf.model_name}: v{entry['from']} → v{entry['to']} ({entry['who']}: {args.reason})",
+    )
     return 0
 
 
@@ -203,13 +278,17 @@ def cmd_reject(args) -> int:
     registry, client, wf = _client(args)
     v = _version(client, wf, args.version)
     version = str(v.version)
-    record = registry.record_decision(client, wf.model_name, version, "rejected", why=args.reason, who=args.who)
+    record = registry.record_decision(
+        client, wf.model_name, version, "rejected", why=args.reason, who=args.who
+    )
     wait = registry.wait_of(client, wf.model_name, version)
     lines = [f"v{version} rejected by {record['who']}: {args.reason}"]
     if registry.is_waiting(wait):
         lines.append(f"DAG run {wait['run_key']} ends at its next look with promote skipped.")
     if registry.CHAMPION in v.aliases:
-        lines.append(f"v{version} is @champion and keeps serving: `mlops models rollback --reason TEXT -w {wf.name}` to replace it.")
+        lines.append(
+            f"v{version} is @champion and keeps serving: `mlops models rollback --reason TEXT -w {wf.name}` to replace it."
+        )
     emit(args, {"version": version, "decision": record, "promoted_by": None}, "\n".join(lines))
     return 0
 
@@ -219,20 +298,32 @@ def cmd_rollback(args) -> int:
     entry = registry.rollback(client, wf.model_name, why=args.reason, who=args.who)
     if entry.get("unchanged"):
         # Another rollback of the same champion moved it first: that one is the recorded decision.
-        emit(args, {**entry, "moved": False}, f"unchanged: @champion of {wf.model_name} is v{entry['to']} already, "
-             f"moved there by {entry.get('who', '?')} at {entry.get('at', '?')} ({entry.get('why', '?')}); "
-             "your reason was not recorded")
+        emit(
+            args,
+            {**entry, "moved": False},
+            f"unchanged: @champion of {wf.model_name} is v{entry['to']} already, "
+            f"moved there by {entry.get('who', '?')} at {entry.get('at', '?')} ({entry.get('why', '?')}); "
+            "your reason was not recorded",
+        )
         return 0
-    emit(args, {**entry, "moved": True}, f"@champion of {wf.model_name} rolled back: v{entry['from']} → v{entry['to']} "
-                                         f"({entry['who']}: {args.reason})")
+    emit(
+        args,
+        {**entry, "moved": True},
+        f"@champion of {wf.model_name} rolled back: v{entry['from']} → v{entry['to']} "
+        f"({entry['who']}: {args.reason})",
+    )
     return 0
 
 
 def register(sub) -> None:
-    models = sub.add_parser("models", help="list, show, approve, reject and roll back model versions (MLflow registry)")
+    models = sub.add_parser(
+        "models", help="list, show, approve, reject and roll back model versions (MLflow registry)"
+    )
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    for name, func, helptext in (("list", cmd_list, "every version with its aliases and gate result"),
-                                 ("history", cmd_history, "every alias move: who, when, from, to, why")):
+    for name, func, helptext in (
+        ("list", cmd_list, "every version with its aliases and gate result"),
+        ("history", cmd_history, "every alias move: who, when, from, to, why"),
+    ):
         p = msub.add_parser(name, help=helptext)
         add_workflow(p)
         add_json(p)
@@ -243,21 +334,31 @@ def register(sub) -> None:
     add_json(p)
     p.set_defaults(func=cmd_show)
     for name, func, helptext in (
-            ("approve", cmd_approve, "approve VERSION: a DAG run waiting for it promotes it, otherwise this moves "
-                                     "@champion (compare-and-set against the champion its gate saw)"),
-            ("reject", cmd_reject, "record that VERSION must not serve; a DAG run waiting for it skips promote")):
+        (
+            "approve",
+            cmd_approve,
+            "approve VERSION: a DAG run waiting for it promotes it, otherwise this moves "
+            "@champion (compare-and-set against the champion its gate saw)",
+        ),
+        ("reject", cmd_reject, "record that VERSION must not serve; a DAG run waiting for it skips promote"),
+    ):
         p = msub.add_parser(name, help=helptext)
         p.add_argument("version", type=int, help="the model version number (see `mlops models list`)")
         p.add_argument("--reason", required=True, help="why; recorded with the decision")
         p.add_argument("--who", help="who decides (default: $MLOPS_USER or the login name)")
         if name == "approve":
-            p.add_argument("--override-gate", action="store_true",
-                           help="promote even though the gate failed, or compared it with a champion that has "
-                                "changed since; decided against what serves now, and recorded")
+            p.add_argument(
+                "--override-gate",
+                action="store_true",
+                help="promote even though the gate failed, or compared it with a champion that has "
+                "changed since; decided against what serves now, and recorded",
+            )
         add_workflow(p)
         add_json(p)
         p.set_defaults(func=func)
-    p = msub.add_parser("rollback", help="move @champion back to the champion before it (again: one further back)")
+    p = msub.add_parser(
+        "rollback", help="move @champion back to the champion before it (again: one further back)"
+    )
     p.add_argument("--reason", required=True, help="why; recorded in the alias history")
     p.add_argument("--who", help="who decides (default: $MLOPS_USER or the login name)")
     add_workflow(p)

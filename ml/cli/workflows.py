@@ -24,9 +24,19 @@ MIN_LABELS = 2
 def cmd_list(args) -> int:
     settings = load_settings()
     workflows = load_workflows(settings.workflows_file)
-    rows = [{"name": w.name, "teacher": f"{w.teacher.kind}:{w.teacher.model}", "base_model": w.base_model,
-             "retrain": " + ".join(x for x in (w.schedule.cron, "new data" if w.schedule.on_new_data else None) if x),
-             "sla_p99_ms": w.latency_sla_p99_ms, "approval": w.gate.approval} for w in workflows.values()]
+    rows = [
+        {
+            "name": w.name,
+            "teacher": f"{w.teacher.kind}:{w.teacher.model}",
+            "base_model": w.base_model,
+            "retrain": " + ".join(
+                x for x in (w.schedule.cron, "new data" if w.schedule.on_new_data else None) if x
+            ),
+            "sla_p99_ms": w.latency_sla_p99_ms,
+            "approval": w.gate.approval,
+        }
+        for w in workflows.values()
+    ]
     emit(args, rows, f"{settings.workflows_file}\n" + table(rows, list(rows[0])))
     return 0
 
@@ -48,13 +58,17 @@ def cmd_show(args) -> int:
     settings = load_settings()
     workflows = load_workflows(settings.workflows_file)
     if args.name not in workflows:
-        raise LookupError(f"unknown workflow {args.name!r}; {settings.workflows_file} declares: {', '.join(workflows)}")
+        raise LookupError(
+            f"unknown workflow {args.name!r}; {settings.workflows_file} declares: {', '.join(workflows)}"
+        )
     rows = settings_rows(workflows[args.name])
     width = max(len(r["key"]) for r in rows)
     lines = [f"{args.name} in {settings.workflows_file}"]
     for r in rows:
         value = json.dumps(r["value"], ensure_ascii=False, default=str)
-        lines.append(f"  {r['key']:<{width}}  {value}" + (f"\n  {'':<{width}}    {r['help']}" if r["help"] else ""))
+        lines.append(
+            f"  {r['key']:<{width}}  {value}" + (f"\n  {'':<{width}}    {r['help']}" if r["help"] else "")
+        )
     emit(args, {"name": args.name, "settings": rows}, "\n".join(lines))
     return 0
 
@@ -64,7 +78,9 @@ def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def workflow_entry(name: str, labels: list[str], text_col: str, label_col: str, source: Path, n_rows: int) -> str:
+def workflow_entry(
+    name: str, labels: list[str], text_col: str, label_col: str, source: Path, n_rows: int
+) -> str:
     """The YAML text of one workflow under `workflows:`, every label quoted."""
     label_lines = "".join(f"      - {_quoted(label)}\n" for label in labels)
     return (
@@ -86,7 +102,9 @@ def cmd_init(args) -> int:
     settings = load_settings()
     path = Path(settings.workflows_file)
     if not NAME_RE.match(args.name):
-        raise WorkflowError(f"workflow name {args.name!r} must be lower_snake_case, 2-41 characters, e.g. my_intents.")
+        raise WorkflowError(
+            f"workflow name {args.name!r} must be lower_snake_case, 2-41 characters, e.g. my_intents."
+        )
     # Names only: a file with no workflow yet (just `workflows:`) is where a first user starts;
     # the whole file is checked after the entry is added.
     try:
@@ -98,18 +116,24 @@ def cmd_init(args) -> int:
         raise WorkflowError(f"{path} already declares {args.name!r}; choose another name or edit that entry.")
     source = Path(args.source)
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such file; give a labelled CSV, Parquet or JSONL file with --from.")
+        raise FileNotFoundError(
+            f"{source}: no such file; give a labelled CSV, Parquet or JSONL file with --from."
+        )
     batch = read_batch(source, text_col=args.text_col, label_col=args.label_col, mask=False)
     found = batch.frame["label"].dropna()
     labels = sorted({str(v) for v in found})
     for label in labels:
         problem = label_problem(label)
         if problem:
-            raise WorkflowError(f"{source.name}: label {label!r} in column {args.label_col!r} {problem}; "
-                                "fix it in the file, then run init again.")
+            raise WorkflowError(
+                f"{source.name}: label {label!r} in column {args.label_col!r} {problem}; "
+                "fix it in the file, then run init again."
+            )
     if len(labels) < MIN_LABELS:
-        raise WorkflowError(f"{source.name}: column {args.label_col!r} holds {len(labels)} distinct label(s); a "
-                            f"classifier needs at least {MIN_LABELS}. Is --label-col the right column?")
+        raise WorkflowError(
+            f"{source.name}: column {args.label_col!r} holds {len(labels)} distinct label(s); a "
+            f"classifier needs at least {MIN_LABELS}. Is --label-col the right column?"
+        )
     entry = workflow_entry(args.name, labels, args.text_col, args.label_col, source, len(batch.frame))
     before = path.read_text(encoding="utf-8") if path.is_file() else "workflows:\n"
     text = before + ("" if before.endswith("\n") else "\n") + entry
@@ -120,23 +144,32 @@ def cmd_init(args) -> int:
     try:
         declared = load_workflows(tmp)
         if args.name not in declared or list(declared[args.name].labels) != labels:
-            raise WorkflowError(f"{path}: the appended entry does not load as workflow {args.name!r} (the file may "
-                                "end with another top-level key); add it under `workflows:` by hand:\n" + entry)
+            raise WorkflowError(
+                f"{path}: the appended entry does not load as workflow {args.name!r} (the file may "
+                "end with another top-level key); add it under `workflows:` by hand:\n" + entry
+            )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     wf: Workflow = declared[args.name]
-    steps = [f"mlops data import {source} -w {wf.name}",
-             f"mlops data import TEST_FILE -w {wf.name} --as eval   # a frozen, held-out test set",
-             f"mlops run -w {wf.name}"]
-    emit(args, {"workflow": wf.name, "file": str(path), "labels": labels, "rows": len(batch.frame), "next": steps},
-         f"declared workflow {wf.name!r} in {path}: {len(labels)} labels from {source.name} "
-         f"({len(batch.frame)} rows), teacher: the file's labels.\nNext:\n  " + "\n  ".join(steps))
+    steps = [
+        f"mlops data import {source} -w {wf.name}",
+        f"mlops data import TEST_FILE -w {wf.name} --as eval   # a frozen, held-out test set",
+        f"mlops run -w {wf.name}",
+    ]
+    emit(
+        args,
+        {"workflow": wf.name, "file": str(path), "labels": labels, "rows": len(batch.frame), "next": steps},
+        f"declared workflow {wf.name!r} in {path}: {len(labels)} labels from {source.name} "
+        f"({len(batch.frame)} rows), teacher: the file's labels.\nNext:\n  " + "\n  ".join(steps),
+    )
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("workflows", help="list the declared workflows; show one; declare one from a data file")
+    p = sub.add_parser(
+        "workflows", help="list the declared workflows; show one; declare one from a data file"
+    )
     add_json(p)
     p.set_defaults(func=cmd_list)
     wsub = p.add_subparsers(dest="workflows_command", metavar="ACTION")
@@ -150,9 +183,13 @@ def register(sub) -> None:
     add_json(q)
     q.set_defaults(func=cmd_show)
 
-    q = wsub.add_parser("init", help="declare a workflow from a labelled file (labels read from it, quoted safely)")
+    q = wsub.add_parser(
+        "init", help="declare a workflow from a labelled file (labels read from it, quoted safely)"
+    )
     q.add_argument("name", help="the new workflow's name, lower_snake_case")
-    q.add_argument("--from", dest="source", required=True, metavar="FILE", help="a labelled CSV, Parquet or JSONL file")
+    q.add_argument(
+        "--from", dest="source", required=True, metavar="FILE", help="a labelled CSV, Parquet or JSONL file"
+    )
     q.add_argument("--text-col", default="text", help="the column holding the text")
     q.add_argument("--label-col", default="label", help="the column holding the label")
     add_json(q)

@@ -78,18 +78,23 @@ REDISTILLATION_ASSET_MARK = "upstream"
 # Costs of DAGs that serve no single workflow.
 SHARED_WORKFLOW = "platform"
 # Storage is billed per GB = 2^30 bytes (as S3 does), per calendar month.
-BYTES_PER_GB = Decimal(2 ** 30)
+BYTES_PER_GB = Decimal(2**30)
 TOKENS_PER_UNIT = unit_costs.TOKENS_PER_PRICE_UNIT  # a frontier_api entry's quantity is in 1M tokens
 
 
 # Deciding what a task run is --------------------------------------------------------------
 
-def category_for(dag_id: str, task_id: str, *, declared: str | None = None, redistillation: bool = False) -> str:
+
+def category_for(
+    dag_id: str, task_id: str, *, declared: str | None = None, redistillation: bool = False
+) -> str:
     """The cost category of a task's compute: declared, else re-distillation, else by name."""
     if declared:
         if declared not in CATEGORIES:
-            raise ValueError(f"Task {dag_id}.{task_id} declares cost_category={declared!r}; "
-                             f"use one of {', '.join(CATEGORIES)}.")
+            raise ValueError(
+                f"Task {dag_id}.{task_id} declares cost_category={declared!r}; "
+                f"use one of {', '.join(CATEGORIES)}."
+            )
         return str(declared)
     if redistillation:
         return Category.KEEPING_CURRENT.value
@@ -118,13 +123,17 @@ def workflow_for(dag_id: str, params=None, tags=()) -> str:
     return SHARED_WORKFLOW
 
 
-def resource_class_for(price_book: PriceBook, *, resource: str | None, pool: str | None, queue: str | None) -> str:
+def resource_class_for(
+    price_book: PriceBook, *, resource: str | None, pool: str | None, queue: str | None
+) -> str:
     """The compute class a task ran on: declared, else a pool named after a class, else by queue."""
     if resource:
         return resource
     if pool and pool in price_book.compute_hourly:
         return pool
-    return price_book.resource_class_for_queue(queue) or (queue if queue in price_book.compute_hourly else "cpu")
+    return price_book.resource_class_for_queue(queue) or (
+        queue if queue in price_book.compute_hourly else "cpu"
+    )
 
 
 # Where a task's body says which device it computed on, for the listener to price (see report_device).
@@ -140,15 +149,20 @@ def report_device(state_dir: Path | str, device: str, device_name: str | None = 
     test, a notebook) there is no try to price and nothing is written. Never raises.
     """
     try:
-        ident = [os.environ.get(f"AIRFLOW_CTX_{k}") for k in ("DAG_ID", "DAG_RUN_ID", "TASK_ID", "TRY_NUMBER")]
+        ident = [
+            os.environ.get(f"AIRFLOW_CTX_{k}") for k in ("DAG_ID", "DAG_RUN_ID", "TASK_ID", "TRY_NUMBER")
+        ]
         if not all(ident):
             return
         if device_name is None and str(device).startswith("cuda"):
             import torch
 
             device_name = torch.cuda.get_device_name()
-        _write_json(Path(state_dir) / DEVICE_REPORTS_DIR, _device_file(*ident),
-                    {"device": str(device), "device_name": device_name})
+        _write_json(
+            Path(state_dir) / DEVICE_REPORTS_DIR,
+            _device_file(*ident),
+            {"device": str(device), "device_name": device_name},
+        )
     except Exception:  # noqa: BLE001 - pricing must never fail the work it prices
         log.exception("Cost capture: could not record the device %s", device)
 
@@ -164,10 +178,14 @@ def reported_device(state_dir: Path | str, dag_id: str, run_id: str, task_id: st
 
 
 def _device_file(dag_id, run_id, task_id, try_number) -> str:
-    return hashlib.sha256(f"{dag_id}/{run_id}/{task_id}/{int(try_number)}".encode()).hexdigest()[:40] + ".json"
+    return (
+        hashlib.sha256(f"{dag_id}/{run_id}/{task_id}/{int(try_number)}".encode()).hexdigest()[:40] + ".json"
+    )
 
 
-def device_resource_class(price_book: PriceBook, device: str | None, device_name: str | None = None) -> str | None:
+def device_resource_class(
+    price_book: PriceBook, device: str | None, device_name: str | None = None
+) -> str | None:
     """The compute class of a device that ran a task: the CPU class for "cpu", the price book's
     `devices:` match for a GPU's name; None when the book does not know the device."""
     if not device:
@@ -189,10 +207,13 @@ def duration_hours(started_at: datetime, ended_at: datetime) -> Decimal:
 
 def task_key(dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int) -> str:
     """One key per task try: every retry is booked once, a re-delivered try is not doubled."""
-    return _fit(f"task:{dag_id}/{run_id}/{task_id}/{-1 if map_index is None else map_index}/{try_number}", 200)
+    return _fit(
+        f"task:{dag_id}/{run_id}/{task_id}/{-1 if map_index is None else map_index}/{try_number}", 200
+    )
 
 
 # Task runs -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TaskRun:
@@ -221,35 +242,71 @@ class TaskRun:
 
     @classmethod
     def from_json(cls, raw: dict) -> "TaskRun":
-        return cls(**(raw | {"started_at": datetime.fromisoformat(raw["started_at"]),
-                             "ended_at": datetime.fromisoformat(raw["ended_at"])}))
+        return cls(
+            **(
+                raw
+                | {
+                    "started_at": datetime.fromisoformat(raw["started_at"]),
+                    "ended_at": datetime.fromisoformat(raw["ended_at"]),
+                }
+            )
+        )
 
     def entry(self, price_book: PriceBook) -> NewEntry:
         """Price the try: hours x the rate of the device it ran on (else its declared class, pool or
         queue) on the day it started (UTC)."""
         started = self.started_at.astimezone(timezone.utc)
         ran_on = device_resource_class(price_book, self.device, self.device_name)
-        resource_class = ran_on or resource_class_for(price_book, resource=self.resource, pool=self.pool,
-                                                      queue=self.queue)
+        resource_class = ran_on or resource_class_for(
+            price_book, resource=self.resource, pool=self.pool, queue=self.queue
+        )
         rate = price_book.compute_hour_usd(resource_class, started.date())
-        how = (f"ran on {self.device_name or self.device}" if ran_on else
-               f"device {self.device_name or self.device} not in the price book's devices; by declaration/queue"
-               if self.device else "by declaration/pool/queue")
+        how = (
+            f"ran on {self.device_name or self.device}"
+            if ran_on
+            else f"device {self.device_name or self.device} not in the price book's devices; by declaration/queue"
+            if self.device
+            else "by declaration/pool/queue"
+        )
         return NewEntry(
             idempotency_key=task_key(self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number),
-            occurred_at=started, category=self.category, workflow=self.workflow,
-            resource=resource_class, quantity=duration_hours(self.started_at, self.ended_at), unit="hour",
-            unit_price=rate, currency=price_book.currency, source_kind="task",
-            source=_fit(f"{self.dag_id}/{self.run_id}/{self.task_id}/{self.map_index}/{self.try_number}", 500),
+            occurred_at=started,
+            category=self.category,
+            workflow=self.workflow,
+            resource=resource_class,
+            quantity=duration_hours(self.started_at, self.ended_at),
+            unit="hour",
+            unit_price=rate,
+            currency=price_book.currency,
+            source_kind="task",
+            source=_fit(
+                f"{self.dag_id}/{self.run_id}/{self.task_id}/{self.map_index}/{self.try_number}", 500
+            ),
             description=f"{self.task_id} try {self.try_number} on {resource_class}, {how} "
-                        f"(queue {self.queue or '-'}, pool {self.pool or '-'})")
+            f"(queue {self.queue or '-'}, pool {self.pool or '-'})",
+        )
 
 
-def book_task_run(ledger_url: str, spool_dir: Path | str, *, dag_id: str, run_id: str, task_id: str,
-                  try_number: int, map_index: int | None, queue: str | None, pool: str | None,
-                  resource: str | None, started_at: datetime | None, ended_at: datetime | None,
-                  workflow: str, category: str, price_book: PriceBook | Path | str,
-                  device: str | None = None, device_name: str | None = None) -> None:
+def book_task_run(
+    ledger_url: str,
+    spool_dir: Path | str,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    try_number: int,
+    map_index: int | None,
+    queue: str | None,
+    pool: str | None,
+    resource: str | None,
+    started_at: datetime | None,
+    ended_at: datetime | None,
+    workflow: str,
+    category: str,
+    price_book: PriceBook | Path | str,
+    device: str | None = None,
+    device_name: str | None = None,
+) -> None:
     """Book one task try's compute. Never raises: what cannot be booked now is spooled.
 
     A try without a start time never ran and costs nothing; one without an end time (marked
@@ -257,20 +314,35 @@ def book_task_run(ledger_url: str, spool_dir: Path | str, *, dag_id: str, run_id
     """
     try:
         if started_at is None:
-            log.info("Cost capture: %s.%s try %s never started; nothing to book.", dag_id, task_id, try_number)
+            log.info(
+                "Cost capture: %s.%s try %s never started; nothing to book.", dag_id, task_id, try_number
+            )
             return
-        run = TaskRun(dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=int(try_number),
-                      map_index=-1 if map_index is None else int(map_index), queue=queue, pool=pool,
-                      resource=resource, started_at=started_at, ended_at=ended_at or datetime.now(timezone.utc),
-                      workflow=workflow, category=category,
-                      price_book=str(price_book.path if isinstance(price_book, PriceBook) else price_book),
-                      device=device, device_name=device_name)
+        run = TaskRun(
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            try_number=int(try_number),
+            map_index=-1 if map_index is None else int(map_index),
+            queue=queue,
+            pool=pool,
+            resource=resource,
+            started_at=started_at,
+            ended_at=ended_at or datetime.now(timezone.utc),
+            workflow=workflow,
+            category=category,
+            price_book=str(price_book.path if isinstance(price_book, PriceBook) else price_book),
+            device=device,
+            device_name=device_name,
+        )
         key = task_key(dag_id, run_id, task_id, map_index, try_number)
         try:
             book = price_book if isinstance(price_book, PriceBook) else PriceBook.load(price_book)
             entry = run.entry(book)
         except Exception as exc:  # noqa: BLE001 - keep the facts; they are priced when the book is fixed
-            log.warning("Cost capture: cannot price %s (%s); spooled the task run to price at flush.", key, exc)
+            log.warning(
+                "Cost capture: cannot price %s (%s); spooled the task run to price at flush.", key, exc
+            )
             _spool(spool_dir, key, {"kind": "task_run", "task_run": run.to_json()})
             return
         _book_or_spool(ledger_url, spool_dir, entry)
@@ -282,8 +354,13 @@ def _book_or_spool(ledger_url: str, spool_dir: Path | str, entry: NewEntry) -> N
     try:
         with Ledger(ledger_url) as ledger:
             ledger.append(entry)
-            log.info("Cost capture: booked %s (%s %s x %s).", entry.idempotency_key, entry.quantity,
-                     entry.unit, entry.unit_price)
+            log.info(
+                "Cost capture: booked %s (%s %s x %s).",
+                entry.idempotency_key,
+                entry.quantity,
+                entry.unit,
+                entry.unit_price,
+            )
             try:  # the ledger is up: book what earlier tries had to spool
                 _flush_into(ledger, Path(spool_dir), None)
             except Exception as exc:  # noqa: BLE001
@@ -293,20 +370,28 @@ def _book_or_spool(ledger_url: str, spool_dir: Path | str, entry: NewEntry) -> N
         # both reported it); the first booking stands and nothing is doubled.
         log.warning("Cost capture: %s", exc)
     except Exception as exc:  # noqa: BLE001 - unreachable, locked, misconfigured: spool it
-        log.warning("Cost capture: ledger unavailable (%s); spooled %s in %s.",
-                    _short(exc), entry.idempotency_key, spool_dir)
+        log.warning(
+            "Cost capture: ledger unavailable (%s); spooled %s in %s.",
+            _short(exc),
+            entry.idempotency_key,
+            spool_dir,
+        )
         _spool(spool_dir, entry.idempotency_key, {"kind": "entry", "entry": entry.to_json()})
 
 
 # The spool -------------------------------------------------------------------------------
+
 
 def _spool(spool_dir: Path | str, key: str, record: dict) -> None:
     """Write one record atomically; one file per key, so spooling the same entry twice is one file."""
     try:
         _write_json(Path(spool_dir), f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json", record)
     except Exception:  # noqa: BLE001 - last resort: the record is in the task log, for a human to book
-        log.exception("Cost capture: could not spool to %s; the unbooked record is: %s", spool_dir,
-                      json.dumps(record, sort_keys=True))
+        log.exception(
+            "Cost capture: could not spool to %s; the unbooked record is: %s",
+            spool_dir,
+            json.dumps(record, sort_keys=True),
+        )
 
 
 def _write_json(directory: Path, name: str, record: dict) -> None:
@@ -330,7 +415,9 @@ def pending(spool_dir: Path | str) -> list[Path]:
     return sorted(spool_dir.glob("*.json")) if spool_dir.is_dir() else []
 
 
-def flush_spool(ledger_url: str, spool_dir: Path | str, price_book: PriceBook | Path | str | None = None) -> int:
+def flush_spool(
+    ledger_url: str, spool_dir: Path | str, price_book: PriceBook | Path | str | None = None
+) -> int:
     """Book every spooled record; return how many were booked (or found already booked).
 
     A file is removed only after its entry is in the ledger, so a crash mid-flush loses
@@ -390,6 +477,7 @@ def _set_aside(path: Path, folder: str, why: str) -> None:
 
 # Frontier API spend ----------------------------------------------------------------------
 
+
 @dataclass
 class _DayModel:
     tokens_in: int = 0
@@ -398,9 +486,16 @@ class _DayModel:
     digest: int = 0  # sum of per-call hashes mod 2^256: the same calls in any order, same digest
 
 
-def book_frontier_calls(ledger: Ledger, call_log_rows, price_book: PriceBook, workflow: str, *,
-                        before: date | None = None, billable_statuses: tuple[str, ...] = unit_costs.BILLABLE_STATUSES,
-                        source: str = "call_log") -> list[Entry]:
+def book_frontier_calls(
+    ledger: Ledger,
+    call_log_rows,
+    price_book: PriceBook,
+    workflow: str,
+    *,
+    before: date | None = None,
+    billable_statuses: tuple[str, ...] = unit_costs.BILLABLE_STATUSES,
+    source: str = "call_log",
+) -> list[Entry]:
     """Book frontier spend from call-log rows: tokens x the price book, per UTC day and model.
 
     Rows need ts, model, tokens_in, tokens_out, and optionally call_id and status (rows with
@@ -421,8 +516,10 @@ def book_frontier_calls(ledger: Ledger, call_log_rows, price_book: PriceBook, wo
             model = str(row["model"])
             tokens_in, tokens_out = int(row["tokens_in"]), int(row["tokens_out"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"Call-log row {i} ({row.get('call_id', 'no call_id')}): {exc!r}; each row needs "
-                             "ts (ISO 8601), model, tokens_in and tokens_out.") from None
+            raise ValueError(
+                f"Call-log row {i} ({row.get('call_id', 'no call_id')}): {exc!r}; each row needs "
+                "ts (ISO 8601), model, tokens_in and tokens_out."
+            ) from None
         if tokens_in < 0 or tokens_out < 0:
             raise ValueError(f"Call-log row {i}: negative token count ({tokens_in}, {tokens_out}).")
         if before is not None and ts.date() >= before:
@@ -432,7 +529,7 @@ def book_frontier_calls(ledger: Ledger, call_log_rows, price_book: PriceBook, wo
         group.tokens_out += tokens_out
         group.calls += 1
         ident = f"{row.get('call_id', '')}|{ts.isoformat()}|{tokens_in}|{tokens_out}"
-        group.digest = (group.digest + int(hashlib.sha256(ident.encode()).hexdigest(), 16)) % 2 ** 256
+        group.digest = (group.digest + int(hashlib.sha256(ident.encode()).hexdigest(), 16)) % 2**256
 
     already: dict[tuple[date, str, str], Decimal] = {}
     for e in ledger.entries(workflow=workflow, category=Category.FRONTIER_API.value):
@@ -443,7 +540,10 @@ def book_frontier_calls(ledger: Ledger, call_log_rows, price_book: PriceBook, wo
     for (day, model), group in sorted(groups.items()):
         price_in, price_out = price_book.frontier_token_prices(model, day)
         digest = f"{group.digest:064x}"[:16]
-        for direction, tokens, price in (("in", group.tokens_in, price_in), ("out", group.tokens_out, price_out)):
+        for direction, tokens, price in (
+            ("in", group.tokens_in, price_in),
+            ("out", group.tokens_out, price_out),
+        ):
             key = _fit(f"frontier:{workflow}:{model}:{day.isoformat()}:{direction}:{digest}", 200)
             existing = ledger.find(key)
             if existing is not None:
@@ -456,21 +556,36 @@ def book_frontier_calls(ledger: Ledger, call_log_rows, price_book: PriceBook, wo
                 raise LedgerError(
                     f"The call log has {tokens} {direction}put tokens for {model} on {day}, fewer than the "
                     f"{booked * TOKENS_PER_UNIT} already booked: the log lost rows. Find out why; to re-book "
-                    f"the day, reverse its frontier_api entries first.")
+                    f"the day, reverse its frontier_api entries first."
+                )
             if quantity == booked:
                 continue  # new calls without tokens in this direction, or unbillable ones
             late = " (late calls: the rest of the day is booked)" if booked else ""
-            out.append(ledger.append(NewEntry(
-                idempotency_key=key, occurred_at=datetime.combine(day, time(), timezone.utc),
-                category=Category.FRONTIER_API.value, workflow=workflow, model=model, resource=resource,
-                quantity=quantity - booked, unit=unit, unit_price=price, currency=price_book.currency,
-                source_kind="system", source=_fit(source, 500),
-                description=f"{group.calls} calls, {tokens} {direction}put tokens on {day}{late}; "
-                            f"call-log digest {digest}")))
+            out.append(
+                ledger.append(
+                    NewEntry(
+                        idempotency_key=key,
+                        occurred_at=datetime.combine(day, time(), timezone.utc),
+                        category=Category.FRONTIER_API.value,
+                        workflow=workflow,
+                        model=model,
+                        resource=resource,
+                        quantity=quantity - booked,
+                        unit=unit,
+                        unit_price=price,
+                        currency=price_book.currency,
+                        source_kind="system",
+                        source=_fit(source, 500),
+                        description=f"{group.calls} calls, {tokens} {direction}put tokens on {day}{late}; "
+                        f"call-log digest {digest}",
+                    )
+                )
+            )
     return out
 
 
 # Storage ---------------------------------------------------------------------------------
+
 
 def size_bytes(path_or_bytes: Path | str | int) -> int:
     """A file's size, a folder's total (symlinks not followed), or a byte count as given."""
@@ -485,13 +600,17 @@ def size_bytes(path_or_bytes: Path | str | int) -> int:
         return path.stat().st_size
     if path.is_dir():
         return sum((Path(root) / name).lstat().st_size for root, _, names in os.walk(path) for name in names)
-    raise FileNotFoundError(f"{path}: nothing to meter there; pass an existing file or folder, or a byte count.")
+    raise FileNotFoundError(
+        f"{path}: nothing to meter there; pass an existing file or folder, or a byte count."
+    )
 
 
 def gb_months(n_bytes: int, period_start: date, period_end: date) -> Decimal:
     """GB-months of n_bytes kept over [period_start, period_end), prorated per calendar month."""
     if period_end <= period_start:
-        raise ValueError(f"Storage period {period_start}..{period_end} is empty; period_end is exclusive and must be later.")
+        raise ValueError(
+            f"Storage period {period_start}..{period_end} is empty; period_end is exclusive and must be later."
+        )
     months = Decimal(0)
     day = period_start
     while day < period_end:
@@ -503,10 +622,19 @@ def gb_months(n_bytes: int, period_start: date, period_end: date) -> Decimal:
     return Decimal(n_bytes) / BYTES_PER_GB * months
 
 
-def book_storage(ledger: Ledger, path_or_bytes: Path | str | int, *, workflow: str, price_book: PriceBook,
-                 period_start: date, period_end: date, resource: str | None = None,
-                 category: str = Category.VERSIONING_STORAGE.value, model: str | None = None,
-                 source: str = "storage_meter") -> Entry:
+def book_storage(
+    ledger: Ledger,
+    path_or_bytes: Path | str | int,
+    *,
+    workflow: str,
+    price_book: PriceBook,
+    period_start: date,
+    period_end: date,
+    resource: str | None = None,
+    category: str = Category.VERSIONING_STORAGE.value,
+    model: str | None = None,
+    source: str = "storage_meter",
+) -> Entry:
     """Book keeping an artifact or dataset for a period: size x GB-month rate, prorated.
 
     One entry per resource and period: metering the same period twice books it once, and a
@@ -515,55 +643,103 @@ def book_storage(ledger: Ledger, path_or_bytes: Path | str | int, *, workflow: s
     n_bytes = size_bytes(path_or_bytes)
     if resource is None:
         if isinstance(path_or_bytes, int):
-            raise ValueError("book_storage needs resource= (what is stored, e.g. 'dataset:ticket_routing@v3') "
-                             "when given a byte count.")
+            raise ValueError(
+                "book_storage needs resource= (what is stored, e.g. 'dataset:ticket_routing@v3') "
+                "when given a byte count."
+            )
         resource = f"storage:{path_or_bytes}"
     resource = _fit(resource, 200)
-    return ledger.append(NewEntry(
-        idempotency_key=_fit(f"storage:{workflow}:{resource}:{period_start}:{period_end}", 200),
-        occurred_at=datetime.combine(period_start, time(), timezone.utc), category=category,
-        workflow=workflow, model=model, resource=resource,
-        quantity=gb_months(n_bytes, period_start, period_end), unit="GB-month",
-        unit_price=price_book.storage_gb_month_usd(period_start), currency=price_book.currency,
-        source_kind="system", source=_fit(source, 500),
-        description=f"{n_bytes} bytes kept {period_start}..{period_end} (end exclusive)"))
+    return ledger.append(
+        NewEntry(
+            idempotency_key=_fit(f"storage:{workflow}:{resource}:{period_start}:{period_end}", 200),
+            occurred_at=datetime.combine(period_start, time(), timezone.utc),
+            category=category,
+            workflow=workflow,
+            model=model,
+            resource=resource,
+            quantity=gb_months(n_bytes, period_start, period_end),
+            unit="GB-month",
+            unit_price=price_book.storage_gb_month_usd(period_start),
+            currency=price_book.currency,
+            source_kind="system",
+            source=_fit(source, 500),
+            description=f"{n_bytes} bytes kept {period_start}..{period_end} (end exclusive)",
+        )
+    )
 
 
 # People and tooling ----------------------------------------------------------------------
 
-def book_manual(ledger: Ledger, *, price_book: PriceBook, workflow: str, on: date, quantity: Decimal | str | int,
-                person: str, role: str | None = None, tooling: str | None = None,
-                unit_price_usd: Decimal | str | None = None, unit: str | None = None, resource: str | None = None,
-                category: str | None = None, model: str | None = None, description: str = "",
-                idempotency_key: str | None = None) -> Entry:
+
+def book_manual(
+    ledger: Ledger,
+    *,
+    price_book: PriceBook,
+    workflow: str,
+    on: date,
+    quantity: Decimal | str | int,
+    person: str,
+    role: str | None = None,
+    tooling: str | None = None,
+    unit_price_usd: Decimal | str | None = None,
+    unit: str | None = None,
+    resource: str | None = None,
+    category: str | None = None,
+    model: str | None = None,
+    description: str = "",
+    idempotency_key: str | None = None,
+) -> Entry:
     """Book people's hours (role=), a tooling subscription (tooling=, in months) or an invoice
     line (unit_price_usd= with unit= and resource=), entered by `person`.
 
     Without an idempotency key the entry's content is its key: entering the very same line
     twice books it once. Give a key (an invoice or timesheet id) to book identical lines apart.
     """
-    given = [name for name, value in (("role", role), ("tooling", tooling), ("unit_price_usd", unit_price_usd))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("role", role), ("tooling", tooling), ("unit_price_usd", unit_price_usd))
+        if value is not None
+    ]
     if len(given) != 1:
-        raise ValueError("Give exactly one of role= (people's hours), tooling= (months of a tool) or "
-                         f"unit_price_usd= (an invoice line); got {', '.join(given) or 'none'}.")
+        raise ValueError(
+            "Give exactly one of role= (people's hours), tooling= (months of a tool) or "
+            f"unit_price_usd= (an invoice line); got {', '.join(given) or 'none'}."
+        )
     if not person or not str(person).strip():
         raise ValueError("person= is required: who booked this entry (it is kept as the entry's source).")
     quantity = manual_quantity(quantity, "hours" if role else "months" if tooling else "units")
     if role is not None:
         unit_price = price_book.person_hour_usd(role, on)
-        unit, resource, category = unit or "hour", resource or f"people:{role}", category or Category.PEOPLE.value
+        unit, resource, category = (
+            unit or "hour",
+            resource or f"people:{role}",
+            category or Category.PEOPLE.value,
+        )
     elif tooling is not None:
         unit_price = price_book.tooling_month_usd(tooling, on)
-        unit, resource, category = unit or "month", resource or f"tooling:{tooling}", category or Category.TOOLING.value
+        unit, resource, category = (
+            unit or "month",
+            resource or f"tooling:{tooling}",
+            category or Category.TOOLING.value,
+        )
     else:
         if not unit or not resource or not category:
             raise ValueError("An invoice line (unit_price_usd=) also needs unit=, resource= and category=.")
         unit_price = unit_price_usd
-    values = dict(occurred_at=datetime.combine(on, time(), timezone.utc), category=category, workflow=workflow,
-                  model=model, resource=resource, quantity=quantity, unit=unit, unit_price=unit_price,
-                  currency=price_book.currency, source_kind="person", source=str(person).strip(),
-                  description=description)
+    values = dict(
+        occurred_at=datetime.combine(on, time(), timezone.utc),
+        category=category,
+        workflow=workflow,
+        model=model,
+        resource=resource,
+        quantity=quantity,
+        unit=unit,
+        unit_price=unit_price,
+        currency=price_book.currency,
+        source_kind="person",
+        source=str(person).strip(),
+        description=description,
+    )
     if idempotency_key is None:
         draft = NewEntry(idempotency_key="manual:draft", **values)
         content = json.dumps(draft.to_json() | {"idempotency_key": None}, sort_keys=True)
@@ -573,8 +749,16 @@ def book_manual(ledger: Ledger, *, price_book: PriceBook, workflow: str, on: dat
 
 # The platform's own control plane --------------------------------------------------------
 
-def book_tooling_months(ledger: Ledger, price_book: PriceBook, *, workflow: str, workflows: list[str],
-                        first_month: date, until: date) -> list[Entry]:
+
+def book_tooling_months(
+    ledger: Ledger,
+    price_book: PriceBook,
+    *,
+    workflow: str,
+    workflows: list[str],
+    first_month: date,
+    until: date,
+) -> list[Entry]:
     """Book the workflow's share of every tooling_monthly line of the price book, for each calendar
     month from first_month to the month of `until`, both included.
 
@@ -589,14 +773,25 @@ def book_tooling_months(ledger: Ledger, price_book: PriceBook, *, workflow: str,
     out, month = [], first_month.replace(day=1)
     while month <= until:
         for tool in sorted(price_book.tooling_monthly):
-            out.append(ledger.append(NewEntry(
-                idempotency_key=_fit(f"tooling:{tool}:{month:%Y-%m}:{workflow}", 200),
-                occurred_at=datetime.combine(month, time(), timezone.utc), category=Category.TOOLING.value,
-                workflow=workflow, resource=f"tooling:{tool}", quantity=share, unit="month",
-                unit_price=price_book.tooling_month_usd(tool, month), currency=price_book.currency,
-                source_kind="system", source="tooling_monthly",
-                description=f"{tool}, {month:%Y-%m}: 1/{len(workflows)} of the month, an equal share for each "
-                            f"declared workflow")))
+            out.append(
+                ledger.append(
+                    NewEntry(
+                        idempotency_key=_fit(f"tooling:{tool}:{month:%Y-%m}:{workflow}", 200),
+                        occurred_at=datetime.combine(month, time(), timezone.utc),
+                        category=Category.TOOLING.value,
+                        workflow=workflow,
+                        resource=f"tooling:{tool}",
+                        quantity=share,
+                        unit="month",
+                        unit_price=price_book.tooling_month_usd(tool, month),
+                        currency=price_book.currency,
+                        source_kind="system",
+                        source="tooling_monthly",
+                        description=f"{tool}, {month:%Y-%m}: 1/{len(workflows)} of the month, an equal share for each "
+                        f"declared workflow",
+                    )
+                )
+            )
         month = (month + timedelta(days=32)).replace(day=1)
     return out
 
@@ -608,8 +803,10 @@ MAX_MANUAL_QUANTITY = Decimal(1_000_000)
 def manual_quantity(raw, what: str) -> Decimal:
     """A positive, bounded quantity for a manual entry; only Ledger.reverse books a negative one."""
     if isinstance(raw, (float, bool)):
-        raise TypeError(f"quantity={raw!r} is a {type(raw).__name__}; quantities are Decimal: pass Decimal('{raw}') "
-                        f"or '{raw}'.")
+        raise TypeError(
+            f"quantity={raw!r} is a {type(raw).__name__}; quantities are Decimal: pass Decimal('{raw}') "
+            f"or '{raw}'."
+        )
     try:
         quantity = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
     except (InvalidOperation, ValueError):
@@ -617,25 +814,32 @@ def manual_quantity(raw, what: str) -> Decimal:
     if not quantity.is_finite():
         raise ValueError(f"quantity {raw!r} is not a finite number; give the {what} as e.g. 2.5.")
     if quantity <= 0:
-        raise ValueError(f"quantity {raw} must be more than 0 {what}; to correct a booked entry, reverse it "
-                         "(mlops costs reverse ID --reason ...) and book the right amount.")
+        raise ValueError(
+            f"quantity {raw} must be more than 0 {what}; to correct a booked entry, reverse it "
+            "(mlops costs reverse ID --reason ...) and book the right amount."
+        )
     if quantity < QUANTITY_PLACES:
-        raise ValueError(f"quantity {raw} {what} is below the ledger's precision ({QUANTITY_PLACES}) and would "
-                         "be booked as 0; give a larger quantity.")
+        raise ValueError(
+            f"quantity {raw} {what} is below the ledger's precision ({QUANTITY_PLACES}) and would "
+            "be booked as 0; give a larger quantity."
+        )
     if quantity > MAX_MANUAL_QUANTITY:
-        raise ValueError(f"quantity {raw} {what} is more than {MAX_MANUAL_QUANTITY:,} in one entry; check the "
-                         "number, or split it into several entries.")
+        raise ValueError(
+            f"quantity {raw} {what} is more than {MAX_MANUAL_QUANTITY:,} in one entry; check the "
+            "number, or split it into several entries."
+        )
     return quantity
 
 
 # Helpers ---------------------------------------------------------------------------------
+
 
 def _fit(text: str, limit: int) -> str:
     """text, or when too long its head plus a hash of the whole, so distinct texts stay distinct."""
     if len(text) <= limit:
         return text
     digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-    return f"{text[:limit - 34]}#{digest}"
+    return f"{text[: limit - 34]}#{digest}"
 
 
 def _utc(value) -> datetime:

@@ -95,6 +95,7 @@ class Tampered:
 
 # Column types -----------------------------------------------------------------------------
 
+
 class ExactDecimal(sa.types.TypeDecorator):
     """NUMERIC(p, s) on PostgreSQL; decimal text on SQLite, which has no exact decimal type."""
 
@@ -144,7 +145,8 @@ class UTCDateTime(sa.types.TypeDecorator):
 # tests/unit/test_ledger.py checks that the two agree.
 metadata = sa.MetaData()
 ledger_entries = sa.Table(
-    "ledger_entries", metadata,
+    "ledger_entries",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
     sa.Column("payload_sha256", sa.String(64), nullable=False),
@@ -170,10 +172,13 @@ ledger_entries = sa.Table(
 
 # Entries ----------------------------------------------------------------------------------
 
+
 def _decimal(name: str, value) -> Decimal:
     if isinstance(value, float):
-        raise TypeError(f"{name}={value!r} is a float; money and quantities are Decimal: "
-                        f"pass Decimal('{value}') or '{value}'.")
+        raise TypeError(
+            f"{name}={value!r} is a float; money and quantities are Decimal: "
+            f"pass Decimal('{value}') or '{value}'."
+        )
     if isinstance(value, bool):
         raise TypeError(f"{name}={value!r} is not a number.")
     try:
@@ -224,11 +229,17 @@ class NewEntry:
         for name, limit in (("workflow", 64), ("resource", 200), ("unit", 32), ("source", 500)):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip() or len(value) > limit:
-                raise ValueError(f"{name}={value!r} must be a non-empty string of at most {limit} characters.")
+                raise ValueError(
+                    f"{name}={value!r} must be a non-empty string of at most {limit} characters."
+                )
         if self.model is not None and (not isinstance(self.model, str) or len(self.model) > 200):
             raise ValueError(f"model={self.model!r} must be None or a string of at most 200 characters.")
-        if not (isinstance(self.currency, str) and len(self.currency) == 3 and self.currency.isalpha()
-                and self.currency.isupper()):
+        if not (
+            isinstance(self.currency, str)
+            and len(self.currency) == 3
+            and self.currency.isalpha()
+            and self.currency.isupper()
+        ):
             raise ValueError(f"currency={self.currency!r} must be a 3-letter ISO code such as USD.")
         if not isinstance(self.occurred_at, datetime) or self.occurred_at.tzinfo is None:
             raise ValueError(f"occurred_at={self.occurred_at!r} must be a timezone-aware datetime (use UTC).")
@@ -238,16 +249,22 @@ class NewEntry:
         quantity, unit_price = _decimal("quantity", self.quantity), _decimal("unit_price", self.unit_price)
         # Bounds first: quantising 1e30 to 9 places overflows Decimal's precision (InvalidOperation).
         if abs(quantity) >= MAX_QUANTITY or abs(unit_price) >= MAX_AMOUNT:
-            raise ValueError(f"quantity {self.quantity} x unit_price {self.unit_price} is too large for one entry "
-                             f"(quantity below {MAX_QUANTITY:,}, amount below {MAX_AMOUNT:,}); split it.")
+            raise ValueError(
+                f"quantity {self.quantity} x unit_price {self.unit_price} is too large for one entry "
+                f"(quantity below {MAX_QUANTITY:,}, amount below {MAX_AMOUNT:,}); split it."
+            )
         quantity = quantity.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_EVEN)
         unit_price = unit_price.quantize(PRICE_PLACES, rounding=ROUND_HALF_EVEN)
         # Negative quantities only come from Ledger.reverse; everything booked directly is a cost.
         if unit_price < 0:
-            raise ValueError(f"unit_price={unit_price} is negative; book costs, and correct them with Ledger.reverse().")
+            raise ValueError(
+                f"unit_price={unit_price} is negative; book costs, and correct them with Ledger.reverse()."
+            )
         if abs(quantity) >= MAX_QUANTITY or abs(amount_of(quantity, unit_price)) >= MAX_AMOUNT:
-            raise ValueError(f"quantity {quantity} x unit_price {unit_price} is too large for one entry "
-                             f"(amount must stay below {MAX_AMOUNT:,}); split it.")
+            raise ValueError(
+                f"quantity {quantity} x unit_price {unit_price} is too large for one entry "
+                f"(amount must stay below {MAX_AMOUNT:,}); split it."
+            )
         put("quantity", quantity)
         put("unit_price", unit_price)
 
@@ -258,8 +275,11 @@ class NewEntry:
     def to_json(self) -> dict:
         """A JSON-safe dict (Decimals as strings, time as ISO 8601) that from_json reads back."""
         out = asdict(self)
-        out.update(occurred_at=self.occurred_at.isoformat(), quantity=str(self.quantity),
-                   unit_price=str(self.unit_price))
+        out.update(
+            occurred_at=self.occurred_at.isoformat(),
+            quantity=str(self.quantity),
+            unit_price=str(self.unit_price),
+        )
         return out
 
     @classmethod
@@ -313,6 +333,7 @@ def _group_value(entry_row, name: str):
 
 
 # The ledger --------------------------------------------------------------------------------
+
 
 class Ledger:
     """An append-only cost ledger at a SQLAlchemy URL (sqlite:///path.db or postgresql://...).
@@ -370,7 +391,8 @@ class Ledger:
             if current is not None and current not in _migration_revisions():
                 raise LedgerError(
                     f"{self!r} has schema revision {current!r}, newer than this code knows (head {head!r}); "
-                    "upgrade the mlops package before writing to this ledger.")
+                    "upgrade the mlops package before writing to this ledger."
+                )
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS_DIR))
             config.attributes["connection"] = conn
@@ -397,21 +419,33 @@ class Ledger:
             raise ValueError("reverse() needs a reason; it is kept in the reversing entry's description.")
         original = self.get(entry_id)
         if original.reverses_id is not None:
-            raise LedgerError(f"Entry {entry_id} is itself the reversal of entry {original.reverses_id}; to restore "
-                              "that cost, append it again under a new idempotency key.")
+            raise LedgerError(
+                f"Entry {entry_id} is itself the reversal of entry {original.reverses_id}; to restore "
+                "that cost, append it again under a new idempotency key."
+            )
         correction = NewEntry(
-            idempotency_key=f"reversal-of:{entry_id}", occurred_at=original.occurred_at,
-            category=original.category, workflow=original.workflow, model=original.model,
-            resource=original.resource, quantity=-original.quantity, unit=original.unit,
-            unit_price=original.unit_price, currency=original.currency,
-            source_kind=source_kind, source=source, description=f"reverses entry {entry_id}: {reason.strip()}")
+            idempotency_key=f"reversal-of:{entry_id}",
+            occurred_at=original.occurred_at,
+            category=original.category,
+            workflow=original.workflow,
+            model=original.model,
+            resource=original.resource,
+            quantity=-original.quantity,
+            unit=original.unit,
+            unit_price=original.unit_price,
+            currency=original.currency,
+            source_kind=source_kind,
+            source=source,
+            description=f"reverses entry {entry_id}: {reason.strip()}",
+        )
         try:
             return self._insert(correction, reverses_id=entry_id)
         except IdempotencyConflict:
             existing = self._by_key(correction.idempotency_key)
             raise IdempotencyConflict(
                 f"Entry {entry_id} was already reversed by entry {existing.id} ({existing.description!r}); "
-                "a reversal is final. Append a new entry for the right amount instead.") from None
+                "a reversal is final. Append a new entry for the right amount instead."
+            ) from None
 
     def _insert(self, entry: NewEntry, reverses_id: int | None) -> Entry:
         digest = payload_sha256(entry, reverses_id)
@@ -421,19 +455,27 @@ class Ledger:
                 # lock, so two writers of one key cannot both miss it. PostgreSQL lets both
                 # try; the unique index stops the second, handled below.
                 with self._engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
-                    existing = conn.execute(sa.select(ledger_entries).where(
-                        ledger_entries.c.idempotency_key == entry.idempotency_key)).first()
+                    existing = conn.execute(
+                        sa.select(ledger_entries).where(
+                            ledger_entries.c.idempotency_key == entry.idempotency_key
+                        )
+                    ).first()
                     if existing is not None:
                         return _same_or_conflict(_entry(existing), digest)
                     row = entry.to_json() | {
-                        "occurred_at": entry.occurred_at, "quantity": entry.quantity,
-                        "unit_price": entry.unit_price, "amount": entry.amount,
-                        "booked_at": datetime.now(timezone.utc), "payload_sha256": digest,
+                        "occurred_at": entry.occurred_at,
+                        "quantity": entry.quantity,
+                        "unit_price": entry.unit_price,
+                        "amount": entry.amount,
+                        "booked_at": datetime.now(timezone.utc),
+                        "payload_sha256": digest,
                         "reverses_id": reverses_id,
                     }
                     result = conn.execute(ledger_entries.insert().values(**row))
-                    return Entry(id=result.inserted_primary_key[0], **{
-                        k: row[k] for k in (f.name for f in fields(Entry)) if k != "id"})
+                    return Entry(
+                        id=result.inserted_primary_key[0],
+                        **{k: row[k] for k in (f.name for f in fields(Entry)) if k != "id"},
+                    )
             except IntegrityError:
                 existing = self._by_key(entry.idempotency_key, missing_ok=True)
                 if existing is not None:  # a concurrent writer booked the same key first
@@ -444,7 +486,7 @@ class Ledger:
                 # switch of a brand-new file), so back off and try again before giving up.
                 if not _is_lock_error(exc) or attempt == 7:
                     raise
-                time.sleep(0.05 * 2 ** attempt * (1 + random.random()))
+                time.sleep(0.05 * 2**attempt * (1 + random.random()))
         raise AssertionError("unreachable")
 
     # Verifying ---------------------------------------------------------------------------
@@ -472,8 +514,13 @@ class Ledger:
             for e in rows:
                 if e.id > previous + 1:
                     missing = f"{previous + 1}" if e.id == previous + 2 else f"{previous + 1}..{e.id - 1}"
-                    out.append(Tampered(previous + 1, "", f"entries {missing} are missing before entry {e.id}: "
-                                                          "deleted outside the ledger"))
+                    out.append(
+                        Tampered(
+                            previous + 1,
+                            "",
+                            f"entries {missing} are missing before entry {e.id}: deleted outside the ledger",
+                        )
+                    )
                 previous = e.id
         return sorted(out, key=lambda t: t.id)
 
@@ -481,11 +528,14 @@ class Ledger:
         """Raise LedgerTampered naming the entries when verify() finds any (reports and exports call it)."""
         bad = self.verify()
         if bad:
-            named = "; ".join(f"#{t.id} ({t.problem})" for t in bad[:5]) + (f"; and {len(bad) - 5} more"
-                                                                            if len(bad) > 5 else "")
-            raise LedgerTampered(f"{len(bad)} ledger entr{'y was' if len(bad) == 1 else 'ies were'} changed outside "
-                                 f"the ledger: {named}. Nothing is reported from it; run `mlops costs verify`, "
-                                 "restore the ledger from a backup, and re-book from the spool and the sources.")
+            named = "; ".join(f"#{t.id} ({t.problem})" for t in bad[:5]) + (
+                f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+            )
+            raise LedgerTampered(
+                f"{len(bad)} ledger entr{'y was' if len(bad) == 1 else 'ies were'} changed outside "
+                f"the ledger: {named}. Nothing is reported from it; run `mlops costs verify`, "
+                "restore the ledger from a backup, and re-book from the spool and the sources."
+            )
 
     # Reading -----------------------------------------------------------------------------
 
@@ -502,21 +552,33 @@ class Ledger:
 
     def _by_key(self, key: str, missing_ok: bool = False) -> Entry | None:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(ledger_entries).where(ledger_entries.c.idempotency_key == key)).first()
+            row = conn.execute(
+                sa.select(ledger_entries).where(ledger_entries.c.idempotency_key == key)
+            ).first()
         if row is None and not missing_ok:
             raise LedgerError(f"No ledger entry with idempotency key {key!r}.")
         return None if row is None else _entry(row)
 
-    def entries(self, workflow: str | None = None, category: str | None = None,
-                since: datetime | date | None = None, until: datetime | date | None = None) -> list[Entry]:
+    def entries(
+        self,
+        workflow: str | None = None,
+        category: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+    ) -> list[Entry]:
         """Entries in booking order; since is inclusive and until exclusive, on occurred_at (UTC)."""
         query = sa.select(ledger_entries).where(*self._filters(workflow, category, since, until))
         with self._engine.connect() as conn:
             return [_entry(r) for r in conn.execute(query.order_by(ledger_entries.c.id))]
 
-    def totals(self, group_by: tuple[str, ...] = ("category",), workflow: str | None = None,
-               category: str | None = None, since: datetime | date | None = None,
-               until: datetime | date | None = None) -> dict:
+    def totals(
+        self,
+        group_by: tuple[str, ...] = ("category",),
+        workflow: str | None = None,
+        category: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+    ) -> dict:
         """Sum of amounts per group, e.g. {"people": Decimal("190.00"), ...}.
 
         A single group-by column gives plain keys; several give tuples, e.g. ("2026-08",
@@ -530,7 +592,8 @@ class Ledger:
             raise ValueError(f"group_by={group_by!r}: choose one or more of {', '.join(GROUP_BY)}.")
         needed = {"occurred_at" if g in ("month", "day") else g for g in group_by} | {"amount", "currency"}
         query = sa.select(*(ledger_entries.c[c] for c in sorted(needed))).where(
-            *self._filters(workflow, category, since, until))
+            *self._filters(workflow, category, since, until)
+        )
         sums: dict = defaultdict(Decimal)
         currencies = set()
         with self._engine.connect() as conn:
@@ -539,16 +602,27 @@ class Ledger:
                 key = tuple(_group_value(row, g) for g in group_by)
                 sums[key if len(key) > 1 else key[0]] += row.amount
         if len(currencies) > 1 and "currency" not in group_by:
-            raise LedgerError(f"The selected entries mix currencies {sorted(currencies)}; add 'currency' to group_by.")
+            raise LedgerError(
+                f"The selected entries mix currencies {sorted(currencies)}; add 'currency' to group_by."
+            )
         return dict(sorted(sums.items(), key=lambda kv: str(kv[0])))
 
-    def total(self, workflow: str | None = None, category: str | None = None,
-              since: datetime | date | None = None, until: datetime | date | None = None) -> Decimal:
+    def total(
+        self,
+        workflow: str | None = None,
+        category: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+    ) -> Decimal:
         """Sum of all matching amounts (reversals included, so a reversed entry nets to zero)."""
-        by_currency = self.totals(("currency",), workflow=workflow, category=category, since=since, until=until)
+        by_currency = self.totals(
+            ("currency",), workflow=workflow, category=category, since=since, until=until
+        )
         if len(by_currency) > 1:
-            raise LedgerError(f"The selected entries mix currencies {sorted(by_currency)}; "
-                              "use totals(group_by=('currency',)).")
+            raise LedgerError(
+                f"The selected entries mix currencies {sorted(by_currency)}; "
+                "use totals(group_by=('currency',))."
+            )
         return next(iter(by_currency.values()), Decimal("0")).quantize(AMOUNT_PLACES)
 
     @staticmethod
@@ -570,6 +644,7 @@ class Ledger:
 
 # Helpers -----------------------------------------------------------------------------------
 
+
 def _entry(row) -> Entry:
     return Entry(**{f.name: getattr(row, f.name) for f in fields(Entry)})
 
@@ -577,10 +652,21 @@ def _entry(row) -> Entry:
 def _stored_problem(e: Entry, by_id: dict[int, Entry]) -> str | None:
     """Why a stored entry cannot be what was booked, or None."""
     try:
-        facts = NewEntry(idempotency_key=e.idempotency_key, occurred_at=e.occurred_at, category=e.category,
-                         workflow=e.workflow, resource=e.resource, quantity=e.quantity, unit=e.unit,
-                         unit_price=e.unit_price, source_kind=e.source_kind, source=e.source, currency=e.currency,
-                         model=e.model, description=e.description)
+        facts = NewEntry(
+            idempotency_key=e.idempotency_key,
+            occurred_at=e.occurred_at,
+            category=e.category,
+            workflow=e.workflow,
+            resource=e.resource,
+            quantity=e.quantity,
+            unit=e.unit,
+            unit_price=e.unit_price,
+            source_kind=e.source_kind,
+            source=e.source,
+            currency=e.currency,
+            model=e.model,
+            description=e.description,
+        )
     except (TypeError, ValueError, InvalidOperation) as exc:
         return f"its stored facts are not a valid entry: {exc}"
     if payload_sha256(facts, e.reverses_id) != e.payload_sha256:
@@ -606,7 +692,8 @@ def _same_or_conflict(existing: Entry, digest: str) -> Entry:
         f"Idempotency key {existing.idempotency_key!r} is already booked (entry {existing.id}, "
         f"{existing.quantity} {existing.unit} x {existing.unit_price} {existing.currency}) with a different payload. "
         "Either this is the same cost (then book it unchanged) or a different one (then give it its own key); "
-        f"to correct entry {existing.id}, reverse it (Ledger.reverse) and book the right amount under a new key.")
+        f"to correct entry {existing.id}, reverse it (Ledger.reverse) and book the right amount under a new key."
+    )
 
 
 def _as_utc(value: datetime | date, name: str) -> datetime:
@@ -628,8 +715,10 @@ def _make_engine(url: str) -> sa.Engine:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
-        raise LedgerError(f"Ledger URL {url!r} is not a SQLAlchemy URL; use sqlite:////abs/path/ledger.db "
-                          "or postgresql://user@host:5432/db (MLOPS_LEDGER_URL).") from None
+        raise LedgerError(
+            f"Ledger URL {url!r} is not a SQLAlchemy URL; use sqlite:////abs/path/ledger.db "
+            "or postgresql://user@host:5432/db (MLOPS_LEDGER_URL)."
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     if parsed.get_backend_name() != "postgresql":
@@ -642,8 +731,10 @@ def _make_engine(url: str) -> sa.Engine:
                 parsed = parsed.set(drivername=f"postgresql+{driver}")
                 break
         else:
-            raise LedgerError(f"Ledger URL {parsed.render_as_string(hide_password=True)!r} needs a PostgreSQL "
-                              "driver: pip install 'psycopg[binary]' (or psycopg2-binary).")
+            raise LedgerError(
+                f"Ledger URL {parsed.render_as_string(hide_password=True)!r} needs a PostgreSQL "
+                "driver: pip install 'psycopg[binary]' (or psycopg2-binary)."
+            )
     connect_args = {}
     if "connect_timeout" not in parsed.query:
         # A black-holed host must not hang a task's completion; the caller spools instead.

@@ -41,13 +41,19 @@ class WorkflowReview:
     def to_json(self) -> dict:
         """JSON-safe: money as exact decimal strings (round for display only)."""
         return {
-            "workflow": self.workflow, "description": self.description, "verdict": self.verdict,
-            "reasons": list(self.reasons), "basis": list(self.basis), "generated_at": self.generated_at,
+            "workflow": self.workflow,
+            "description": self.description,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "basis": list(self.basis),
+            "generated_at": self.generated_at,
             "problem": self.problem,
             "break_even": {"naive": self.naive, "fully_loaded": self.fully_loaded},
             "has_html_report": self.has_html_report,
-            "ledger_usd": [{"month": m, "category": c, "amount_usd": str(a)}
-                           for (m, c), a in sorted(self.spend_usd.items())],
+            "ledger_usd": [
+                {"month": m, "category": c, "amount_usd": str(a)}
+                for (m, c), a in sorted(self.spend_usd.items())
+            ],
             "ledger_total_usd": str(sum(self.spend_usd.values(), Decimal(0))),
             "ledger_problem": self.ledger_problem,
         }
@@ -69,8 +75,10 @@ def read_report(reports_dir: Path, workflow: str) -> tuple[dict | None, str | No
         return None, f"{path} is not a break-even report (not a JSON object); {rerun} to write it again"
     for key, kind in expected.items():
         if not isinstance(report.get(key), kind):
-            return None, (f"{path} is not a break-even report ('{key}' is missing or not a {kind.__name__}); "
-                          f"{rerun} to write it again")
+            return None, (
+                f"{path} is not a break-even report ('{key}' is missing or not a {kind.__name__}); "
+                f"{rerun} to write it again"
+            )
     return report, None
 
 
@@ -88,12 +96,19 @@ def review(workflow: str, description: str, reports_dir: Path, ledger) -> Workfl
     basis = tuple(summary_lines(report)[1:]) if report else ()
     report = report or {}
     return WorkflowReview(
-        workflow=workflow, description=description, verdict=report.get("headline") or report.get("verdict"),
+        workflow=workflow,
+        description=description,
+        verdict=report.get("headline") or report.get("verdict"),
         basis=basis,
-        reasons=tuple(str(r) for r in report.get("reasons", ())), generated_at=report.get("generated_at"),
-        naive=report.get("naive"), fully_loaded=report.get("fully_loaded"), problem=problem,
+        reasons=tuple(str(r) for r in report.get("reasons", ())),
+        generated_at=report.get("generated_at"),
+        naive=report.get("naive"),
+        fully_loaded=report.get("fully_loaded"),
+        problem=problem,
         has_html_report=(Path(reports_dir) / workflow / REPORT_HTML).is_file(),
-        spend_usd=spend, ledger_problem=ledger_problem)
+        spend_usd=spend,
+        ledger_problem=ledger_problem,
+    )
 
 
 def usd(amount: Decimal) -> str:
@@ -141,43 +156,64 @@ def _spend_table(r: WorkflowReview, wf_id: str) -> str:
     rows = []
     for cat in categories:
         cells = [r.spend_usd.get((m, cat), Decimal(0)) for m in months]
-        rows.append(f"<tr data-category=\"{html.escape(cat)}\"><td>{html.escape(cat)}</td>"
-                    + "".join(f"<td class=num>{usd(v)}</td>" for v in cells)
-                    + f"<td class=num>{usd(sum(cells, Decimal(0)))}</td></tr>")
-    month_totals = [sum((r.spend_usd.get((m, c), Decimal(0)) for c in categories), Decimal(0)) for m in months]
-    rows.append("<tr class=total><td>total</td>" + "".join(f"<td class=num>{usd(v)}</td>" for v in month_totals)
-                + f"<td class=num>{usd(sum(month_totals, Decimal(0)))}</td></tr>")
-    return (f"<table id=\"ledger-{wf_id}\"><tr><th>category</th>{head}<th class=num>total</th></tr>"
-            + "".join(rows) + "</table>")
+        rows.append(
+            f'<tr data-category="{html.escape(cat)}"><td>{html.escape(cat)}</td>'
+            + "".join(f"<td class=num>{usd(v)}</td>" for v in cells)
+            + f"<td class=num>{usd(sum(cells, Decimal(0)))}</td></tr>"
+        )
+    month_totals = [
+        sum((r.spend_usd.get((m, c), Decimal(0)) for c in categories), Decimal(0)) for m in months
+    ]
+    rows.append(
+        "<tr class=total><td>total</td>"
+        + "".join(f"<td class=num>{usd(v)}</td>" for v in month_totals)
+        + f"<td class=num>{usd(sum(month_totals, Decimal(0)))}</td></tr>"
+    )
+    return (
+        f'<table id="ledger-{wf_id}"><tr><th>category</th>{head}<th class=num>total</th></tr>'
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _section(r: WorkflowReview) -> str:
     esc = html.escape
     wf_id = esc(r.workflow)
     if r.verdict is None:
-        verdict = f"<p class=\"verdict none\" id=\"verdict-{wf_id}\">{esc(r.problem or 'no report yet')}</p>"
+        verdict = f'<p class="verdict none" id="verdict-{wf_id}">{esc(r.problem or "no report yet")}</p>'
     else:
-        kind = "stay" if r.verdict.startswith("stay") else "none" if r.verdict.startswith("no verdict") else "pays"
-        verdict = f"<p class=\"verdict {kind}\" id=\"verdict-{wf_id}\">{esc(r.verdict)}</p>"
+        kind = (
+            "stay"
+            if r.verdict.startswith("stay")
+            else "none"
+            if r.verdict.startswith("no verdict")
+            else "pays"
+        )
+        verdict = f'<p class="verdict {kind}" id="verdict-{wf_id}">{esc(r.verdict)}</p>'
     reasons = "".join(f"<li>{esc(x)}</li>" for x in r.reasons)
-    parts = [f"<section id=\"wf-{wf_id}\"><h2>{wf_id}</h2>"]
+    parts = [f'<section id="wf-{wf_id}"><h2>{wf_id}</h2>']
     if r.description:
         parts.append(f"<p class=muted>{esc(r.description)}</p>")
     parts.append(verdict)
     if r.basis:
-        parts.append(f"<ul id=\"basis-{wf_id}\">" + "".join(f"<li>{esc(x)}</li>" for x in r.basis) + "</ul>")
+        parts.append(f'<ul id="basis-{wf_id}">' + "".join(f"<li>{esc(x)}</li>" for x in r.basis) + "</ul>")
     if reasons:
-        parts.append(f"<ul id=\"reasons-{wf_id}\">{reasons}</ul>")
+        parts.append(f'<ul id="reasons-{wf_id}">{reasons}</ul>')
     if r.naive or r.fully_loaded:
-        parts.append("<table><tr><th>break-even</th><th>month</th><th class=num>saving</th></tr>"
-                     + _break_even("fully loaded", r.fully_loaded) + _break_even("compute only (naive)", r.naive)
-                     + "</table>")
+        parts.append(
+            "<table><tr><th>break-even</th><th>month</th><th class=num>saving</th></tr>"
+            + _break_even("fully loaded", r.fully_loaded)
+            + _break_even("compute only (naive)", r.naive)
+            + "</table>"
+        )
     if r.generated_at:
         parts.append(f"<p class=muted>Report generated {esc(str(r.generated_at))}.</p>")
     if r.has_html_report:
         # Relative, so the link works under any base URL or reverse-proxy prefix.
-        parts.append(f"<p><a id=\"report-{wf_id}\" href=\"{esc(quote(r.workflow))}/report\">"
-                     f"Full break-even report (charts, sensitivity)</a></p>")
+        parts.append(
+            f'<p><a id="report-{wf_id}" href="{esc(quote(r.workflow))}/report">'
+            f"Full break-even report (charts, sensitivity)</a></p>"
+        )
     parts.append("<h3>Ledger spend by month</h3>")
     parts.append(_spend_table(r, wf_id))
     parts.append("</section>")
@@ -188,10 +224,12 @@ def render_page(reviews: list[WorkflowReview], problem: str | None = None) -> st
     """The whole page; every value from a file or the ledger is escaped."""
     body = "".join(_section(r) for r in reviews)
     if problem:
-        body = f"<p class=\"verdict none\" id=problem>{html.escape(problem)}</p>" + body
+        body = f'<p class="verdict none" id=problem>{html.escape(problem)}</p>' + body
     elif not reviews:
         body = "<p class=muted>No workflow to show: none is declared, or you may read none of them.</p>"
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Cost review</title>"
-            f"<style>{_STYLE}</style></head><body><h1>Cost review</h1>"
-            f"<p class=muted>Does post-training pay? The verdict of each workflow's latest break-even report, "
-            f"and what the ledger has booked since, by category and month (USD).</p>{body}</body></html>")
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Cost review</title>"
+        f"<style>{_STYLE}</style></head><body><h1>Cost review</h1>"
+        f"<p class=muted>Does post-training pay? The verdict of each workflow's latest break-even report, "
+        f"and what the ledger has booked since, by category and month (USD).</p>{body}</body></html>"
+    )

@@ -50,6 +50,7 @@ def as_decimal(value, name: str) -> Decimal:
 
 # Frontier ---------------------------------------------------------------------------------
 
+
 def frontier_call_usd(tokens_in, tokens_out, price_in_per_1m_usd, price_out_per_1m_usd) -> Decimal:
     """One call's tokens x the provider's prices per million tokens."""
     tokens_in, tokens_out = as_decimal(tokens_in, "tokens_in"), as_decimal(tokens_out, "tokens_out")
@@ -66,7 +67,11 @@ def priced_call_usd(price_book, model: str, on: date, tokens_in, tokens_out) -> 
 
 def call_day(row: dict) -> date:
     """The UTC day of a call-log row's ts (a naive ts is taken as UTC)."""
-    ts = row["ts"] if isinstance(row["ts"], datetime) else datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00"))
+    ts = (
+        row["ts"]
+        if isinstance(row["ts"], datetime)
+        else datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00"))
+    )
     return (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).date()
 
 
@@ -80,8 +85,12 @@ class FrontierCost:
     detail: str  # e.g. "1,200 calls, each at its own model and day" or "frontier-large, 800 in / 60 out"
 
     def to_json(self) -> dict:
-        return {"cost_per_call_usd": str(self.cost_per_call_usd), "basis": self.basis, "calls": self.calls,
-                "detail": self.detail}
+        return {
+            "cost_per_call_usd": str(self.cost_per_call_usd),
+            "basis": self.basis,
+            "calls": self.calls,
+            "detail": self.detail,
+        }
 
 
 def measured_frontier_cost(rows: Iterable[dict], price_book) -> FrontierCost | None:
@@ -90,23 +99,37 @@ def measured_frontier_cost(rows: Iterable[dict], price_book) -> FrontierCost | N
     for row in rows:
         if str(row.get("status") or "ok") not in BILLABLE_STATUSES:
             continue
-        total += priced_call_usd(price_book, row["model"], call_day(row), int(row["tokens_in"]), int(row["tokens_out"]))
+        total += priced_call_usd(
+            price_book, row["model"], call_day(row), int(row["tokens_in"]), int(row["tokens_out"])
+        )
         calls += 1
         models.add(str(row["model"]))
     if calls == 0:
         return None
-    return FrontierCost(total / calls, "measured", calls,
-                        f"{calls:,} calls to {', '.join(sorted(models))}, each at its own model and day")
+    return FrontierCost(
+        total / calls,
+        "measured",
+        calls,
+        f"{calls:,} calls to {', '.join(sorted(models))}, each at its own model and day",
+    )
 
 
-def declared_frontier_cost(model: str, tokens_in_per_call, tokens_out_per_call, price_book, on: date) -> FrontierCost:
+def declared_frontier_cost(
+    model: str, tokens_in_per_call, tokens_out_per_call, price_book, on: date
+) -> FrontierCost:
     """The workflow's declared frontier use (model, tokens per call) priced on `on`."""
     cost = priced_call_usd(price_book, model, on, tokens_in_per_call, tokens_out_per_call)
-    return FrontierCost(cost, "declared", 0, f"declared, not measured: {model}, {tokens_in_per_call} tokens in / "
-                                             f"{tokens_out_per_call} out per call, priced on {on.isoformat()}")
+    return FrontierCost(
+        cost,
+        "declared",
+        0,
+        f"declared, not measured: {model}, {tokens_in_per_call} tokens in / "
+        f"{tokens_out_per_call} out per call, priced on {on.isoformat()}",
+    )
 
 
 # Serving ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ServingPlan:
@@ -120,14 +143,22 @@ class ServingPlan:
     def __post_init__(self):
         throughput = as_decimal(self.throughput_calls_per_s, "throughput_calls_per_s")
         if throughput == 0:
-            raise ValueError("throughput_calls_per_s=0 must be > 0; pass the throughput measured on one replica.")
+            raise ValueError(
+                "throughput_calls_per_s=0 must be > 0; pass the throughput measured on one replica."
+            )
         object.__setattr__(self, "throughput_calls_per_s", throughput)
         object.__setattr__(self, "instance_hour_usd", as_decimal(self.instance_hour_usd, "instance_hour_usd"))
-        if isinstance(self.min_replicas, bool) or not isinstance(self.min_replicas, int) or self.min_replicas < 1:
+        if (
+            isinstance(self.min_replicas, bool)
+            or not isinstance(self.min_replicas, int)
+            or self.min_replicas < 1
+        ):
             raise ValueError(f"min_replicas={self.min_replicas!r} must be a whole number >= 1.")
         peak = as_decimal(self.peak_to_average, "peak_to_average")
         if peak < 1:
-            raise ValueError(f"peak_to_average={self.peak_to_average!r} must be >= 1 (peak rate over the average).")
+            raise ValueError(
+                f"peak_to_average={self.peak_to_average!r} must be >= 1 (peak rate over the average)."
+            )
         object.__setattr__(self, "peak_to_average", peak)
 
     def replicas(self, calls_per_month) -> int:
@@ -146,25 +177,33 @@ class ServingPlan:
     def cost_per_call_usd(self, calls_per_month) -> Decimal:
         calls = as_decimal(calls_per_month, "calls_per_month")
         if calls == 0:
-            raise ValueError("calls_per_month=0: a cost per call needs some calls; the month costs "
-                             f"{self.usd_per_month(0)} regardless.")
+            raise ValueError(
+                "calls_per_month=0: a cost per call needs some calls; the month costs "
+                f"{self.usd_per_month(0)} regardless."
+            )
         return self.usd_per_month(calls) / calls
 
     def to_json(self, calls_per_month) -> dict:
-        return {"throughput_calls_per_s": str(self.throughput_calls_per_s),
-                "instance_hour_usd": str(self.instance_hour_usd), "min_replicas": self.min_replicas,
-                "peak_to_average": str(self.peak_to_average), "replicas": self.replicas(calls_per_month),
-                "usd_per_month": str(self.usd_per_month(calls_per_month)),
-                "floor_usd_per_month": str(self.floor_usd_per_month()),
-                "cost_per_call_usd": str(self.cost_per_call_usd(calls_per_month)) if calls_per_month else None}
+        return {
+            "throughput_calls_per_s": str(self.throughput_calls_per_s),
+            "instance_hour_usd": str(self.instance_hour_usd),
+            "min_replicas": self.min_replicas,
+            "peak_to_average": str(self.peak_to_average),
+            "replicas": self.replicas(calls_per_month),
+            "usd_per_month": str(self.usd_per_month(calls_per_month)),
+            "floor_usd_per_month": str(self.floor_usd_per_month()),
+            "cost_per_call_usd": str(self.cost_per_call_usd(calls_per_month)) if calls_per_month else None,
+        }
 
 
 def serving_plan(wf, price_book, throughput_calls_per_s, on: date) -> ServingPlan:
     """The workflow's serving plan: its serving class's price on `on` and its serving: keys."""
-    return ServingPlan(throughput_calls_per_s=as_decimal(throughput_calls_per_s, "throughput_calls_per_s"),
-                       instance_hour_usd=price_book.compute_hour_usd(wf.serving_resource, on),
-                       min_replicas=wf.serving.min_replicas,
-                       peak_to_average=as_decimal(wf.serving.peak_to_average, "peak_to_average"))
+    return ServingPlan(
+        throughput_calls_per_s=as_decimal(throughput_calls_per_s, "throughput_calls_per_s"),
+        instance_hour_usd=price_book.compute_hour_usd(wf.serving_resource, on),
+        min_replicas=wf.serving.min_replicas,
+        peak_to_average=as_decimal(wf.serving.peak_to_average, "peak_to_average"),
+    )
 
 
 def student_cost_per_call_usd(wf, price_book, throughput_calls_per_s, on: date) -> Decimal:

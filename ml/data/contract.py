@@ -36,14 +36,19 @@ def describe_columns(df: pd.DataFrame) -> str:
     """
     names = [str(c) for c in df.columns]
     if len(names) < 2 or any(len(n) > SHOWN_COLUMN_CHARS or not n.isprintable() for n in names):
-        return (f"the file has {len(names)} column(s) and does not look like a table with a header row "
-                "(column names not shown)")
-    shown = names[:SHOWN_COLUMNS] + ([f"... {len(names) - SHOWN_COLUMNS} more"] if len(names) > SHOWN_COLUMNS else [])
+        return (
+            f"the file has {len(names)} column(s) and does not look like a table with a header row "
+            "(column names not shown)"
+        )
+    shown = names[:SHOWN_COLUMNS] + (
+        [f"... {len(names) - SHOWN_COLUMNS} more"] if len(names) > SHOWN_COLUMNS else []
+    )
     return f"the file has {shown}"
 
 
-def normalise_labelled(df: pd.DataFrame, *, text_col: str, label_col: str, source: str = "gold",
-                       origin: str = "file") -> pd.DataFrame:
+def normalise_labelled(
+    df: pd.DataFrame, *, text_col: str, label_col: str, source: str = "gold", origin: str = "file"
+) -> pd.DataFrame:
     """Rename the user's columns to the contract and keep only contract columns.
 
     Missing columns are a ContractError that lists the columns the file does have, so the
@@ -55,11 +60,13 @@ def normalise_labelled(df: pd.DataFrame, *, text_col: str, label_col: str, sourc
             f"{origin}: missing column(s) {missing}; {describe_columns(df)}. "
             "Pass --text-col/--label-col or set text_column/label_column in the workflow."
         )
-    out = pd.DataFrame({
-        TEXT: df[text_col],
-        LABEL: df[label_col],
-        SOURCE: source,
-        TEACHER_VERSION: df[TEACHER_VERSION] if TEACHER_VERSION in df.columns else "",
-        TEACHER_PROBS: df[TEACHER_PROBS] if TEACHER_PROBS in df.columns else "",
-    })
+    out = pd.DataFrame(
+        {
+            TEXT: df[text_col],
+            LABEL: df[label_col],
+            SOURCE: source,
+            TEACHER_VERSION: df[TEACHER_VERSION] if TEACHER_VERSION in df.columns else "",
+            TEACHER_PROBS: df[TEACHER_PROBS] if TEACHER_PROBS in df.columns else "",
+        }
+    )
     return out.reset_index(drop=True)

@@ -33,14 +33,20 @@ CALL_LOG_COLUMNS = ("request_text", "response_label", "status")
 BUILTIN_PII_RULES = {
     "email": ("<EMAIL>", re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
     "card": ("<CARD>", re.compile(r"\b(?:\d[ -]?){12,18}\d\b")),
-    "phone": ("<PHONE>", re.compile(r"(?<!\w)(?!\d{4}-\d\d-\d\d\b|\d\d?[./-]\d\d?[./-]\d{2,4}\b)"
-                                    r"(?=\+?(?:[ ()./-]*\d){8})\+?\(?\d[\d ()./-]{7,}\d\b")),
+    "phone": (
+        "<PHONE>",
+        re.compile(
+            r"(?<!\w)(?!\d{4}-\d\d-\d\d\b|\d\d?[./-]\d\d?[./-]\d{2,4}\b)"
+            r"(?=\+?(?:[ ()./-]*\d){8})\+?\(?\d[\d ()./-]{7,}\d\b"
+        ),
+    ),
 }
 
 
 @dataclass(frozen=True)
 class PiiMasker:
     """Replaces what looks like personal data with a token, rule by rule in order."""
+
     patterns: tuple[tuple[str, re.Pattern], ...]
 
     @classmethod
@@ -48,14 +54,18 @@ class PiiMasker:
         """Built-in rules by name, then the workflow's own {token: regex}. Raises ValueError naming a bad one."""
         unknown = [r for r in rules if r not in BUILTIN_PII_RULES]
         if unknown:
-            raise ValueError(f"unknown PII rule {unknown[0]!r}; built-in rules: {', '.join(BUILTIN_PII_RULES)}")
+            raise ValueError(
+                f"unknown PII rule {unknown[0]!r}; built-in rules: {', '.join(BUILTIN_PII_RULES)}"
+            )
         # The built-in order whatever the listed order: a phone rule first would eat card numbers' tails.
         patterns = [BUILTIN_PII_RULES[r] for r in BUILTIN_PII_RULES if r in rules]
         for token, regex in dict(extra).items():
             try:
                 patterns.append((str(token), re.compile(regex)))
             except (re.error, TypeError) as exc:
-                raise ValueError(f"PII pattern for {token!r} is not a valid regular expression ({exc})") from None
+                raise ValueError(
+                    f"PII pattern for {token!r} is not a valid regular expression ({exc})"
+                ) from None
         return cls(tuple(patterns))
 
     @classmethod
@@ -78,6 +88,7 @@ class IngestError(ValueError):
 @dataclass
 class Batch:
     """One dropped file, normalised to the contract, with what curation removed."""
+
     path: Path
     sha256: str
     kind: str  # "call_log" or "labelled"
@@ -101,8 +112,10 @@ def safe_drop_path(drop_dir: Path, name: str | Path) -> Path:
     root = Path(drop_dir).resolve()
     candidate = Path(name)
     if candidate.is_absolute() or ".." in candidate.parts:
-        raise IngestError(f"{name}: paths must be relative to the drop folder {root} without '..'; "
-                          "use `mlops data import PATH` to copy a file in.")
+        raise IngestError(
+            f"{name}: paths must be relative to the drop folder {root} without '..'; "
+            "use `mlops data import PATH` to copy a file in."
+        )
     full = root / candidate
     if full.is_symlink() or not full.resolve().is_relative_to(root):
         raise IngestError(f"{name}: is a link or leaves the drop folder {root}; copy the file in instead.")
@@ -118,7 +131,9 @@ def mask_pii(text: str, masker: PiiMasker = DEFAULT_MASKER) -> str:
 def _read_raw(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise IngestError(f"{path.name}: unsupported file type {suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}.")
+        raise IngestError(
+            f"{path.name}: unsupported file type {suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}."
+        )
     if path.stat().st_size == 0:
         raise IngestError(f"{path.name}: the file is empty; re-export it from its source.")
     try:
@@ -129,14 +144,20 @@ def _read_raw(path: Path) -> pd.DataFrame:
             return pd.read_csv(io.StringIO(raw), dtype=str, keep_default_na=False, na_values=[""])
         return pd.read_json(io.StringIO(raw), lines=True, dtype=False)
     except UnicodeDecodeError as exc:
-        raise IngestError(f"{path.name}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 4]!r}); "
-                          "re-encode it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).") from None
+        raise IngestError(
+            f"{path.name}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 4]!r}); "
+            "re-encode it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+        ) from None
     except (ValueError, OSError) as exc:  # pyarrow / pandas parse errors derive from these
-        raise IngestError(f"{path.name}: cannot be parsed as {suffix[1:]} ({str(exc).splitlines()[0][:200]}); "
-                          "the file may be truncated or not what its name says.") from None
+        raise IngestError(
+            f"{path.name}: cannot be parsed as {suffix[1:]} ({str(exc).splitlines()[0][:200]}); "
+            "the file may be truncated or not what its name says."
+        ) from None
     except Exception as exc:  # noqa: BLE001 - e.g. pyarrow.ArrowInvalid on a truncated footer
-        raise IngestError(f"{path.name}: cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "the file may be truncated; re-export it.") from None
+        raise IngestError(
+            f"{path.name}: cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+            "the file may be truncated; re-export it."
+        ) from None
 
 
 def _curate_call_log(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, dict]:
@@ -157,18 +178,32 @@ def _curate_call_log(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, dict]:
     if "latency_ms" in df.columns and len(done):
         lat = pd.to_numeric(done["latency_ms"], errors="coerce").dropna()
         stats["latency_p50_ms"], stats["latency_p99_ms"] = (float(lat.quantile(q)) for q in (0.5, 0.99))
-    probs = ok["label_probs"].map(lambda p: json.dumps(p, sort_keys=True) if isinstance(p, dict) else "") \
-        if "label_probs" in ok.columns else ""
+    probs = (
+        ok["label_probs"].map(lambda p: json.dumps(p, sort_keys=True) if isinstance(p, dict) else "")
+        if "label_probs" in ok.columns
+        else ""
+    )
     version = ok["model_version"].astype(str) if "model_version" in ok.columns else ""
-    out = pd.DataFrame({
-        contract.TEXT: ok["request_text"], contract.LABEL: ok["response_label"],
-        contract.SOURCE: "teacher", contract.TEACHER_VERSION: version, contract.TEACHER_PROBS: probs,
-    })
+    out = pd.DataFrame(
+        {
+            contract.TEXT: ok["request_text"],
+            contract.LABEL: ok["response_label"],
+            contract.SOURCE: "teacher",
+            contract.TEACHER_VERSION: version,
+            contract.TEACHER_PROBS: probs,
+        }
+    )
     return out.reset_index(drop=True), stats
 
 
-def read_batch(path: Path, *, text_col: str = "text", label_col: str = "label", mask: bool = True,
-               masker: PiiMasker = DEFAULT_MASKER) -> Batch:
+def read_batch(
+    path: Path,
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    mask: bool = True,
+    masker: PiiMasker = DEFAULT_MASKER,
+) -> Batch:
     """Read, curate and normalise one dropped file. Raises IngestError / ContractError."""
     path = Path(path)
     df = _read_raw(path)
@@ -186,7 +221,9 @@ def read_batch(path: Path, *, text_col: str = "text", label_col: str = "label", 
     # is left as it is, so the gate's text_is_string check rejects it instead of training on IDs.
     text_has_strings = frame[contract.TEXT].map(lambda v: isinstance(v, str)).any()
     for col in (contract.TEXT, contract.LABEL) if text_has_strings else (contract.LABEL,):
-        frame[col] = frame[col].map(lambda v: v if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+        frame[col] = frame[col].map(
+            lambda v: v if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+        )
     if mask:
         frame[contract.TEXT] = frame[contract.TEXT].map(lambda t: masker(t) if isinstance(t, str) else t)
     received = frame.reset_index(drop=True)

@@ -84,8 +84,10 @@ class DatasetStore:
 
     def load(self, role: str = "train") -> pd.DataFrame:
         if self.current(role) is None:
-            raise DatasetError(f"{self.root.name}: no accepted {role} data yet; drop a batch and run ingest "
-                               f"(`mlops data import PATH{' --as eval' if role == 'eval' else ''}`).")
+            raise DatasetError(
+                f"{self.root.name}: no accepted {role} data yet; drop a batch and run ingest "
+                f"(`mlops data import PATH{' --as eval' if role == 'eval' else ''}`)."
+            )
         return pd.read_parquet(self.path(role))
 
     def accept(self, batch: Batch, role: str = "train", extra: dict | None = None) -> dict:
@@ -99,7 +101,8 @@ class DatasetStore:
             if role == "eval" and self.current("eval") is not None:
                 raise DatasetError(
                     f"{self.root.name}: the evaluation set is frozen (version {self.current('eval')['version'][:12]}) "
-                    "so every model is compared on the same examples; drop gold data as a training batch instead.")
+                    "so every model is compared on the same examples; drop gold data as a training batch instead."
+                )
             target = self.path(role)
             frame = batch.frame[list(contract.COLUMNS)]
             if target.exists():
@@ -114,9 +117,16 @@ class DatasetStore:
             repo.push()
             md5 = yaml.safe_load(target.with_suffix(".parquet.dvc").read_text())["outs"][0]["md5"]
             record = {
-                "version": md5, "role": role, "rows": len(frame), "batch": batch.path.name,
-                "batch_sha256": batch.sha256, "batch_rows": len(batch.frame), "kind": batch.kind,
-                "stats": batch.stats, "accepted_at": datetime.now(timezone.utc).isoformat(), **(extra or {}),
+                "version": md5,
+                "role": role,
+                "rows": len(frame),
+                "batch": batch.path.name,
+                "batch_sha256": batch.sha256,
+                "batch_rows": len(batch.frame),
+                "kind": batch.kind,
+                "stats": batch.stats,
+                "accepted_at": datetime.now(timezone.utc).isoformat(),
+                **(extra or {}),
             }
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -135,12 +145,16 @@ class DatasetStore:
         """
         version = version.strip().lower()
         if len(version) < MIN_PREFIX or not re.fullmatch(r"[0-9a-f]+", version):
-            raise DatasetError(f"{version!r} is not a dataset version: give its md5 or the first {MIN_PREFIX}+ of it "
-                               "(`mlops data versions` lists them; a model's dataset_version tag holds one).")
+            raise DatasetError(
+                f"{version!r} is not a dataset version: give its md5 or the first {MIN_PREFIX}+ of it "
+                "(`mlops data versions` lists them; a model's dataset_version tag holds one)."
+            )
         matches = {r["version"]: r for r in self.versions() if r["version"].startswith(version)}
         if len(matches) > 1:
-            raise DatasetError(f"{version!r} matches {len(matches)} versions ({', '.join(v[:12] for v in matches)}); "
-                               "give more of the md5.")
+            raise DatasetError(
+                f"{version!r} matches {len(matches)} versions ({', '.join(v[:12] for v in matches)}); "
+                "give more of the md5."
+            )
         return next(iter(matches.values()), None)
 
     def checkout(self, version: str, out_dir: Path, *, eval_version: str | None = None) -> dict:
@@ -154,25 +168,33 @@ class DatasetStore:
         """
         record = self.find(version)
         if record is None and not MD5_RE.match(version.strip().lower()):
-            raise DatasetError(f"{self.root.name}: no dataset version starts with {version!r} here; with the data "
-                               "folder gone, give the full md5 (a model's dataset_version tag).")
+            raise DatasetError(
+                f"{self.root.name}: no dataset version starts with {version!r} here; with the data "
+                "folder gone, give the full md5 (a model's dataset_version tag)."
+            )
         role = record["role"] if record else "train"
         wanted = {role: record["version"] if record else version.strip().lower()}
         if role == "train":
             if eval_version is not None:
                 found = self.find(eval_version)
                 if found is not None and found["role"] != "eval":
-                    raise DatasetError(f"{eval_version!r} is a {found['role']} version, not an evaluation set.")
+                    raise DatasetError(
+                        f"{eval_version!r} is a {found['role']} version, not an evaluation set."
+                    )
                 wanted["eval"] = found["version"] if found else eval_version.strip().lower()
             elif self.current("eval") is not None:
                 wanted["eval"] = self.current("eval")["version"]
         bad = [v for v in wanted.values() if not MD5_RE.match(v)]
         if bad:
-            raise DatasetError(f"{bad[0]!r} is not a full md5; give all 32 characters (`mlops data versions --json`).")
+            raise DatasetError(
+                f"{bad[0]!r} is not a full md5; give all 32 characters (`mlops data versions --json`)."
+            )
         out_dir = Path(out_dir)
         clash = [out_dir / f"{r}.parquet" for r in wanted if (out_dir / f"{r}.parquet").exists()]
         if clash:
-            raise DatasetError(f"{clash[0]} exists; remove it or choose another --out (nothing is overwritten).")
+            raise DatasetError(
+                f"{clash[0]} exists; remove it or choose another --out (nothing is overwritten)."
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {}
         with tempfile.TemporaryDirectory(prefix=".checkout-", dir=out_dir) as tmp:
@@ -189,16 +211,23 @@ class DatasetStore:
             try:
                 Repo(tmp).pull(targets=[str(Path(tmp, f"{r}.parquet.dvc")) for r in wanted])
             except DvcException as exc:
-                raise DatasetError(f"version(s) {', '.join(v[:12] for v in wanted.values())} could not be fetched "
-                                   f"from the DVC remote {self.remote_url}: not there, or the remote cannot be read "
-                                   f"({type(exc).__name__}); check MLOPS_DVC_REMOTE_URL and the md5.") from None
+                raise DatasetError(
+                    f"version(s) {', '.join(v[:12] for v in wanted.values())} could not be fetched "
+                    f"from the DVC remote {self.remote_url}: not there, or the remote cannot be read "
+                    f"({type(exc).__name__}); check MLOPS_DVC_REMOTE_URL and the md5."
+                ) from None
             for r, md5 in wanted.items():
                 got = Path(tmp, f"{r}.parquet")
                 if _md5(got) != md5:  # DVC checks too; a file handed over must be the version asked for
-                    raise DatasetError(f"{r}.parquet fetched for {md5[:12]} has md5 {_md5(got)[:12]}; the remote "
-                                       f"{self.remote_url} holds a damaged copy.")
-                files[r] = {"version": md5, "path": str(out_dir / f"{r}.parquet"),
-                            "rows": len(pd.read_parquet(got, columns=[contract.TEXT]))}
+                    raise DatasetError(
+                        f"{r}.parquet fetched for {md5[:12]} has md5 {_md5(got)[:12]}; the remote "
+                        f"{self.remote_url} holds a damaged copy."
+                    )
+                files[r] = {
+                    "version": md5,
+                    "path": str(out_dir / f"{r}.parquet"),
+                    "rows": len(pd.read_parquet(got, columns=[contract.TEXT])),
+                }
             for r in wanted:
                 shutil.move(str(Path(tmp, f"{r}.parquet")), str(out_dir / f"{r}.parquet"))
         return {"workflow": self.root.name, "version": wanted[role], "role": role, "files": files}

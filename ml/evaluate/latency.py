@@ -37,8 +37,12 @@ DEFAULT_ROUNDS = 5
 DEFAULT_CALLS_PER_ROUND = 100
 _SCHEDSTAT = Path("/proc/thread-self/schedstat")
 # Threads of every numeric library the child may load, fixed before any of them is imported.
-_ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                   "TOKENIZERS_PARALLELISM": "false"}
+_ONE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 class LatencyError(RuntimeError):
@@ -62,13 +66,22 @@ def _run_delay_ns() -> int | None:
 
 
 def method_text(rounds: int, calls: int, *, schedstat: bool) -> str:
-    own = "wall time less run-queue wait (schedstat)" if schedstat else "wall time (no schedstat on this host)"
-    return (f"separate process, 1 thread pinned to 1 CPU, batch 1; {rounds} rounds x {calls} calls, "
-            f"variants interleaved; per call {own}; best round's p99")
+    own = (
+        "wall time less run-queue wait (schedstat)" if schedstat else "wall time (no schedstat on this host)"
+    )
+    return (
+        f"separate process, 1 thread pinned to 1 CPU, batch 1; {rounds} rounds x {calls} calls, "
+        f"variants interleaved; per call {own}; best round's p99"
+    )
 
 
-def time_rounds(predictors: dict[str, Callable[[list[str]], object]], texts: Sequence[str], *,
-                rounds: int = DEFAULT_ROUNDS, calls_per_round: int = DEFAULT_CALLS_PER_ROUND) -> dict[str, dict]:
+def time_rounds(
+    predictors: dict[str, Callable[[list[str]], object]],
+    texts: Sequence[str],
+    *,
+    rounds: int = DEFAULT_ROUNDS,
+    calls_per_round: int = DEFAULT_CALLS_PER_ROUND,
+) -> dict[str, dict]:
     """Batch-1 latency of each predictor in this process (measure_isolated runs it in a child)."""
     texts = list(texts) or ["warm-up text"]
     schedstat = _run_delay_ns() is not None
@@ -79,7 +92,7 @@ def time_rounds(predictors: dict[str, Callable[[list[str]], object]], texts: Seq
     names = list(predictors)
     for r in range(rounds):
         # Rotate the order each round: whatever the host does meanwhile falls on every variant alike.
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             predict, own_ms, wall_ms = predictors[name], [], []
             for i in range(calls_per_round):
                 text = texts[(r * calls_per_round + i) % len(texts)]
@@ -87,22 +100,35 @@ def time_rounds(predictors: dict[str, Callable[[list[str]], object]], texts: Seq
                 predict([text])
                 wall = (time.perf_counter() - t0) * 1000
                 delay1 = _run_delay_ns()
-                waited = (delay1 - delay0) / 1e6 if schedstat and delay0 is not None and delay1 is not None else 0.0
+                waited = (
+                    (delay1 - delay0) / 1e6
+                    if schedstat and delay0 is not None and delay1 is not None
+                    else 0.0
+                )
                 wall_ms.append(wall)
                 own_ms.append(max(wall - waited, 0.0))
-            per_round[name].append({"p50": percentile_ms(own_ms, 0.50), "p99": percentile_ms(own_ms, 0.99),
-                                    "wall_p99": percentile_ms(wall_ms, 0.99)})
+            per_round[name].append(
+                {
+                    "p50": percentile_ms(own_ms, 0.50),
+                    "p99": percentile_ms(own_ms, 0.99),
+                    "wall_p99": percentile_ms(wall_ms, 0.99),
+                }
+            )
     out = {}
     for name, figures in per_round.items():
         best = min(figures, key=lambda f: f["p99"])
-        out[name] = {"latency_p50_ms": round(best["p50"], 3), "latency_p99_ms": round(best["p99"], 3),
-                     "wall_p99_ms": round(best["wall_p99"], 3),
-                     "worst_round_p99_ms": round(max(f["p99"] for f in figures), 3),
-                     "method": method_text(rounds, calls_per_round, schedstat=schedstat)}
+        out[name] = {
+            "latency_p50_ms": round(best["p50"], 3),
+            "latency_p99_ms": round(best["p99"], 3),
+            "wall_p99_ms": round(best["wall_p99"], 3),
+            "worst_round_p99_ms": round(max(f["p99"] for f in figures), 3),
+            "method": method_text(rounds, calls_per_round, schedstat=schedstat),
+        }
     return out
 
 
 # Predictor factories the child process builds from a spec: {"factory": "module:function", "kwargs": {...}}.
+
 
 def torch_predictor(model_dir: str, max_length: int = 64, dtype: str = "float32", device: str = "cpu"):
     import torch
@@ -137,17 +163,27 @@ def _child(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if cpus:
-        os.sched_setaffinity(0, {cpus[-1]})  # the last CPU: the first is where interrupts and init tend to land
+        os.sched_setaffinity(
+            0, {cpus[-1]}
+        )  # the last CPU: the first is where interrupts and init tend to land
     predictors = {name: _build(s) for name, s in spec["variants"].items()}
-    figures = time_rounds(predictors, spec["texts"], rounds=spec["rounds"], calls_per_round=spec["calls_per_round"])
+    figures = time_rounds(
+        predictors, spec["texts"], rounds=spec["rounds"], calls_per_round=spec["calls_per_round"]
+    )
     tmp = Path(out_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(figures))
     os.replace(tmp, out_path)
 
 
-def measure_isolated(variants: dict[str, dict], texts: Sequence[str], *, rounds: int = DEFAULT_ROUNDS,
-                     calls_per_round: int = DEFAULT_CALLS_PER_ROUND, timeout_s: float = 1800,
-                     extra_env: dict[str, str] | None = None) -> dict[str, dict]:
+def measure_isolated(
+    variants: dict[str, dict],
+    texts: Sequence[str],
+    *,
+    rounds: int = DEFAULT_ROUNDS,
+    calls_per_round: int = DEFAULT_CALLS_PER_ROUND,
+    timeout_s: float = 1800,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, dict]:
     """{variant: figures} of each spec {"factory": "module:function", "kwargs": {...}}, timed in one child process.
 
     Figures: latency_p50_ms, latency_p99_ms (the gate's figure), wall_p99_ms (the same round as
@@ -158,19 +194,36 @@ def measure_isolated(variants: dict[str, dict], texts: Sequence[str], *, rounds:
         raise ValueError(f"rounds={rounds} and calls_per_round={calls_per_round} must be at least 1.")
     with tempfile.TemporaryDirectory(prefix="mlops-latency-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(json.dumps({"variants": variants, "texts": list(texts)[:500], "rounds": rounds,
-                                         "calls_per_round": calls_per_round}))
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "variants": variants,
+                    "texts": list(texts)[:500],
+                    "rounds": rounds,
+                    "calls_per_round": calls_per_round,
+                }
+            )
+        )
         env = {**os.environ, **_ONE_THREAD_ENV, **(extra_env or {})}
         try:
-            done = subprocess.run([sys.executable, "-m", "ml.evaluate.latency", str(spec_path), str(out_path)],
-                                  env=env, capture_output=True, text=True, timeout=timeout_s,
-                                  cwd=Path(__file__).resolve().parents[2])
+            done = subprocess.run(
+                [sys.executable, "-m", "ml.evaluate.latency", str(spec_path), str(out_path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                cwd=Path(__file__).resolve().parents[2],
+            )
         except subprocess.TimeoutExpired as exc:
-            raise LatencyError(f"the latency measurement ran over {timeout_s:.0f} s; a model this slow "
-                               "cannot meet any SLA worth having.") from exc
+            raise LatencyError(
+                f"the latency measurement ran over {timeout_s:.0f} s; a model this slow "
+                "cannot meet any SLA worth having."
+            ) from exc
         if done.returncode != 0 or not out_path.exists():
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise LatencyError(f"the latency measurement process failed (exit {done.returncode}): {tail[0][:300]}")
+            raise LatencyError(
+                f"the latency measurement process failed (exit {done.returncode}): {tail[0][:300]}"
+            )
         return json.loads(out_path.read_text())
 
 

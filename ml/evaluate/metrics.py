@@ -18,11 +18,15 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
     """Rows are the true class, columns the predicted class."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions; score the whole evaluation set.")
+        raise ValueError(
+            f"{len(y_true)} true labels but {len(y_pred)} predictions; score the whole evaluation set."
+        )
     # A -1 ("unknown") would silently count as the last class through numpy's negative indexing.
     bad = sorted({int(v) for v in np.concatenate([y_true, y_pred]) if not 0 <= v < n_classes})
     if bad:
-        raise ValueError(f"class indices {bad[:5]} are outside 0..{n_classes - 1}; map every label to the label set first.")
+        raise ValueError(
+            f"class indices {bad[:5]} are outside 0..{n_classes - 1}; map every label to the label set first."
+        )
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
     return cm
@@ -105,7 +109,7 @@ def label_of_metric(name: str, prefix: str, label_names: Sequence[str]) -> str |
     if not name.startswith(prefix):
         return None
     by_key = {metric_key(label): label for label in label_names}
-    return by_key.get(name[len(prefix):])
+    return by_key.get(name[len(prefix) :])
 
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> float:

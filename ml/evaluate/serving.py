@@ -26,12 +26,18 @@ def load_classifier(model_dir: Path, device: str = "cpu"):
 
 
 @torch.inference_mode()
-def predict_probs(model, tokenizer, texts: Sequence[str], *, max_length: int = 64,
-                  batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+def predict_probs(
+    model, tokenizer, texts: Sequence[str], *, max_length: int = 64, batch_size: int = 64, device: str = "cpu"
+) -> np.ndarray:
     out = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=max_length,
-                          padding=True, return_tensors="pt").to(device)
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
         out.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
 
@@ -40,8 +46,14 @@ def dir_size_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def measure_latency(predict: Callable[[list[str]], object], texts: Sequence[str], *, n_single: int = 200,
-                    n_batches: int = 5, batch_size: int = 32) -> dict:
+def measure_latency(
+    predict: Callable[[list[str]], object],
+    texts: Sequence[str],
+    *,
+    n_single: int = 200,
+    n_batches: int = 5,
+    batch_size: int = 32,
+) -> dict:
     """p50/p95/p99 latency at batch 1 and throughput at batch 32 of any `predict(texts)`, after a warm-up.
 
     One function for torch, int8 and ONNX models, so their figures are measured the same way.
@@ -66,11 +78,23 @@ def measure_latency(predict: Callable[[list[str]], object], texts: Sequence[str]
     }
 
 
-def measure_serving(model, tokenizer, texts: Sequence[str], *, max_length: int = 64, device: str = "cpu",
-                    n_single: int = 200, n_batches: int = 5, batch_size: int = 32) -> dict:
+def measure_serving(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int = 64,
+    device: str = "cpu",
+    n_single: int = 200,
+    n_batches: int = 5,
+    batch_size: int = 32,
+) -> dict:
     """measure_latency of a torch classifier, plus its parameter count."""
+
     def predict(batch: list[str]):
-        return predict_probs(model, tokenizer, batch, max_length=max_length, batch_size=len(batch), device=device)
+        return predict_probs(
+            model, tokenizer, batch, max_length=max_length, batch_size=len(batch), device=device
+        )
 
     figures = measure_latency(predict, texts, n_single=n_single, n_batches=n_batches, batch_size=batch_size)
     figures["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
@@ -91,13 +115,21 @@ def choose_served_variant(variants: dict[str, dict], max_quality_cost: float) ->
     figure cannot be chosen. torch fp32 (cost 0) is the fallback, so there is always an answer
     when it was scored. Ties go to the variant listed first.
     """
+
     def usable(figures: dict) -> bool:
         cost, p99 = figures.get("macro_f1_cost"), figures.get("latency_p99_ms")
-        return (isinstance(cost, (int, float)) and np.isfinite(cost) and cost <= max_quality_cost + 1e-12
-                and isinstance(p99, (int, float)) and np.isfinite(p99))
+        return (
+            isinstance(cost, (int, float))
+            and np.isfinite(cost)
+            and cost <= max_quality_cost + 1e-12
+            and isinstance(p99, (int, float))
+            and np.isfinite(p99)
+        )
 
     eligible = [name for name, figures in variants.items() if usable(figures)]
     if not eligible:
-        raise ValueError(f"no serving variant has finite figures within a macro-F1 cost of {max_quality_cost}: "
-                         f"{ {n: (f.get('macro_f1_cost'), f.get('latency_p99_ms')) for n, f in variants.items()} }")
+        raise ValueError(
+            f"no serving variant has finite figures within a macro-F1 cost of {max_quality_cost}: "
+            f"{ {n: (f.get('macro_f1_cost'), f.get('latency_p99_ms')) for n, f in variants.items()} }"
+        )
     return min(eligible, key=lambda name: variants[name]["latency_p99_ms"])

@@ -44,7 +44,9 @@ class CallLog:
 
     def append(self, row: dict) -> None:
         if self._closed:
-            raise RuntimeError(f"call log {self.directory} is closed; create a new CallLog to write more rows.")
+            raise RuntimeError(
+                f"call log {self.directory} is closed; create a new CallLog to write more rows."
+            )
         self._queue.put(row)
 
     def flush(self) -> None:
@@ -109,11 +111,19 @@ def read_rows(directory: Path) -> list[dict]:
 
 def in_gold_sample(call_id: str, gold_share: float) -> bool:
     """A stable draw per call: the same call is set aside on every run, whatever the order."""
-    return int(hashlib.sha256(call_id.encode()).hexdigest()[:8], 16) < gold_share * 2 ** 32
+    return int(hashlib.sha256(call_id.encode()).hexdigest()[:8], 16) < gold_share * 2**32
 
 
-def export_for_curation(directory: Path, drop_dir: Path, labeling_dir: Path, *, min_rows: int,
-                        gold_share: float = 0.05, now: datetime | None = None, mask=None) -> dict:
+def export_for_curation(
+    directory: Path,
+    drop_dir: Path,
+    labeling_dir: Path,
+    *,
+    min_rows: int,
+    gold_share: float = 0.05,
+    now: datetime | None = None,
+    mask=None,
+) -> dict:
     """Hand completed days to ingestion: one call-log batch into the drop folder, and a sample of
     requests (without the teacher's answer, so annotators are not anchored on it) for gold labels.
 
@@ -122,7 +132,9 @@ def export_for_curation(directory: Path, drop_dir: Path, labeling_dir: Path, *, 
     Days wait until together they hold min_rows labelled calls (a smaller batch fails the gate).
     """
     if not 0.0 <= gold_share < 1.0:
-        raise ValueError(f"gold_share={gold_share} must be in [0, 1), e.g. 0.05 to set aside 5% for gold labels.")
+        raise ValueError(
+            f"gold_share={gold_share} must be in [0, 1), e.g. 0.05 to set aside 5% for gold labels."
+        )
     directory, now = Path(directory), now or datetime.now(timezone.utc)
     last_complete = (now - EXPORT_GRACE).date() - timedelta(days=1)
     days = [p for p in sorted(directory.glob("*.jsonl")) if p.stem <= last_complete.isoformat()]
@@ -159,5 +171,10 @@ def export_for_curation(directory: Path, drop_dir: Path, labeling_dir: Path, *, 
             path.unlink()
         else:
             path.replace(target)
-    return {"exported_days": [p.stem for p in days], "rows": len(batch), "gold_rows": len(gold),
-            "batch": str(drop_dir / f"{name}.jsonl"), "gold_file": str(labeling_dir / f"{name}.csv") if gold else None}
+    return {
+        "exported_days": [p.stem for p in days],
+        "rows": len(batch),
+        "gold_rows": len(gold),
+        "batch": str(drop_dir / f"{name}.jsonl"),
+        "gold_file": str(labeling_dir / f"{name}.csv") if gold else None,
+    }

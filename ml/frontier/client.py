@@ -87,23 +87,44 @@ def parse_label(answer: str | None, labels: Sequence[str]) -> str | None:
 
 
 class FrontierClient:
-    def __init__(self, base_url: str, api_key: str, *, workflow: str, labels: Sequence[str] = (),
-                 price_book: PriceBook | None = None, sinks: Sequence[Callable[[dict], None]] = (),
-                 timeout_s: float = 30.0, max_retries: int = 2, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-                 max_concurrency: int = 64, deadline_s: float | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        workflow: str,
+        labels: Sequence[str] = (),
+        price_book: PriceBook | None = None,
+        sinks: Sequence[Callable[[dict], None]] = (),
+        timeout_s: float = 30.0,
+        max_retries: int = 2,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        max_concurrency: int = 64,
+        deadline_s: float | None = None,
+    ):
         if not base_url:
-            raise ValueError("no upstream URL; set MLOPS_FRONTIER_BASE_URL (e.g. https://api.openai.com/v1) "
-                             "or pass --upstream-url.")
+            raise ValueError(
+                "no upstream URL; set MLOPS_FRONTIER_BASE_URL (e.g. https://api.openai.com/v1) "
+                "or pass --upstream-url."
+            )
         if max_retries < 0 or not timeout_s > 0:
             raise ValueError(f"max_retries={max_retries} must be >= 0 and timeout_s={timeout_s} > 0.")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency={max_concurrency!r} must be a whole number >= 1, e.g. 64.")
         # By default a call may use every attempt's timeout and the backoff between them, no more.
-        deadline_s = timeout_s * (max_retries + 1) + max_backoff_s * max_retries if deadline_s is None else deadline_s
+        deadline_s = (
+            timeout_s * (max_retries + 1) + max_backoff_s * max_retries if deadline_s is None else deadline_s
+        )
         if not deadline_s > 0:
             raise ValueError(f"deadline_s={deadline_s!r} must be > 0 seconds.")
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.workflow, self.labels, self.price_book, self.sinks = workflow, tuple(labels), price_book, list(sinks)
+        self.workflow, self.labels, self.price_book, self.sinks = (
+            workflow,
+            tuple(labels),
+            price_book,
+            list(sinks),
+        )
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
         self.max_concurrency, self.deadline_s = max_concurrency, float(deadline_s)
         self.in_flight = self.rejected = 0  # one event loop touches these: no lock needed
@@ -113,18 +134,27 @@ class FrontierClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            headers=headers)
+            headers=headers,
+        )
 
     def saturation(self) -> dict:
         """What /healthz reports: calls in flight against the bound, and calls refused so far."""
-        return {"in_flight": self.in_flight, "max_concurrency": self.max_concurrency,
-                "saturated": self.in_flight >= self.max_concurrency, "rejected": self.rejected,
-                "deadline_s": self.deadline_s}
+        return {
+            "in_flight": self.in_flight,
+            "max_concurrency": self.max_concurrency,
+            "saturated": self.in_flight >= self.max_concurrency,
+            "rejected": self.rejected,
+            "deadline_s": self.deadline_s,
+        }
 
     def _admit(self) -> bool:
         if self.in_flight >= self.max_concurrency:
             self.rejected += 1
-            log.warning("frontier %s: %d calls in flight (max_concurrency); refused one", self.workflow, self.in_flight)
+            log.warning(
+                "frontier %s: %d calls in flight (max_concurrency); refused one",
+                self.workflow,
+                self.in_flight,
+            )
             return False
         self.in_flight += 1
         return True
@@ -249,7 +279,9 @@ class FrontierClient:
             call.retries, call.status, call.error = attempt, "ok", None
             resp = None
             try:
-                resp = await self._http.send(self._http.build_request("POST", self.url, json=body), stream=True)
+                resp = await self._http.send(
+                    self._http.build_request("POST", self.url, json=body), stream=True
+                )
             except httpx.TimeoutException:
                 call.fail("timeout", "Timeout")
                 return None
@@ -275,7 +307,9 @@ class FrontierClient:
         except (TypeError, ValueError):
             retry_after = None
         # Jitter, so that many callers rate-limited together do not come back together.
-        wait = retry_after if retry_after is not None else self.backoff_s * 2 ** attempt * random.uniform(0.5, 1.0)
+        wait = (
+            retry_after if retry_after is not None else self.backoff_s * 2**attempt * random.uniform(0.5, 1.0)
+        )
         return min(max(wait, 0.0), self.max_backoff_s)
 
     def _usage(self, call: Call, data: dict) -> None:
@@ -288,8 +322,9 @@ class FrontierClient:
         if self.price_book is None:
             return None
         try:
-            cost = unit_costs.priced_call_usd(self.price_book, model, datetime.now(timezone.utc).date(),
-                                              tokens_in, tokens_out)
+            cost = unit_costs.priced_call_usd(
+                self.price_book, model, datetime.now(timezone.utc).date(), tokens_in, tokens_out
+            )
         except PriceBookError:
             return None  # an unpriced model must not fail the call; the report names it
         return round(float(cost), 8)  # informational only: the ledger re-prices from tokens
@@ -299,24 +334,34 @@ class FrontierClient:
         ok = call.status == "ok"
         model = str(body.get("model") or "")
         call.row = {
-            "call_id": str(uuid.uuid4()), "ts": call.ts, "workflow": self.workflow,
+            "call_id": str(uuid.uuid4()),
+            "ts": call.ts,
+            "workflow": self.workflow,
             "request_text": request_text(body),
             "response_label": parse_label(call.response_text, self.labels) if ok else None,
-            "label_probs": None, "model": model, "model_version": call.model_version,
-            "latency_ms": round(call.latency_ms, 1), "tokens_in": call.tokens_in,
+            "label_probs": None,
+            "model": model,
+            "model_version": call.model_version,
+            "latency_ms": round(call.latency_ms, 1),
+            "tokens_in": call.tokens_in,
             "tokens_out": call.tokens_out if ok else 0,
             "cost_usd": self._cost_usd(model, call.tokens_in, call.tokens_out) if ok else 0.0,
-            "status": call.status, "error": call.error, "retries": call.retries,
+            "status": call.status,
+            "error": call.error,
+            "retries": call.retries,
             # Beyond what ingest reads: for the constraint report and for people reading the log.
             "ttft_ms": None if call.ttft_ms is None else round(call.ttft_ms, 1),
-            "stream": bool(body.get("stream")), "http_status": call.http_status,
+            "stream": bool(body.get("stream")),
+            "http_status": call.http_status,
             "response_text": call.response_text if ok else None,
         }
         for sink in self.sinks:
             try:
                 sink(call.row)
             except Exception:  # noqa: BLE001 - recording must never fail the caller's request
-                log.exception("frontier %s: a call-log sink failed for call %s", self.workflow, call.row["call_id"])
+                log.exception(
+                    "frontier %s: a call-log sink failed for call %s", self.workflow, call.row["call_id"]
+                )
 
 
 def _new_call() -> Call:

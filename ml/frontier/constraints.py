@@ -41,8 +41,10 @@ def _ts(row: dict) -> datetime:
     try:
         ts = datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00"))
     except (KeyError, ValueError):
-        raise ValueError(f"call-log row {row.get('call_id', '(no call_id)')}: ts {row.get('ts')!r} is not an "
-                         "ISO 8601 time like 2026-08-01T09:30:00.000Z; fix or drop the row.") from None
+        raise ValueError(
+            f"call-log row {row.get('call_id', '(no call_id)')}: ts {row.get('ts')!r} is not an "
+            "ISO 8601 time like 2026-08-01T09:30:00.000Z; fix or drop the row."
+        ) from None
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
@@ -76,39 +78,61 @@ class Measurement:
     monthly_cost_usd: Decimal  # cost per call × the workflow's declared monthly_calls
 
 
-def measure(rows: Iterable[dict], wf: Workflow, price_book: PriceBook, *, now: datetime,
-            window_days: int = unit_costs.NINETY_DAY_WINDOW_DAYS) -> Measurement:
+def measure(
+    rows: Iterable[dict],
+    wf: Workflow,
+    price_book: PriceBook,
+    *,
+    now: datetime,
+    window_days: int = unit_costs.NINETY_DAY_WINDOW_DAYS,
+) -> Measurement:
     if window_days < 1:
         raise ValueError(f"window_days={window_days} must be >= 1, e.g. 90.")
     rows = in_window(rows, now, window_days)
     if not rows:
-        raise NoCallsError(f"{wf.name}: no frontier calls in the {window_days} days to {now:%Y-%m-%d}; route "
-                         "traffic through `mlops proxy`, import a call log (mlops data import), or widen --window-days.")
+        raise NoCallsError(
+            f"{wf.name}: no frontier calls in the {window_days} days to {now:%Y-%m-%d}; route "
+            "traffic through `mlops proxy`, import a call log (mlops data import), or widen --window-days."
+        )
     ok = [r for r in rows if r.get("status") == "ok"]
     timeouts = sum(1 for r in rows if r.get("status") == "timeout")
     if not ok:
-        raise ValueError(f"{wf.name}: none of {len(rows)} frontier calls in the window succeeded, so latency and "
-                         "cost cannot be measured; check the upstream URL and key (mlops config).")
+        raise ValueError(
+            f"{wf.name}: none of {len(rows)} frontier calls in the window succeeded, so latency and "
+            "cost cannot be measured; check the upstream URL and key (mlops config)."
+        )
     per_call = unit_costs.measured_frontier_cost(ok, price_book).cost_per_call_usd
     return Measurement(
-        window_days=window_days, since=(now - timedelta(days=window_days)).isoformat(timespec="seconds"),
-        until=now.isoformat(timespec="seconds"), calls=len(rows), ok_calls=len(ok),
-        errors=len(rows) - len(ok) - timeouts, timeouts=timeouts,
-        error_rate=(len(rows) - len(ok) - timeouts) / len(rows), timeout_rate=timeouts / len(rows),
+        window_days=window_days,
+        since=(now - timedelta(days=window_days)).isoformat(timespec="seconds"),
+        until=now.isoformat(timespec="seconds"),
+        calls=len(rows),
+        ok_calls=len(ok),
+        errors=len(rows) - len(ok) - timeouts,
+        timeouts=timeouts,
+        error_rate=(len(rows) - len(ok) - timeouts) / len(rows),
+        timeout_rate=timeouts / len(rows),
         availability=len(ok) / len(rows),
         latency_ms=_percentiles([float(r["latency_ms"]) for r in ok]),
         ttft_ms=_percentiles([float(r["ttft_ms"]) for r in ok if r.get("ttft_ms") is not None]),
-        cost_per_call_usd=per_call, calls_per_month_observed=len(rows) / window_days * float(unit_costs.DAYS_PER_MONTH),
-        monthly_cost_usd=per_call * wf.monthly_calls)
+        cost_per_call_usd=per_call,
+        calls_per_month_observed=len(rows) / window_days * float(unit_costs.DAYS_PER_MONTH),
+        monthly_cost_usd=per_call * wf.monthly_calls,
+    )
 
 
 def constraints(m: Measurement, wf: Workflow) -> Constraints:
     """The measurement as the break-even decision takes it."""
     return Constraints(
-        p99_latency_ms=m.latency_ms["p99"], sla_ms=wf.latency_sla_p99_ms, monthly_cost_usd=m.monthly_cost_usd,
-        monthly_budget_usd=wf.monthly_budget_usd, availability=m.availability,
-        availability_target=wf.availability_target, proprietary_data=wf.proprietary_data,
-        inference_cost_is_budget_line=wf.inference_cost_is_budget_line)
+        p99_latency_ms=m.latency_ms["p99"],
+        sla_ms=wf.latency_sla_p99_ms,
+        monthly_cost_usd=m.monthly_cost_usd,
+        monthly_budget_usd=wf.monthly_budget_usd,
+        availability=m.availability,
+        availability_target=wf.availability_target,
+        proprietary_data=wf.proprietary_data,
+        inference_cost_is_budget_line=wf.inference_cost_is_budget_line,
+    )
 
 
 def _usd(amount: Decimal) -> str:
@@ -118,23 +142,35 @@ def _usd(amount: Decimal) -> str:
 def verdict(c: Constraints) -> tuple[list[str], str]:
     """(failing constraints, the verdict in words with every number)."""
     checks = [
-        ("latency", c.p99_latency_ms > c.sla_ms,
-         f"p99 {c.p99_latency_ms:,.0f} ms against the {c.sla_ms:,.0f} ms SLA",
-         f"p99 {c.p99_latency_ms:,.0f} ms is {(c.p99_latency_ms / c.sla_ms - 1):.0%} over the {c.sla_ms:,.0f} ms SLA"),
-        ("cost", c.monthly_cost_usd > c.monthly_budget_usd,
-         f"{_usd(c.monthly_cost_usd)} a month against the {_usd(c.monthly_budget_usd)} budget",
-         f"{_usd(c.monthly_cost_usd)} a month is {c.monthly_cost_usd / c.monthly_budget_usd - 1:.0%} over the "
-         f"{_usd(c.monthly_budget_usd)} budget"),
-        ("reliability", c.availability < c.availability_target,
-         f"availability {c.availability:.2%} against the {c.availability_target:.2%} target",
-         f"availability {c.availability:.2%} is {(c.availability_target - c.availability) * 100:.2f} points "
-         f"below the {c.availability_target:.2%} target"),
+        (
+            "latency",
+            c.p99_latency_ms > c.sla_ms,
+            f"p99 {c.p99_latency_ms:,.0f} ms against the {c.sla_ms:,.0f} ms SLA",
+            f"p99 {c.p99_latency_ms:,.0f} ms is {(c.p99_latency_ms / c.sla_ms - 1):.0%} over the {c.sla_ms:,.0f} ms SLA",
+        ),
+        (
+            "cost",
+            c.monthly_cost_usd > c.monthly_budget_usd,
+            f"{_usd(c.monthly_cost_usd)} a month against the {_usd(c.monthly_budget_usd)} budget",
+            f"{_usd(c.monthly_cost_usd)} a month is {c.monthly_cost_usd / c.monthly_budget_usd - 1:.0%} over the "
+            f"{_usd(c.monthly_budget_usd)} budget",
+        ),
+        (
+            "reliability",
+            c.availability < c.availability_target,
+            f"availability {c.availability:.2%} against the {c.availability_target:.2%} target",
+            f"availability {c.availability:.2%} is {(c.availability_target - c.availability) * 100:.2f} points "
+            f"below the {c.availability_target:.2%} target",
+        ),
     ]
     failing = [name for name, fails, _, _ in checks if fails]
     if not failing:
         inside = "; ".join(ok_text for _, _, ok_text, _ in checks)
-        return [], f"latency, cost and reliability are all inside range ({inside}): " \
-                   "the case for post-training does not close"
+        return (
+            [],
+            f"latency, cost and reliability are all inside range ({inside}): "
+            "the case for post-training does not close",
+        )
     fails = "; ".join(f"{name} fails: {fail_text}" for name, bad, _, fail_text in checks if bad)
     return failing, f"{fails}. Post-training may pay; the break-even report (mlops costs report) decides."
 
@@ -147,36 +183,65 @@ def shadow_summary(rows: Iterable[dict], wf: Workflow) -> dict | None:
     judged = [r for r in rows if r.get("agree") is not None]
     student = sum((Decimal(str(r["student_cost_usd"])) for r in rows), Decimal(0)) / len(rows)
     frontier = sum((Decimal(str(r.get("frontier_cost_usd") or 0)) for r in rows), Decimal(0)) / len(rows)
-    return {"requests": len(rows), "agreement": sum(r["agree"] for r in judged) / len(judged) if judged else None,
-            "student_latency_ms": _percentiles([float(r["student_latency_ms"]) for r in rows]),
-            "frontier_latency_ms": _percentiles([float(r["frontier_latency_ms"]) for r in rows]),
-            "student_cost_per_call_usd": str(student), "frontier_cost_per_call_usd": str(frontier),
-            "student_monthly_cost_usd": str(round(student * wf.monthly_calls, 2)),
-            "frontier_monthly_cost_usd": str(round(frontier * wf.monthly_calls, 2)),
-            "students": sorted({str(r.get("student")) for r in rows})}
+    return {
+        "requests": len(rows),
+        "agreement": sum(r["agree"] for r in judged) / len(judged) if judged else None,
+        "student_latency_ms": _percentiles([float(r["student_latency_ms"]) for r in rows]),
+        "frontier_latency_ms": _percentiles([float(r["frontier_latency_ms"]) for r in rows]),
+        "student_cost_per_call_usd": str(student),
+        "frontier_cost_per_call_usd": str(frontier),
+        "student_monthly_cost_usd": str(round(student * wf.monthly_calls, 2)),
+        "frontier_monthly_cost_usd": str(round(frontier * wf.monthly_calls, 2)),
+        "students": sorted({str(r.get("student")) for r in rows}),
+    }
 
 
-def report(rows: Iterable[dict], wf: Workflow, price_book: PriceBook, *, now: datetime, window_days: int = unit_costs.NINETY_DAY_WINDOW_DAYS,
-           shadow_rows: Iterable[dict] = ()) -> dict:
+def report(
+    rows: Iterable[dict],
+    wf: Workflow,
+    price_book: PriceBook,
+    *,
+    now: datetime,
+    window_days: int = unit_costs.NINETY_DAY_WINDOW_DAYS,
+    shadow_rows: Iterable[dict] = (),
+) -> dict:
     """Everything `mlops frontier report` prints and frontier_constraints.json holds (JSON-ready).
 
     With no call in the window the report says so ("not measured yet", measured: null) rather than
     failing: a workflow trained on human labels has no frontier log until traffic goes through the proxy.
     """
-    targets = {"latency_sla_p99_ms": wf.latency_sla_p99_ms, "monthly_budget_usd": str(wf.monthly_budget_usd),
-               "availability_target": wf.availability_target, "monthly_calls": wf.monthly_calls}
+    targets = {
+        "latency_sla_p99_ms": wf.latency_sla_p99_ms,
+        "monthly_budget_usd": str(wf.monthly_budget_usd),
+        "availability_target": wf.availability_target,
+        "monthly_calls": wf.monthly_calls,
+    }
     try:
         m = measure(rows, wf, price_book, now=now, window_days=window_days)
     except NoCallsError as exc:
-        return {"workflow": wf.name, "generated_at": now.isoformat(timespec="seconds"),
-                "price_book_version": price_book.version, "verdict": f"{NOT_MEASURED}: {exc}",
-                "constraints_failing": [], "all_inside_range": None, "measured": None, "window_days": window_days,
-                "targets": targets, "shadow": shadow_summary(in_window(shadow_rows, now, window_days), wf)}
+        return {
+            "workflow": wf.name,
+            "generated_at": now.isoformat(timespec="seconds"),
+            "price_book_version": price_book.version,
+            "verdict": f"{NOT_MEASURED}: {exc}",
+            "constraints_failing": [],
+            "all_inside_range": None,
+            "measured": None,
+            "window_days": window_days,
+            "targets": targets,
+            "shadow": shadow_summary(in_window(shadow_rows, now, window_days), wf),
+        }
     c = constraints(m, wf)
     failing, text = verdict(c)
     measured = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(m).items()}
-    return {"workflow": wf.name, "generated_at": now.isoformat(timespec="seconds"),
-            "price_book_version": price_book.version, "verdict": text, "constraints_failing": failing,
-            "all_inside_range": not failing, "measured": measured,
-            "targets": targets,
-            "shadow": shadow_summary(in_window(shadow_rows, now, window_days), wf)}
+    return {
+        "workflow": wf.name,
+        "generated_at": now.isoformat(timespec="seconds"),
+        "price_book_version": price_book.version,
+        "verdict": text,
+        "constraints_failing": failing,
+        "all_inside_range": not failing,
+        "measured": measured,
+        "targets": targets,
+        "shadow": shadow_summary(in_window(shadow_rows, now, window_days), wf),
+    }

@@ -38,7 +38,9 @@ def _error(status: int, kind: str, message: str) -> JSONResponse:
 
 def _failure(call: Call) -> Response:
     if call.status == "saturated":
-        response = _error(503, "saturated", "the proxy has its maximum of calls in flight to the upstream; retry shortly")
+        response = _error(
+            503, "saturated", "the proxy has its maximum of calls in flight to the upstream; retry shortly"
+        )
         response.headers["Retry-After"] = "1"
         return response
     if call.status == "timeout":
@@ -65,7 +67,9 @@ def build_app(client: FrontierClient) -> FastAPI:
         try:
             body = json.loads(await request.body())
         except ValueError:
-            return _error(400, "invalid_request_error", "the body is not JSON; send an OpenAI chat completion request")
+            return _error(
+                400, "invalid_request_error", "the body is not JSON; send an OpenAI chat completion request"
+            )
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "invalid_request_error", "expected a JSON object with a 'messages' list")
         if body.get("stream"):
@@ -84,8 +88,15 @@ def build_app(client: FrontierClient) -> FastAPI:
 class Shadow:
     """Scores each answered request with the student, off the request path, beside the frontier."""
 
-    def __init__(self, predict: Callable[[str], str], log_: CallLog, *, student: str,
-                 student_cost_per_call_usd: Decimal, max_pending: int = 1000):
+    def __init__(
+        self,
+        predict: Callable[[str], str],
+        log_: CallLog,
+        *,
+        student: str,
+        student_cost_per_call_usd: Decimal,
+        max_pending: int = 1000,
+    ):
         self.predict, self.log, self.student = predict, log_, student
         # One figure for every call: the student's serving month at the declared volume, per call
         # (ml.costs.unit_costs), the same the gate and the break-even use for this version.
@@ -134,12 +145,21 @@ class Shadow:
                 continue
             cost = self.student_cost_per_call_usd
             frontier = row.get("response_label")
-            self.log.append({
-                "call_id": row["call_id"], "ts": row["ts"], "workflow": row["workflow"], "student": self.student,
-                "student_label": label, "frontier_label": frontier,
-                "agree": None if frontier is None else label == frontier,
-                "student_latency_ms": round(latency_ms, 2), "frontier_latency_ms": row["latency_ms"],
-                "frontier_cost_usd": row.get("cost_usd"), "student_cost_usd": str(cost)})
+            self.log.append(
+                {
+                    "call_id": row["call_id"],
+                    "ts": row["ts"],
+                    "workflow": row["workflow"],
+                    "student": self.student,
+                    "student_label": label,
+                    "frontier_label": frontier,
+                    "agree": None if frontier is None else label == frontier,
+                    "student_latency_ms": round(latency_ms, 2),
+                    "frontier_latency_ms": row["latency_ms"],
+                    "frontier_cost_usd": row.get("cost_usd"),
+                    "student_cost_usd": str(cost),
+                }
+            )
 
 
 class ServerThread:
@@ -153,7 +173,9 @@ class ServerThread:
         self._socket.bind((host, port))
         self.url = f"http://{host}:{self._socket.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
 
     def __enter__(self) -> str:
         self._thread.start()

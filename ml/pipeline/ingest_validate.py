@@ -69,19 +69,25 @@ def list_new_batches(workflow: str, echo=print) -> list[str]:
             continue
         if p.is_symlink() or not p.is_file():
             what = f"a link to {os.readlink(p)}" if p.is_symlink() else "not a regular file"
-            reason = (f"{name}: {what}; ingestion reads only plain files inside the drop folder. "
-                      "Copy the data in as a file (`mlops data import PATH`).")
+            reason = (
+                f"{name}: {what}; ingestion reads only plain files inside the drop folder. "
+                "Copy the data in as a file (`mlops data import PATH`)."
+            )
             qid = set_aside(p, settings.quarantine_dir / wf.name, reason=reason)
             echo(f"set aside {name} as quarantine {qid}: {reason}")
             continue
         if any(part.startswith(".") for part in p.relative_to(root).parts):
             age_h = (time.time() - p.stat().st_mtime) / 3600
-            echo(f"skipped {name} ({age_h:.1f} h old): a hidden name, which upload tools use while a file is "
-                 "still being written; rename it without the leading '.' to ingest it, or delete it.")
+            echo(
+                f"skipped {name} ({age_h:.1f} h old): a hidden name, which upload tools use while a file is "
+                "still being written; rename it without the leading '.' to ingest it, or delete it."
+            )
             continue
         if p.suffix.lower() not in SUPPORTED_SUFFIXES:
-            echo(f"skipped {name}: not one of {', '.join(SUPPORTED_SUFFIXES)}; convert it or move it out of "
-                 f"the drop folder {root}.")
+            echo(
+                f"skipped {name}: not one of {', '.join(SUPPORTED_SUFFIXES)}; convert it or move it out of "
+                f"the drop folder {root}."
+            )
             continue
         names.append(name)
     # Evaluation data first: it fixes the label set and the reference the training batches meet.
@@ -90,8 +96,10 @@ def list_new_batches(workflow: str, echo=print) -> list[str]:
 
 def _reject(settings: Settings, wf: Workflow, path: Path, report: dict, reason: str) -> None:
     qid = quarantine(path, report, settings.quarantine_dir / wf.name, reason=reason)
-    raise BatchRejected(f"{path.name} rejected and quarantined as {qid} "
-                        f"(inspect: mlops data quarantine show {qid} --workflow {wf.name}).\n{reason}")
+    raise BatchRejected(
+        f"{path.name} rejected and quarantined as {qid} "
+        f"(inspect: mlops data quarantine show {qid} --workflow {wf.name}).\n{reason}"
+    )
 
 
 def ingest_batch(workflow: str, name: str) -> dict:
@@ -107,7 +115,9 @@ def ingest_batch(workflow: str, name: str) -> dict:
             raise BatchRejected(f"{name} set aside as quarantine {qid}: {exc}") from None
         raise
     try:
-        batch = read_batch(path, text_col=wf.text_column, label_col=wf.label_column, masker=PiiMasker.for_workflow(wf))
+        batch = read_batch(
+            path, text_col=wf.text_column, label_col=wf.label_column, masker=PiiMasker.for_workflow(wf)
+        )
     except (IngestError, ContractError) as exc:
         _reject(settings, wf, path, {"batch_id": path.name, "success": False, "error": str(exc)}, str(exc))
     store = store_for(settings, wf)
@@ -120,9 +130,15 @@ def ingest_batch(workflow: str, name: str) -> dict:
     if role == "train" and store.current("train") is not None:
         reference = Counter(store.load("train")[contract.LABEL])
     # reference: the drift test's baseline, and what the per-class minimum counts besides the batch.
-    report = validate_batch(batch.received if batch.received is not None else batch.frame, labels=labels, rules=wf.validation, reference_label_counts=reference,
-                            existing_label_counts=reference,
-                            batch_id=f"{wf.name}/{path.name}", docs_dir=settings.reports_dir / wf.name / "data_docs" / f"{path.stem}-{batch.sha256[:8]}")
+    report = validate_batch(
+        batch.received if batch.received is not None else batch.frame,
+        labels=labels,
+        rules=wf.validation,
+        reference_label_counts=reference,
+        existing_label_counts=reference,
+        batch_id=f"{wf.name}/{path.name}",
+        docs_dir=settings.reports_dir / wf.name / "data_docs" / f"{path.stem}-{batch.sha256[:8]}",
+    )
     print(report.summary())
     if not report.success:
         _reject(settings, wf, path, report.to_dict(), report.summary())
@@ -131,9 +147,15 @@ def ingest_batch(workflow: str, name: str) -> dict:
     except DatasetError as exc:
         _reject(settings, wf, path, {**report.to_dict(), "error": str(exc)}, str(exc))
     _archive(settings, wf, path, batch.sha256)
-    return {"batch": name, "role": role, "version": record["version"], "rows": record["rows"],
-            "batch_rows": record["batch_rows"], "stats": batch.stats,
-            "data_docs": str(report.docs_index) if report.docs_index else None}
+    return {
+        "batch": name,
+        "role": role,
+        "version": record["version"],
+        "rows": record["rows"],
+        "batch_rows": record["batch_rows"],
+        "stats": batch.stats,
+        "data_docs": str(report.docs_index) if report.docs_index else None,
+    }
 
 
 def _archive(settings: Settings, wf: Workflow, path: Path, sha256: str) -> None:
@@ -170,5 +192,10 @@ def dataset_summary(workflow: str) -> dict:
     settings, wf = context(workflow)
     store = store_for(settings, wf)
     train, ev = store.current("train"), store.current("eval")
-    return {"workflow": wf.name, "train_version": train and train["version"], "train_rows": train and train["rows"],
-            "eval_version": ev and ev["version"], "eval_rows": ev and ev["rows"]}
+    return {
+        "workflow": wf.name,
+        "train_version": train and train["version"],
+        "train_rows": train and train["rows"],
+        "eval_version": ev and ev["version"],
+        "eval_rows": ev and ev["rows"],
+    }

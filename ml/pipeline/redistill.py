@@ -51,29 +51,50 @@ def probe_teachers(workflow: str, run_key: str, upstream_events: list[dict]) -> 
     store = UpstreamStore(settings.state_dir / "upstream", wf.name)
     events = [e for e in upstream_events or () if e]
     changed = sorted({s for e in events for s in e.get("changed", ())})
-    result = {"changed": changed, "change_keys": [e.get("change_key") for e in events], "disagreement": None,
-              "n_compared": 0, "compared_with": None, "min_disagreement": wf.keep_current.min_disagreement}
+    result = {
+        "changed": changed,
+        "change_keys": [e.get("change_key") for e in events],
+        "disagreement": None,
+        "n_compared": 0,
+        "compared_with": None,
+        "min_disagreement": wf.keep_current.min_disagreement,
+    }
     if not events:
-        return _record(store, run_key, {**result, "redistill": True, "reason": "not triggered by an upstream change"})
+        return _record(
+            store, run_key, {**result, "redistill": True, "reason": "not triggered by an upstream change"}
+        )
     if "teacher" in changed:
         # Several queued events make one run: from the oldest event's old teacher to the newest's new one.
         old = next(e["old"]["teacher"] for e in events if "teacher" in e.get("changed", ()))
         new = [e["new"]["teacher"] for e in events if "teacher" in e.get("changed", ())][-1]
         result.update(old_teacher=old.get("value"), new_teacher=new.get("value"))
         if wf.teacher.kind in ("call_log", "openai"):
-            result.update(call_log_disagreement(settings.data_dir / wf.name, old, new, mask=PiiMasker.for_workflow(wf),
-                                                sample=wf.keep_current.probe_sample, cache_path=store.cache_path))
+            result.update(
+                call_log_disagreement(
+                    settings.data_dir / wf.name,
+                    old,
+                    new,
+                    mask=PiiMasker.for_workflow(wf),
+                    sample=wf.keep_current.probe_sample,
+                    cache_path=store.cache_path,
+                )
+            )
     if "base_model" in changed:
         reason = "the base model changed"
         return _record(store, run_key, {**result, "redistill": True, "reason": reason})
     if result["disagreement"] is None:
-        reason = ("no text answered by both teachers, nor by the new one and the training set: the disagreement "
-                  "cannot be measured" if wf.teacher.kind != "local_model" else
-                  "a local teacher changed: the probe compares recorded answers only")
+        reason = (
+            "no text answered by both teachers, nor by the new one and the training set: the disagreement "
+            "cannot be measured"
+            if wf.teacher.kind != "local_model"
+            else "a local teacher changed: the probe compares recorded answers only"
+        )
         return _record(store, run_key, {**result, "redistill": True, "reason": reason})
     if result["disagreement"] < wf.keep_current.min_disagreement:
-        reason = (f"the new teacher disagrees on {result['disagreement']:.1%} of {result['n_compared']} texts, below "
-                  f"keep_current.min_disagreement {wf.keep_current.min_disagreement:.1%}")
+        reason = (
+            f"the new teacher disagrees on {result['disagreement']:.1%} of {result['n_compared']} texts, below "
+            f"keep_current.min_disagreement {wf.keep_current.min_disagreement:.1%}"
+        )
         return _record(store, run_key, {**result, "redistill": False, "skipped": SKIPPED, "reason": reason})
     reason = f"the new teacher disagrees on {result['disagreement']:.1%} of {result['n_compared']} texts"
     return _record(store, run_key, {**result, "redistill": True, "reason": reason})
@@ -86,8 +107,9 @@ def _record(store: UpstreamStore, run_key: str, result: dict) -> dict:
     return result
 
 
-def call_log_disagreement(data_root: Path, old: dict, new: dict, *, sample: int,
-                          cache_path: Path | None = None, mask=DEFAULT_MASKER) -> dict:
+def call_log_disagreement(
+    data_root: Path, old: dict, new: dict, *, sample: int, cache_path: Path | None = None, mask=DEFAULT_MASKER
+) -> dict:
     """The old and new recorded teachers' disagreement on texts both answered (else vs the training set).
 
     old / new: the teacher fingerprints of the change ({"model", "version", ...}).
@@ -101,8 +123,11 @@ def call_log_disagreement(data_root: Path, old: dict, new: dict, *, sample: int,
     share, n = disagreement(old_answers, new_answers, sample=sample)
     if n:
         return {"disagreement": share, "n_compared": n, "compared_with": "old teacher"}
-    share, n = disagreement(training_labels(data_root, exclude_version=new["version"]),
-                            {mask(t): label for t, label in new_answers.items()}, sample=sample)
+    share, n = disagreement(
+        training_labels(data_root, exclude_version=new["version"]),
+        {mask(t): label for t, label in new_answers.items()},
+        sample=sample,
+    )
     if n:
         return {"disagreement": share, "n_compared": n, "compared_with": "training labels"}
     return {"disagreement": None, "n_compared": 0, "compared_with": None}
@@ -111,7 +136,9 @@ def call_log_disagreement(data_root: Path, old: dict, new: dict, *, sample: int,
 def answers_of(data_root: Path, pairs: list[dict], model: str, version: str) -> dict[str, str]:
     """request_text → response_label of one recorded teacher (the later answer where it gave two)."""
     answers: dict[str, str] = {}
-    for sha in dict.fromkeys(p["batch_sha256"] for p in pairs if p["model"] == model and p["version"] == version):
+    for sha in dict.fromkeys(
+        p["batch_sha256"] for p in pairs if p["model"] == model and p["version"] == version
+    ):
         for row in iter_ok_calls(raw_call_log(data_root, {"batch_sha256": sha, "batch": sha[:16]})):
             if str(row.get("model") or "") == model and call_version(row) == version:
                 answers[str(row["request_text"])] = str(row["response_label"])

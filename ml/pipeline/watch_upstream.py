@@ -32,8 +32,10 @@ def current_fingerprints(settings: Settings, wf: Workflow, store: UpstreamStore)
         from ml import registry
 
         registry.configure(settings)  # point MLflow at the platform's registry before resolving aliases
-    fps = (base_model_fingerprint(wf.base_model),
-           teacher_fingerprint(wf.teacher.kind, wf.teacher.model, settings.data_dir / wf.name, store.cache_path))
+    fps = (
+        base_model_fingerprint(wf.base_model),
+        teacher_fingerprint(wf.teacher.kind, wf.teacher.model, settings.data_dir / wf.name, store.cache_path),
+    )
     return {fp.source: fp.to_dict() for fp in fps}
 
 
@@ -57,22 +59,42 @@ def check(workflow: str, run_key: str, emitted_keys: list[str] | tuple = ()) -> 
     if obs.outcome == "unchanged":
         store.append({"event": "unchanged", "run_key": run_key, "values": values})
         if _values(advanced) != _values(acknowledged["fingerprints"]):
-            store.acknowledge(advanced, acknowledged["id"], run_key, "a source seen for the first time joins in")
+            store.acknowledge(
+                advanced, acknowledged["id"], run_key, "a source seen for the first time joins in"
+            )
         print(f"{wf.name}: upstream unchanged: {values}")
         return None
     if obs.outcome == "already_emitted":
-        store.append({"event": "already_emitted", "run_key": run_key, "change_key": obs.change_key,
-                      "changed": list(obs.changed), "values": values})
-        store.acknowledge(advanced, obs.change_key, run_key, "the asset already carries this change: not emitted again")
+        store.append(
+            {
+                "event": "already_emitted",
+                "run_key": run_key,
+                "change_key": obs.change_key,
+                "changed": list(obs.changed),
+                "values": values,
+            }
+        )
+        store.acknowledge(
+            advanced, obs.change_key, run_key, "the asset already carries this change: not emitted again"
+        )
         print(f"{wf.name}: change {obs.change_key} was emitted before; acknowledged now, no new event")
         return None
     # Written before the event goes out: a crash between the two leaves a "changed" line and
     # no event, and the retry finds the same key missing from the asset's events and emits it.
-    store.append({"event": "changed", "run_key": run_key, "change_key": obs.change_key,
-                  "changed": list(obs.changed), "values": values,
-                  "old_values": {s: (acknowledged["fingerprints"].get(s) or {}).get("value") for s in SOURCES}})
+    store.append(
+        {
+            "event": "changed",
+            "run_key": run_key,
+            "change_key": obs.change_key,
+            "changed": list(obs.changed),
+            "values": values,
+            "old_values": {s: (acknowledged["fingerprints"].get(s) or {}).get("value") for s in SOURCES},
+        }
+    )
     event = {"workflow": wf.name, **obs.event, "detected_at": _now(), "run_key": run_key}
-    print(f"{wf.name}: {', '.join(obs.changed)} changed (change {obs.change_key}); emitting the upstream Asset")
+    print(
+        f"{wf.name}: {', '.join(obs.changed)} changed (change {obs.change_key}); emitting the upstream Asset"
+    )
     return event
 
 
@@ -96,8 +118,12 @@ def status(workflow: str) -> dict:
     """What the watcher holds for a workflow: the acknowledged fingerprints and the last events."""
     _, wf, store = _context(workflow)
     acknowledged = store.acknowledged()
-    return {"workflow": wf.name, "acknowledged": acknowledged, "history": store.history()[-10:],
-            "store": str(store.history_path)}
+    return {
+        "workflow": wf.name,
+        "acknowledged": acknowledged,
+        "history": store.history()[-10:],
+        "store": str(store.history_path),
+    }
 
 
 def _values(fingerprints: dict) -> dict:

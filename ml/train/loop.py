@@ -161,8 +161,9 @@ def train_student(
     probs_np, labels_np = _validated_inputs(texts, teacher_probs, hard_labels, label_names, cfg, max_steps)
     # One-hot targets (human labels, a call log without probabilities) are the hard labels at any
     # temperature: the soft term would only re-weigh the same cross-entropy, so it is left out.
-    one_hot = bool(len(probs_np)) and bool((probs_np.max(axis=1) == 1.0).all()
-                                           and (probs_np.argmax(axis=1) == labels_np).all())
+    one_hot = bool(len(probs_np)) and bool(
+        (probs_np.max(axis=1) == 1.0).all() and (probs_np.argmax(axis=1) == labels_np).all()
+    )
     alpha = 0.0 if one_hot else cfg.alpha
 
     # -- device, dtype, seeds ---------------------------------------------------------------
@@ -171,7 +172,9 @@ def train_student(
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device={device!r} is not one of auto, cuda, cpu.")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but torch sees no CUDA GPU; use device='auto' or 'cpu'.")
+        raise RuntimeError(
+            "device='cuda' was asked for but torch sees no CUDA GPU; use device='auto' or 'cpu'."
+        )
     # bf16 autocast on GPU roughly doubles throughput and, unlike fp16, needs no loss scaling.
     amp_dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if threads > 0:
@@ -195,8 +198,9 @@ def train_student(
     all_labels = torch.tensor(labels_np, dtype=torch.long)
     train_rows, val_rows = stratified_split(labels_np, cfg.validation_fraction, seed)
     train_rows_t = torch.from_numpy(train_rows)
-    weights_by_class = torch.tensor(class_weights(labels_np[train_rows], len(label_names), cfg.class_weight_power),
-                                    dtype=torch.float32)
+    weights_by_class = torch.tensor(
+        class_weights(labels_np[train_rows], len(label_names), cfg.class_weight_power), dtype=torch.float32
+    )
     n_examples = len(train_rows)
 
     steps_per_epoch = math.ceil(n_examples / cfg.batch_size)
@@ -227,8 +231,11 @@ def train_student(
 
     # -- resume from the newest complete checkpoint, if any -------------------------------------
     run_fingerprint = _run_fingerprint(base_dir, texts, probs_np, labels_np, label_names, cfg, seed)
-    ckpt_root = (Path(checkpoint_root) / run_fingerprint[:FINGERPRINT_CHARS] if checkpoint_root is not None
-                 else out_dir / "checkpoints")
+    ckpt_root = (
+        Path(checkpoint_root) / run_fingerprint[:FINGERPRINT_CHARS]
+        if checkpoint_root is not None
+        else out_dir / "checkpoints"
+    )
     step, last_loss, epoch_losses, seconds_before = 0, float("nan"), [], 0.0
     history: list[dict] = []
     stop_reason = ""
@@ -251,9 +258,11 @@ def train_student(
         history, stop_reason = saved.get("history", []), saved.get("stop_reason", "")
         resumed_from_step = step
         log(f"resuming from {latest} (step {step}/{total_steps})")
-    log(f"training on {n_examples} examples, validating on {len(val_rows)}; up to {cfg.max_epochs:g} epochs "
+    log(
+        f"training on {n_examples} examples, validating on {len(val_rows)}; up to {cfg.max_epochs:g} epochs "
         f"({total_steps} steps), patience {cfg.patience}"
-        + ("; one-hot targets: plain cross-entropy (alpha 0, no temperature)" if one_hot else ""))
+        + ("; one-hot targets: plain cross-entropy (alpha 0, no temperature)" if one_hot else "")
+    )
 
     # -- train --------------------------------------------------------------------------------
     model.train()
@@ -268,7 +277,9 @@ def train_student(
         if position == 0 or order is None:
             # The order of an epoch depends only on (seed, epoch), so a resumed run needs no
             # sampler state to see the same batches.
-            order = train_rows_t[torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed + epoch))]
+            order = train_rows_t[
+                torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed + epoch))
+            ]
         idx = order[position * cfg.batch_size : (position + 1) * cfg.batch_size]
         width = int(encoded["attention_mask"][idx].sum(dim=1).max())
         batch = {k: v[idx, :width].to(device) for k, v in encoded.items()}
@@ -283,7 +294,9 @@ def train_student(
             all_labels[idx].to(device),
             temperature=cfg.temperature,
             alpha=alpha,
-            sample_weights=weights_by_class[all_labels[idx]].to(device) if cfg.class_weight_power > 0 else None,
+            sample_weights=weights_by_class[all_labels[idx]].to(device)
+            if cfg.class_weight_power > 0
+            else None,
         )
         loss_value = loss.item()
         if not math.isfinite(loss_value):
@@ -306,20 +319,49 @@ def train_student(
             samples_per_s = samples_run / max(elapsed_s - checkpoint_seconds, 1e-9)
             eta_s = (stop_step - step) * elapsed_s / (step - start_step)
             mean_loss = sum(losses_since_log) / len(losses_since_log)
-            log(f"step {step}/{total_steps} loss {mean_loss:.4f} {samples_per_s:.1f} samples/s eta {eta_s:.0f}s")
+            log(
+                f"step {step}/{total_steps} loss {mean_loss:.4f} {samples_per_s:.1f} samples/s eta {eta_s:.0f}s"
+            )
             losses_since_log = []
-            progress.report(task=PROGRESS_TASK, step=step, total_steps=total_steps, epoch=step / steps_per_epoch,
-                            samples_per_s=round(samples_per_s, 1), eta_s=round(eta_s),
-                            val_macro_f1=history[-1]["val_macro_f1"] if history else None)
+            progress.report(
+                task=PROGRESS_TASK,
+                step=step,
+                total_steps=total_steps,
+                epoch=step / steps_per_epoch,
+                samples_per_s=round(samples_per_s, 1),
+                eta_s=round(eta_s),
+                val_macro_f1=history[-1]["val_macro_f1"] if history else None,
+            )
 
         epoch_ended = step % steps_per_epoch == 0 or step == total_steps
         if epoch_ended and len(val_rows):
-            stop_reason = _validate_epoch(model, encoded, val_rows, labels_np, label_names, device, amp_dtype,
-                                          ckpt_root, history, step, steps_per_epoch, epoch_losses,
-                                          scheduler.get_last_lr()[0], cfg, log, run_fingerprint)
-            progress.report(task=PROGRESS_TASK, step=step, total_steps=total_steps, epoch=step / steps_per_epoch,
-                            samples_per_s=round(samples_per_s, 1), eta_s=round(eta_s),
-                            val_macro_f1=history[-1]["val_macro_f1"])
+            stop_reason = _validate_epoch(
+                model,
+                encoded,
+                val_rows,
+                labels_np,
+                label_names,
+                device,
+                amp_dtype,
+                ckpt_root,
+                history,
+                step,
+                steps_per_epoch,
+                epoch_losses,
+                scheduler.get_last_lr()[0],
+                cfg,
+                log,
+                run_fingerprint,
+            )
+            progress.report(
+                task=PROGRESS_TASK,
+                step=step,
+                total_steps=total_steps,
+                epoch=step / steps_per_epoch,
+                samples_per_s=round(samples_per_s, 1),
+                eta_s=round(eta_s),
+                val_macro_f1=history[-1]["val_macro_f1"],
+            )
         # Checkpoint on schedule, at each epoch's end (its validation is in the record) and where
         # this invocation stops, so a run stopped by max_steps (or finished) resumes exactly there.
         if step % cfg.checkpoint_every == 0 or step == stop_step or epoch_ended or stop_reason:
@@ -341,8 +383,11 @@ def train_student(
             checkpoint_seconds += time.perf_counter() - checkpoint_started
 
     if not stop_reason:
-        stop_reason = (f"max_epochs={cfg.max_epochs:g} reached" if step >= total_steps
-                       else f"max_steps={max_steps} reached")
+        stop_reason = (
+            f"max_epochs={cfg.max_epochs:g} reached"
+            if step >= total_steps
+            else f"max_steps={max_steps} reached"
+        )
 
     # -- the final model: the best validated epoch, else the last weights --------------------------
     run_seconds = time.perf_counter() - run_started
@@ -396,9 +441,24 @@ def predict_rows(model, encoded: dict, rows: np.ndarray, device: str, amp_dtype)
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
-def _validate_epoch(model, encoded, val_rows, labels_np, label_names, device, amp_dtype, ckpt_root: Path,
-                    history: list, step: int, steps_per_epoch: int, epoch_losses: list, lr: float,
-                    cfg: Training, log, run_fingerprint: str) -> str:
+def _validate_epoch(
+    model,
+    encoded,
+    val_rows,
+    labels_np,
+    label_names,
+    device,
+    amp_dtype,
+    ckpt_root: Path,
+    history: list,
+    step: int,
+    steps_per_epoch: int,
+    epoch_losses: list,
+    lr: float,
+    cfg: Training,
+    log,
+    run_fingerprint: str,
+) -> str:
     """Score the epoch on the validation split, keep its weights when they are the best so far;
     returns why training stops now ("" to go on)."""
     y_true = labels_np[val_rows]
@@ -406,7 +466,8 @@ def _validate_epoch(model, encoded, val_rows, labels_np, label_names, device, am
     cm = confusion_matrix(y_true, y_pred, len(label_names))
     present = cm.sum(axis=1) > 0
     entry = {
-        "epoch": math.ceil(step / steps_per_epoch), "step": step,
+        "epoch": math.ceil(step / steps_per_epoch),
+        "step": step,
         "val_macro_f1": macro_f1(y_true, y_pred, len(label_names)),
         "val_accuracy": float(np.trace(cm) / max(1, cm.sum())),
         # Classes in the validation split that the student never predicted there.
@@ -419,12 +480,16 @@ def _validate_epoch(model, encoded, val_rows, labels_np, label_names, device, am
     if best is entry:
         _save_best(ckpt_root, model, {**entry, "run_fingerprint": run_fingerprint})
     epochs_since_best = entry["epoch"] - best["epoch"]
-    log(f"epoch {entry['epoch']}: validation macro-F1 {entry['val_macro_f1']:.4f} accuracy "
+    log(
+        f"epoch {entry['epoch']}: validation macro-F1 {entry['val_macro_f1']:.4f} accuracy "
         f"{entry['val_accuracy']:.4f} (best {best['val_macro_f1']:.4f} at epoch {best['epoch']}; "
-        f"{entry['val_never_predicted']} classes never predicted)")
+        f"{entry['val_never_predicted']} classes never predicted)"
+    )
     if cfg.patience > 0 and epochs_since_best >= cfg.patience:
-        return (f"early stop: no better validation macro-F1 for {epochs_since_best} epochs "
-                f"(patience {cfg.patience}); best epoch {best['epoch']}")
+        return (
+            f"early stop: no better validation macro-F1 for {epochs_since_best} epochs "
+            f"(patience {cfg.patience}); best epoch {best['epoch']}"
+        )
     return ""
 
 
@@ -489,7 +554,9 @@ def _validated_inputs(texts, teacher_probs, hard_labels, label_names, cfg, max_s
         )
     labels = np.asarray(hard_labels)
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"hard_labels must be {n} integer class indices, got shape {labels.shape} {labels.dtype}.")
+        raise ValueError(
+            f"hard_labels must be {n} integer class indices, got shape {labels.shape} {labels.dtype}."
+        )
     if labels.min() < 0 or labels.max() >= len(label_names):
         raise ValueError(f"hard_labels must lie in 0..{len(label_names) - 1} (indices into label_names).")
     for name in ("batch_size", "max_length", "checkpoint_every"):
@@ -528,8 +595,11 @@ def _non_finite_message(what: str, step: int, value: float, cfg: Training) -> st
 def _check_finite_weights(model, step: int, cfg: Training) -> None:
     for name, param in model.named_parameters():
         if not torch.isfinite(param).all():
-            raise NonFiniteLossError(_non_finite_message(f"weight {name}", step, float("nan"), cfg)
-                                     .replace(" is nan at", " is not finite after"))
+            raise NonFiniteLossError(
+                _non_finite_message(f"weight {name}", step, float("nan"), cfg).replace(
+                    " is nan at", " is not finite after"
+                )
+            )
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -569,8 +639,13 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     np_state = state["numpy"]
     np.random.set_state(
-        ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"],
-         np_state["cached_gaussian"])
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
     )
     py_state = state["python"]
     random.setstate((py_state["version"], tuple(py_state["internal"]), py_state["gauss_next"]))
@@ -599,8 +674,11 @@ def _save_checkpoint(ckpt_root: Path, step: int, model, optimizer, scheduler, pr
     # in progress: it is debris (copied in by hand, or from before this layout) and goes.
     complete = _complete_checkpoints(ckpt_root)
     incomplete = [p for p in ckpt_root.glob("step-*") if p not in complete]
-    stale_tmp = [p for pattern in (".tmp-step-*", ".tmp-best-*", ".old-best-*")  # left by killed runs
-                 for p in ckpt_root.glob(pattern)]
+    stale_tmp = [
+        p
+        for pattern in (".tmp-step-*", ".tmp-best-*", ".old-best-*")  # left by killed runs
+        for p in ckpt_root.glob(pattern)
+    ]
     for old in complete[:-KEEP_CHECKPOINTS] + incomplete + stale_tmp:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -77,6 +77,8 @@ def distillation_loss(
     if sample_weights is None:
         return per_example.mean()
     if sample_weights.shape != per_example.shape:
-        raise ValueError(f"sample_weights shape {tuple(sample_weights.shape)} must be ({per_example.shape[0]},).")
+        raise ValueError(
+            f"sample_weights shape {tuple(sample_weights.shape)} must be ({per_example.shape[0]},)."
+        )
     weights = sample_weights.to(per_example.dtype)
     return (weights * per_example).sum() / weights.sum().clamp_min(1e-12)

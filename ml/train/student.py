@@ -88,26 +88,35 @@ def download_registered_model(spec: str, cache_dir: Path) -> Path:
 
     match = _REGISTERED.match(spec)
     if not match:
-        raise ValueError(f"base_model {spec!r} is not a registered model URI; write models:/NAME@ALIAS "
-                         "(e.g. models:/ticket_routing@champion) or models:/NAME/VERSION.")
+        raise ValueError(
+            f"base_model {spec!r} is not a registered model URI; write models:/NAME@ALIAS "
+            "(e.g. models:/ticket_routing@champion) or models:/NAME/VERSION."
+        )
     name, alias, version = match.group("name", "alias", "version")
     client = MlflowClient()
     try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        mv = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
+        )
     except MlflowException as exc:
         if exc.error_code not in _REGISTRY_NOT_FOUND:
             raise  # the registry is down or refuses us: a retry may help, the message says why
         raise FileNotFoundError(
             f"base_model {spec!r}: the registry at {mlflow.get_tracking_uri()} has no such model version or "
             f"alias ({str(exc).splitlines()[0][:160]}); register the model, set the alias, or fix base_model "
-            "in the workflows file.") from None
+            "in the workflows file."
+        ) from None
 
     target = Path(cache_dir) / re.sub(r"[^A-Za-z0-9_.-]+", "_", name) / str(mv.version)
     if not (target / ".complete").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{mv.version}-", dir=target.parent))
         try:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(tmp))
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(tmp)
+            )
             (tmp / ".complete").write_text(f"{spec} -> models:/{name}/{mv.version}\n")
             shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover
             os.replace(tmp, target)
@@ -132,13 +141,19 @@ def _hugging_face_folder(root: Path, spec: str) -> Path:
         artifact = ((flavors.get("python_function") or {}).get("artifacts") or {}).get("model_dir") or {}
         if artifact.get("path") and (root / artifact["path"] / "config.json").is_file():
             return root / artifact["path"]
-    folders = sorted({c.parent for c in root.rglob("config.json")
-                      if any(c.parent.glob("*.safetensors")) or any(c.parent.glob("*.bin"))})
+    folders = sorted(
+        {
+            c.parent
+            for c in root.rglob("config.json")
+            if any(c.parent.glob("*.safetensors")) or any(c.parent.glob("*.bin"))
+        }
+    )
     if len(folders) != 1:
         raise FileNotFoundError(
             f"base_model {spec!r}: the registered model holds {len(folders)} Hugging Face folders (config.json "
             "with weights) where one is needed; register the student with `mlops run` (or log the folder "
-            "written by save_pretrained() as the model_dir artifact).")
+            "written by save_pretrained() as the model_dir artifact)."
+        )
     return folders[0]
 
 

@@ -58,7 +58,9 @@ class QuarantinedBatch:
     reason: str
     status: str = field(metadata={"help": "quarantined, released, or incomplete (the batch never arrived)."})
     released: dict | None = field(default=None, metadata={"help": "Contents of released.json, if released."})
-    report: dict | None = field(default=None, metadata={"help": "report.json; filled by show(), not by list."})
+    report: dict | None = field(
+        default=None, metadata={"help": "report.json; filled by show(), not by list."}
+    )
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -73,14 +75,19 @@ def quarantine(batch_path: Path, report: Mapping | object, quarantine_dir: Path,
     """
     batch_path = Path(batch_path)
     if not reason or not reason.strip():
-        raise QuarantineError("quarantine needs a reason (e.g. 'validation failed: 3 checks'); nothing was moved.")
+        raise QuarantineError(
+            "quarantine needs a reason (e.g. 'validation failed: 3 checks'); nothing was moved."
+        )
     if batch_path.is_symlink() or not batch_path.is_file():
-        raise QuarantineError(f"{batch_path}: not a regular file; quarantine takes the batch file itself. "
-                              "Nothing was moved.")
+        raise QuarantineError(
+            f"{batch_path}: not a regular file; quarantine takes the batch file itself. Nothing was moved."
+        )
     if hasattr(report, "to_dict"):
         report = report.to_dict()
     if not isinstance(report, Mapping):
-        raise QuarantineError(f"report must be a mapping (ValidationReport.to_dict()), got {type(report).__name__}.")
+        raise QuarantineError(
+            f"report must be a mapping (ValidationReport.to_dict()), got {type(report).__name__}."
+        )
 
     sha256, size_bytes = sha256_file(batch_path), batch_path.stat().st_size
     quarantine_dir = Path(quarantine_dir)
@@ -119,12 +126,23 @@ def set_aside(entry_path: Path, quarantine_dir: Path, *, reason: str) -> str:
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     entry, now = _new_entry(quarantine_dir, digest)
     stored_name = _stored_name(entry_path.name)
-    meta = {"id": entry.name, "original_path": str(entry_path), "file_name": entry_path.name,
-            "stored_name": stored_name, "sha256": digest, "size_bytes": 0, "quarantined_at": now.isoformat(),
-            "reason": reason, "not_a_file": True, **({"link_target": target} if target else {})}
+    meta = {
+        "id": entry.name,
+        "original_path": str(entry_path),
+        "file_name": entry_path.name,
+        "stored_name": stored_name,
+        "sha256": digest,
+        "size_bytes": 0,
+        "quarantined_at": now.isoformat(),
+        "reason": reason,
+        "not_a_file": True,
+        **({"link_target": target} if target else {}),
+    }
     _write_json(entry / REPORT, {"success": False, "error": reason})
     _write_json(entry / META, meta)
-    os.replace(entry_path, entry / stored_name)  # same filesystem: the drop and quarantine share the state folder
+    os.replace(
+        entry_path, entry / stored_name
+    )  # same filesystem: the drop and quarantine share the state folder
     _fsync_dir(entry)
     return entry.name
 
@@ -136,8 +154,11 @@ def list_quarantined(quarantine_dir: Path) -> list[QuarantinedBatch]:
         return []
     # A folder without meta.json is a quarantine that crashed before meta was written; its batch
     # never left the drop folder, so there is nothing in it to list.
-    return [_load(d, with_report=False) for d in sorted(quarantine_dir.iterdir())
-            if d.is_dir() and ID_RE.match(d.name) and (d / META).is_file()]
+    return [
+        _load(d, with_report=False)
+        for d in sorted(quarantine_dir.iterdir())
+        if d.is_dir() and ID_RE.match(d.name) and (d / META).is_file()
+    ]
 
 
 def show(quarantine_dir: Path, id: str) -> QuarantinedBatch:
@@ -155,21 +176,31 @@ def release(quarantine_dir: Path, id: str, drop_dir: Path) -> Path:
     """
     entry = show(quarantine_dir, id)
     if entry.status == RELEASED_STATUS:
-        raise QuarantineError(f"{id} was already released on {entry.released['released_at']} to "
-                              f"{entry.released['released_to']}; nothing to do.")
+        raise QuarantineError(
+            f"{id} was already released on {entry.released['released_at']} to "
+            f"{entry.released['released_to']}; nothing to do."
+        )
     if entry.status == INCOMPLETE:
-        raise QuarantineError(f"{id} holds no batch file: the quarantine was interrupted before the move. "
-                              f"The batch should still be at {entry.original_path}.")
+        raise QuarantineError(
+            f"{id} holds no batch file: the quarantine was interrupted before the move. "
+            f"The batch should still be at {entry.original_path}."
+        )
     if entry.batch_file.is_symlink() or not entry.batch_file.is_file():
-        raise QuarantineError(f"{id} holds {entry.file_name!r}, which is not a regular file (a link or a device), "
-                              f"so ingestion would refuse it again; copy the data it should hold into the drop "
-                              f"folder as a plain file instead (`mlops data import PATH`).")
+        raise QuarantineError(
+            f"{id} holds {entry.file_name!r}, which is not a regular file (a link or a device), "
+            f"so ingestion would refuse it again; copy the data it should hold into the drop "
+            f"folder as a plain file instead (`mlops data import PATH`)."
+        )
     drop_dir = Path(drop_dir)
     if not drop_dir.is_dir():
-        raise QuarantineError(f"drop folder {drop_dir} does not exist; create it or pass the right drop folder.")
+        raise QuarantineError(
+            f"drop folder {drop_dir} does not exist; create it or pass the right drop folder."
+        )
     target = drop_dir / entry.file_name
     if target.exists():
-        raise QuarantineError(f"{target} already exists; move it aside (or re-submit it first), then release {id} again.")
+        raise QuarantineError(
+            f"{target} already exists; move it aside (or re-submit it first), then release {id} again."
+        )
 
     sha256 = sha256_file(entry.batch_file)
     record = {
@@ -188,6 +219,7 @@ def release(quarantine_dir: Path, id: str, drop_dir: Path) -> Path:
 
 
 # --- internals -------------------------------------------------------------------------------
+
 
 def _new_entry(quarantine_dir: Path, sha256: str) -> tuple[Path, datetime]:
     # mkdir is the lock: two processes quarantining the same bytes in the same microsecond
@@ -214,28 +246,50 @@ def _entry_dir(quarantine_dir: Path, id: str) -> Path:
     if not ID_RE.match(str(id)) or not (entry / META).is_file():
         known = [b.id for b in list_quarantined(quarantine_dir)]
         listed = ", ".join(known[-20:]) + (f" (and {len(known) - 20} older)" if len(known) > 20 else "")
-        raise QuarantineError(f"unknown quarantine id {id!r} in {quarantine_dir}; known ids: {listed or 'none'}.")
+        raise QuarantineError(
+            f"unknown quarantine id {id!r} in {quarantine_dir}; known ids: {listed or 'none'}."
+        )
     return entry
 
 
 def _load(entry: Path, *, with_report: bool) -> QuarantinedBatch:
     try:
         meta = json.loads((entry / META).read_text(encoding="utf-8"))
-        released = json.loads((entry / RELEASED).read_text(encoding="utf-8")) if (entry / RELEASED).is_file() else None
-        report = json.loads((entry / REPORT).read_text(encoding="utf-8")) if with_report and (entry / REPORT).is_file() else None
+        released = (
+            json.loads((entry / RELEASED).read_text(encoding="utf-8"))
+            if (entry / RELEASED).is_file()
+            else None
+        )
+        report = (
+            json.loads((entry / REPORT).read_text(encoding="utf-8"))
+            if with_report and (entry / REPORT).is_file()
+            else None
+        )
         batch_file = entry / meta["stored_name"]
-        fields = {k: meta[k] for k in ("original_path", "file_name", "sha256", "size_bytes", "quarantined_at", "reason")}
+        fields = {
+            k: meta[k]
+            for k in ("original_path", "file_name", "sha256", "size_bytes", "quarantined_at", "reason")
+        }
     except (OSError, ValueError, KeyError) as exc:
-        raise QuarantineError(f"{entry}: unreadable entry ({type(exc).__name__}: {exc}); restore its meta.json "
-                              "from a backup or move the folder out of the quarantine.") from None
+        raise QuarantineError(
+            f"{entry}: unreadable entry ({type(exc).__name__}: {exc}); restore its meta.json "
+            "from a backup or move the folder out of the quarantine."
+        ) from None
     if batch_file.is_file() or batch_file.is_symlink() or meta.get("not_a_file") and batch_file.exists():
         status = QUARANTINED  # with a released.json too, a release was interrupted: release again
     elif released is not None:
         status = RELEASED_STATUS
     else:
         status = INCOMPLETE
-    return QuarantinedBatch(id=entry.name, entry_dir=entry, batch_file=batch_file, status=status,
-                            released=released, report=report, **fields)
+    return QuarantinedBatch(
+        id=entry.name,
+        entry_dir=entry,
+        batch_file=batch_file,
+        status=status,
+        released=released,
+        report=report,
+        **fields,
+    )
 
 
 def _move_file(src: Path, dst: Path, sha256: str) -> None:
@@ -252,8 +306,10 @@ def _move_file(src: Path, dst: Path, sha256: str) -> None:
             os.fsync(fout.fileno())
         if sha256_file(partial) != sha256:
             partial.unlink()
-            raise QuarantineError(f"copy of {src} to {dst.parent} does not match its sha256 (was it still being "
-                                  "written?); the source was left in place. Retry when it is complete.") from None
+            raise QuarantineError(
+                f"copy of {src} to {dst.parent} does not match its sha256 (was it still being "
+                "written?); the source was left in place. Retry when it is complete."
+            ) from None
         os.replace(partial, dst)
         _fsync_dir(dst.parent)
         src.unlink()  # only now, with a verified, durable copy in place

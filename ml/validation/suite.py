@@ -70,8 +70,12 @@ class ValidationReport:
     success: bool
     failures: list[Failure]
     row_count: int
-    statistics: dict = field(metadata={"help": "Evaluated/successful counts, skipped checks, label counts, drift test."})
-    docs_index: Path | None = field(default=None, metadata={"help": "GX Data Docs index.html, when docs_dir was given."})
+    statistics: dict = field(
+        metadata={"help": "Evaluated/successful counts, skipped checks, label counts, drift test."}
+    )
+    docs_index: Path | None = field(
+        default=None, metadata={"help": "GX Data Docs index.html, when docs_dir was given."}
+    )
 
     def to_dict(self) -> dict:
         return {
@@ -88,8 +92,10 @@ class ValidationReport:
         if self.success:
             head = f"batch {self.batch_id}: PASSED - {evaluated} checks, {self.row_count} rows"
         else:
-            head = (f"batch {self.batch_id}: FAILED - {len(self.failures)} of {evaluated} checks failed, "
-                    f"{self.row_count} rows")
+            head = (
+                f"batch {self.batch_id}: FAILED - {len(self.failures)} of {evaluated} checks failed, "
+                f"{self.row_count} rows"
+            )
         lines = [head]
         for f in self.failures:
             where = f" [{f.column}]" if f.column else ""
@@ -102,6 +108,7 @@ class ValidationReport:
 
 
 # --- the suite -------------------------------------------------------------------------------
+
 
 def gate_expectations(labels: Sequence[str], rules: Validation) -> list:
     """Every GX expectation of the gate. meta["check"] names it for fixes; meta["level"] says
@@ -124,18 +131,34 @@ def gate_expectations(labels: Sequence[str], rules: Validation) -> list:
         tag(gxe.ExpectColumnValuesToMatchRegex(column=TEXT, regex=r"\S"), "text_not_blank", CONTENT),
         tag(gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(labels)), "label_known", CONTENT),
         # duplicate ratio = 1 - distinct/rows, so "ratio <= max" is "unique proportion >= 1 - max".
-        tag(gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-            column=TEXT, min_value=1.0 - rules.max_duplicate_ratio), "text_duplicates", CONTENT),
+        tag(
+            gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
+                column=TEXT, min_value=1.0 - rules.max_duplicate_ratio
+            ),
+            "text_duplicates",
+            CONTENT,
+        ),
         # Two expectations rather than one, so that "too short" and "too long" get their own fix.
-        tag(gxe.ExpectColumnValueLengthsToBeBetween(column=TEXT, min_value=rules.min_text_chars),
-            "text_min_chars", CONTENT),
-        tag(gxe.ExpectColumnValueLengthsToBeBetween(column=TEXT, max_value=rules.max_text_chars),
-            "text_max_chars", CONTENT),
+        tag(
+            gxe.ExpectColumnValueLengthsToBeBetween(column=TEXT, min_value=rules.min_text_chars),
+            "text_min_chars",
+            CONTENT,
+        ),
+        tag(
+            gxe.ExpectColumnValueLengthsToBeBetween(column=TEXT, max_value=rules.max_text_chars),
+            "text_max_chars",
+            CONTENT,
+        ),
     ]
 
 
-def build_suite(labels: Sequence[str], rules: Validation, *, missing_columns: Sequence[str] = (),
-                unusable_columns: Sequence[str] = ()):
+def build_suite(
+    labels: Sequence[str],
+    rules: Validation,
+    *,
+    missing_columns: Sequence[str] = (),
+    unusable_columns: Sequence[str] = (),
+):
     """The gate as a GX ExpectationSuite.
 
     A missing column keeps only its existence check: GX cannot evaluate the others and fails them
@@ -153,16 +176,24 @@ def build_suite(labels: Sequence[str], rules: Validation, *, missing_columns: Se
             return e.meta["level"] != CONTENT
         return True
 
-    return gx.ExpectationSuite(name=SUITE_NAME,
-                               expectations=[e for e in gate_expectations(labels, rules) if runs(e)])
+    return gx.ExpectationSuite(
+        name=SUITE_NAME, expectations=[e for e in gate_expectations(labels, rules) if runs(e)]
+    )
 
 
 # --- validate one batch ----------------------------------------------------------------------
 
-def validate_batch(df: pd.DataFrame, *, labels: Sequence[str], rules: Validation,
-                   reference_label_counts: Mapping[str, int] | None, batch_id: str,
-                   docs_dir: Path | None = None,
-                   existing_label_counts: Mapping[str, int] | None = None) -> ValidationReport:
+
+def validate_batch(
+    df: pd.DataFrame,
+    *,
+    labels: Sequence[str],
+    rules: Validation,
+    reference_label_counts: Mapping[str, int] | None,
+    batch_id: str,
+    docs_dir: Path | None = None,
+    existing_label_counts: Mapping[str, int] | None = None,
+) -> ValidationReport:
     """Run the gate on one batch. Bad data gives a failed report, never an exception; a bad
     argument (no labels, impossible rules, a broken reference) raises ValueError naming the fix."""
     labels = [str(label) for label in labels]
@@ -172,17 +203,33 @@ def validate_batch(df: pd.DataFrame, *, labels: Sequence[str], rules: Validation
     repeated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
     if repeated:
         # df["text"] would be a DataFrame, and every check below would be about the wrong thing.
-        failure = Failure("unique_column_names", None, f"columns appear more than once: {repeated}",
-                          "rename or drop the repeated columns, then re-submit the batch")
-        return ValidationReport(batch_id, False, [failure], row_count,
-                                {"evaluated_expectations": 1, "successful_expectations": 0,
-                                 "unsuccessful_expectations": 1, "skipped": ["every other check: repeated columns"]})
+        failure = Failure(
+            "unique_column_names",
+            None,
+            f"columns appear more than once: {repeated}",
+            "rename or drop the repeated columns, then re-submit the batch",
+        )
+        return ValidationReport(
+            batch_id,
+            False,
+            [failure],
+            row_count,
+            {
+                "evaluated_expectations": 1,
+                "successful_expectations": 0,
+                "unsuccessful_expectations": 1,
+                "skipped": ["every other check: repeated columns"],
+            },
+        )
 
     missing, unusable = _column_problems(df)
     suite = build_suite(labels, rules, missing_columns=sorted(missing), unusable_columns=sorted(unusable))
     ran = {e.meta["check"] for e in suite.expectations}
-    skipped = [f"{e.meta['check']} [{e.column}]: column {_why(e.column, missing, unusable)}"
-               for e in gate_expectations(labels, rules) if e.meta["check"] not in ran]
+    skipped = [
+        f"{e.meta['check']} [{e.column}]: column {_why(e.column, missing, unusable)}"
+        for e in gate_expectations(labels, rules)
+        if e.meta["check"] not in ran
+    ]
 
     failures: list[Failure] = []
     evaluated = successful = 0
@@ -202,17 +249,24 @@ def validate_batch(df: pd.DataFrame, *, labels: Sequence[str], rules: Validation
     except Exception as exc:  # GX itself broke: report it like any other failure, keep the trace in the log
         log.exception("great_expectations failed on batch %s", batch_id)
         evaluated += 1
-        failures.append(Failure("great_expectations", None,
-                                _short_text(f"the suite could not run: {type(exc).__name__}: {exc}", 300),
-                                "fix the other failures of this batch; if there are none, report a bug "
-                                "with the batch attached"))
+        failures.append(
+            Failure(
+                "great_expectations",
+                None,
+                _short_text(f"the suite could not run: {type(exc).__name__}: {exc}", 300),
+                "fix the other failures of this batch; if there are none, report a bug "
+                "with the batch attached",
+            )
+        )
 
     custom: dict[str, Any] = {}
     label_counts: dict[str, int] = {}
     if LABEL in missing or LABEL in unusable:
         why = _why(LABEL, missing, unusable)
-        skipped += [f"label_min_per_class [label]: column {why}",
-                    f"label_distribution_drift [label]: column {why}"]
+        skipped += [
+            f"label_min_per_class [label]: column {why}",
+            f"label_distribution_drift [label]: column {why}",
+        ]
     else:
         label_counts = {str(k): int(v) for k, v in df[LABEL].value_counts(dropna=True).items()}
         per_class = _min_per_class(label_counts, labels, rules.min_per_class, existing_label_counts or {})
@@ -257,19 +311,28 @@ def _check_arguments(labels, rules, reference, batch_id) -> None:
     if not 0.0 <= rules.max_duplicate_ratio <= 1.0:
         problems.append(f"max_duplicate_ratio {rules.max_duplicate_ratio} must be between 0 and 1")
     if not 0 <= rules.min_text_chars <= rules.max_text_chars:
-        problems.append(f"need 0 <= min_text_chars ({rules.min_text_chars}) <= max_text_chars ({rules.max_text_chars})")
+        problems.append(
+            f"need 0 <= min_text_chars ({rules.min_text_chars}) <= max_text_chars ({rules.max_text_chars})"
+        )
     if not 0.0 < rules.drift_p_value < 1.0:
         problems.append(f"drift_p_value {rules.drift_p_value} must be between 0 and 1")
     if problems:
-        raise ValueError(f"Invalid validation rules: {'; '.join(problems)}. Fix them under validation: in {WORKFLOWS_FILE}.")
+        raise ValueError(
+            f"Invalid validation rules: {'; '.join(problems)}. Fix them under validation: in {WORKFLOWS_FILE}."
+        )
     if reference is not None:
-        bad = {k: v for k, v in reference.items()
-               if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0}
+        bad = {
+            k: v
+            for k, v in reference.items()
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0
+        }
         if bad:
             raise ValueError(f"reference_label_counts must map labels to counts >= 0; got {bad}.")
         if sum(reference.values()) == 0:
-            raise ValueError("reference_label_counts sums to 0; pass None to skip the drift test, "
-                             "or the label counts of the current training set.")
+            raise ValueError(
+                "reference_label_counts sums to 0; pass None to skip the drift test, "
+                "or the label counts of the current training set."
+            )
 
 
 def _column_problems(df: pd.DataFrame) -> tuple[set[str], dict[str, str]]:
@@ -304,12 +367,17 @@ def _run_suite(df, suite, batch_id, docs_dir: Path | None):
 
     sites = {}
     if docs_dir is not None:
-        sites = {DOCS_SITE: {
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).resolve())},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        }}
+        sites = {
+            DOCS_SITE: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(Path(docs_dir).resolve()),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        }
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(),
         data_docs_sites=sites,
@@ -320,13 +388,18 @@ def _run_suite(df, suite, batch_id, docs_dir: Path | None):
     ctx = gx.get_context(mode="ephemeral", project_config=config)
     # batch_id becomes a path component of the Data Docs pages.
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", batch_id)[:100]
-    batch_definition = (ctx.data_sources.add_pandas("ingest").add_dataframe_asset(name)
-                        .add_batch_definition_whole_dataframe("whole_batch"))
+    batch_definition = (
+        ctx.data_sources.add_pandas("ingest")
+        .add_dataframe_asset(name)
+        .add_batch_definition_whole_dataframe("whole_batch")
+    )
     suite = ctx.suites.add(suite)
     definition = ctx.validation_definitions.add(
-        gx.ValidationDefinition(name=SUITE_NAME, data=batch_definition, suite=suite))
-    results = definition.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT,
-                             run_id=RunIdentifier(run_name=name))
+        gx.ValidationDefinition(name=SUITE_NAME, data=batch_definition, suite=suite)
+    )
+    results = definition.run(
+        batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT, run_id=RunIdentifier(run_name=name)
+    )
     return results, ctx
 
 
@@ -344,15 +417,20 @@ def _build_docs(ctx, results) -> Path:
 
 # --- turning results into failures with fixes -------------------------------------------------
 
+
 def _gx_failure(result, df: pd.DataFrame, labels: list[str], rules: Validation) -> Failure:
     config = result.expectation_config
     check = (config.meta or {}).get("check", config.type)
     column = config.kwargs.get("column")
     error = _exception_message(result)
     if error is not None:
-        return Failure(config.type, column, _short_text(f"could not be evaluated: {error}", 300),
-                       "fix the other failures reported for this column; if there are none, report a bug "
-                       "with the batch attached")
+        return Failure(
+            config.type,
+            column,
+            _short_text(f"could not be evaluated: {error}", 300),
+            "fix the other failures reported for this column; if there are none, report a bug "
+            "with the batch attached",
+        )
     r = dict(result.result or {})
     total = r.get("element_count", len(df))
     bad = r.get("unexpected_count", 0)
@@ -362,27 +440,41 @@ def _gx_failure(result, df: pd.DataFrame, labels: list[str], rules: Validation) 
 
     if check in ("text_exists", "label_exists"):
         observed = f"column {column!r} is missing; the batch has {[str(c) for c in df.columns]}"
-        fix = (f"map your {column} column to '{column}' ({column}_column in the workflow in "
-               f"{WORKFLOWS_FILE}, or --{column}-col) and re-ingest")
+        fix = (
+            f"map your {column} column to '{column}' ({column}_column in the workflow in "
+            f"{WORKFLOWS_FILE}, or --{column}-col) and re-ingest"
+        )
     elif check in ("text_is_string", "label_is_string"):
         if "observed_value" in r:
             observed = f"column dtype is {r['observed_value']}, not strings"
         else:
             observed = f"{bad} of {total} values are not strings, e.g. {_short(examples)}{rows_note}"
-        fix = ("make every text a string (or drop the rows that are not text) and re-submit"
-               if column == TEXT else
-               "labels must be strings naming the workflow's labels: map codes to names "
-               f"(e.g. 0 -> {labels[0]!r}) before ingesting")
+        fix = (
+            "make every text a string (or drop the rows that are not text) and re-submit"
+            if column == TEXT
+            else "labels must be strings naming the workflow's labels: map codes to names "
+            f"(e.g. 0 -> {labels[0]!r}) before ingesting"
+        )
     elif check == "text_not_null":
-        observed = f"every text is null ({total} rows)" if bad == total else f"{bad} of {total} texts are null{rows_note}"
+        observed = (
+            f"every text is null ({total} rows)"
+            if bad == total
+            else f"{bad} of {total} texts are null{rows_note}"
+        )
         fix = "drop the rows without text or fill them in, then re-submit"
     elif check == "label_not_null":
-        observed = f"every label is null ({total} rows)" if bad == total else f"{bad} of {total} rows have no label{rows_note}"
+        observed = (
+            f"every label is null ({total} rows)"
+            if bad == total
+            else f"{bad} of {total} rows have no label{rows_note}"
+        )
         fix = "label these rows or drop them, then re-submit"
     elif check == "row_count":
         observed = f"{r.get('observed_value')} rows, fewer than min_rows={rules.min_rows}"
-        fix = (f"send at least {rules.min_rows} rows per batch (merge small drops) or lower "
-               f"validation.min_rows in {WORKFLOWS_FILE}")
+        fix = (
+            f"send at least {rules.min_rows} rows per batch (merge small drops) or lower "
+            f"validation.min_rows in {WORKFLOWS_FILE}"
+        )
     elif check == "text_not_blank":
         observed = f"{bad} of {total} texts are empty or whitespace only{rows_note}"
         fix = "drop or fill the empty texts, then re-submit"
@@ -396,20 +488,28 @@ def _gx_failure(result, df: pd.DataFrame, labels: list[str], rules: Validation) 
     elif check == "text_duplicates":
         ratio = 1.0 - float(r.get("observed_value") or 0.0)
         repeats = int(df[TEXT].dropna().duplicated().sum())
-        observed = (f"duplicate-text ratio {ratio:.3f} > max {rules.max_duplicate_ratio:.3f} "
-                    f"({repeats} of {len(df)} texts repeat an earlier one)")
-        fix = (f"drop repeated texts (keep one row per text) or raise validation.max_duplicate_ratio "
-               f"in {WORKFLOWS_FILE}")
+        observed = (
+            f"duplicate-text ratio {ratio:.3f} > max {rules.max_duplicate_ratio:.3f} "
+            f"({repeats} of {len(df)} texts repeat an earlier one)"
+        )
+        fix = (
+            f"drop repeated texts (keep one row per text) or raise validation.max_duplicate_ratio "
+            f"in {WORKFLOWS_FILE}"
+        )
     elif check == "text_min_chars":
         lengths = [len(str(v)) for v in examples]
         observed = f"{bad} of {total} texts are shorter than {rules.min_text_chars} chars{rows_note}, e.g. lengths {lengths}"
-        fix = (f"drop or complete texts under {rules.min_text_chars} chars, or lower validation.min_text_chars "
-               f"in {WORKFLOWS_FILE}")
+        fix = (
+            f"drop or complete texts under {rules.min_text_chars} chars, or lower validation.min_text_chars "
+            f"in {WORKFLOWS_FILE}"
+        )
     elif check == "text_max_chars":
         lengths = [len(str(v)) for v in examples]
         observed = f"{bad} of {total} texts are longer than {rules.max_text_chars} chars{rows_note}, e.g. lengths {lengths}"
-        fix = (f"truncate or split texts over {rules.max_text_chars} chars, or raise validation.max_text_chars "
-               f"in {WORKFLOWS_FILE}")
+        fix = (
+            f"truncate or split texts over {rules.max_text_chars} chars, or raise validation.max_text_chars "
+            f"in {WORKFLOWS_FILE}"
+        )
     else:  # an expectation added to gate_expectations without a message here
         observed = _short_text(str(r), 300)
         fix = "see the Data Docs page of this batch"
@@ -428,23 +528,35 @@ def _exception_message(result) -> str | None:
 
 # --- checks GX has no expectation for --------------------------------------------------------
 
-def _min_per_class(label_counts: dict[str, int], labels: list[str], min_per_class: int,
-                   existing: Mapping[str, int]) -> dict:
+
+def _min_per_class(
+    label_counts: dict[str, int], labels: list[str], min_per_class: int, existing: Mapping[str, int]
+) -> dict:
     counts = {label: label_counts.get(label, 0) + int(existing.get(label, 0)) for label in labels}
     below = {label: n for label, n in counts.items() if n < min_per_class}
     failure = None
     if below:
         where = "this batch plus the training set so far" if existing else "this batch"
         failure = Failure(
-            "label_min_per_class", LABEL,
+            "label_min_per_class",
+            LABEL,
             _short_text(f"classes below min_per_class={min_per_class} in {where}: {below}", 400),
-            f"add labelled rows for these classes, or remove them from the workflow's labels in {WORKFLOWS_FILE}")
-    return {"statistics": {"min_per_class": min_per_class, "counts": counts, "below": below,
-                           "existing_counted": bool(existing)}, "failure": failure}
+            f"add labelled rows for these classes, or remove them from the workflow's labels in {WORKFLOWS_FILE}",
+        )
+    return {
+        "statistics": {
+            "min_per_class": min_per_class,
+            "counts": counts,
+            "below": below,
+            "existing_counted": bool(existing),
+        },
+        "failure": failure,
+    }
 
 
-def _label_drift(label_counts: dict[str, int], labels: list[str], reference: Mapping[str, int],
-                 p_value_threshold: float) -> dict:
+def _label_drift(
+    label_counts: dict[str, int], labels: list[str], reference: Mapping[str, int], p_value_threshold: float
+) -> dict:
     from scipy.stats import chi2_contingency
 
     # Known labels plus any the reference still has; unknown batch labels already fail label_known.
@@ -454,13 +566,20 @@ def _label_drift(label_counts: dict[str, int], labels: list[str], reference: Map
     table = [row for row in table if row[1] + row[2] > 0]  # an all-zero column has no expected count
     batch_total = sum(row[1] for row in table)
     ref_total = sum(row[2] for row in table)
-    stats: dict[str, Any] = {"test": "chi-square test of homogeneity (scipy.stats.chi2_contingency)",
-                             "p_value_threshold": p_value_threshold,
-                             "batch_counts": {c: b for c, b, _ in table},
-                             "reference_counts": {c: r for c, _, r in table}}
+    stats: dict[str, Any] = {
+        "test": "chi-square test of homogeneity (scipy.stats.chi2_contingency)",
+        "p_value_threshold": p_value_threshold,
+        "batch_counts": {c: b for c, b, _ in table},
+        "reference_counts": {c: r for c, _, r in table},
+    }
     if batch_total == 0:
-        stats.update(chi2=None, dof=None, p_value=None, drifted=False,
-                     note="no known labels in the batch; label_known reports it")
+        stats.update(
+            chi2=None,
+            dof=None,
+            p_value=None,
+            drifted=False,
+            note="no known labels in the batch; label_known reports it",
+        )
         return {"statistics": stats, "failure": None}
     if len(table) < 2:
         chi2, p_value, dof = 0.0, 1.0, 0  # one class on both sides: nothing can have shifted
@@ -471,19 +590,24 @@ def _label_drift(label_counts: dict[str, int], labels: list[str], reference: Map
     stats.update(chi2=chi2, dof=dof, p_value=p_value, drifted=drifted)
     failure = None
     if drifted:
-        shifts = sorted(((b / batch_total - r / ref_total, c, r / ref_total, b / batch_total) for c, b, r in table),
-                        key=lambda s: -abs(s[0]))
+        shifts = sorted(
+            ((b / batch_total - r / ref_total, c, r / ref_total, b / batch_total) for c, b, r in table),
+            key=lambda s: -abs(s[0]),
+        )
         _, name, ref_share, batch_share = shifts[0]
         failure = Failure(
-            "label_distribution_drift", LABEL,
+            "label_distribution_drift",
+            LABEL,
             f"label mix differs from the reference (chi-square {chi2:.1f}, dof {dof}, p={p_value:.2g} < "
             f"{p_value_threshold}); largest shift: {name!r} {ref_share:.1%} -> {batch_share:.1%}",
             "check where this batch came from; if the new mix is real, validate against an updated reference "
-            f"or lower validation.drift_p_value in {WORKFLOWS_FILE}")
+            f"or lower validation.drift_p_value in {WORKFLOWS_FILE}",
+        )
     return {"statistics": stats, "failure": failure}
 
 
 # --- small helpers ---------------------------------------------------------------------------
+
 
 def _short_text(text: str, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"

@@ -42,14 +42,24 @@ print("RESULT" + json.dumps(out))
 
 
 def parse(tmp_path: Path, workflows_file: Path) -> dict:
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "MLOPS_STATE_DIR": str(tmp_path / "state"), "MLOPS_WORKFLOWS_FILE": str(workflows_file),
-           "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")}
-    proc = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "dags")], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "MLOPS_STATE_DIR": str(tmp_path / "state"),
+        "MLOPS_WORKFLOWS_FILE": str(workflows_file),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE, str(ROOT / "dags")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +76,11 @@ def test_no_heavy_imports_at_parse_time(bag):
 
 
 def test_one_dag_per_stage_and_workflow(bag):
-    expected = {f"{stage}__{wf}" for stage in ("ingest_validate", "distill", "cost_report")
-                for wf in ("ticket_routing", "clause_classification")}
+    expected = {
+        f"{stage}__{wf}"
+        for stage in ("ingest_validate", "distill", "cost_report")
+        for wf in ("ticket_routing", "clause_classification")
+    }
     assert expected <= set(bag["dags"])
 
 
@@ -110,7 +123,9 @@ def test_training_runs_on_the_gpu_queue(bag):
 
 
 def test_changing_the_schedule_in_the_file_changes_the_dag(tmp_path):
-    text = TWO.read_text().replace('cron: "0 3 * * 0", on_new_data: true', 'cron: "30 1 * * *", on_new_data: false')
+    text = TWO.read_text().replace(
+        'cron: "0 3 * * 0", on_new_data: true', 'cron: "30 1 * * *", on_new_data: false'
+    )
     changed = tmp_path / "workflows.yaml"
     changed.write_text(text)
     dag = parse(tmp_path, changed)["dags"]["distill__ticket_routing"]
@@ -119,10 +134,12 @@ def test_changing_the_schedule_in_the_file_changes_the_dag(tmp_path):
 
 
 def test_ml_never_imports_airflow():
-    code = ("import importlib, pkgutil, sys, ml\n"
-            "for m in pkgutil.walk_packages(ml.__path__, 'ml.'):\n"
-            "    if m.name != 'ml.serving_model' and '.migrations' not in m.name and not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
-            "print([m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')])")
+    code = (
+        "import importlib, pkgutil, sys, ml\n"
+        "for m in pkgutil.walk_packages(ml.__path__, 'ml.'):\n"
+        "    if m.name != 'ml.serving_model' and '.migrations' not in m.name and not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "print([m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -32,14 +32,29 @@ print("RESULT" + json.dumps(out))
 
 def test_wait_for_approval_is_a_reschedule_sensor_between_register_and_promote(tmp_path):
     workflows = tmp_path / "workflows.yaml"
-    workflows.write_text(TWO.read_text().replace("gate: {approval: manual}",
-                                                 "gate: {approval: manual, approval_timeout_hours: 2}"))
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "MLOPS_STATE_DIR": str(tmp_path / "state"), "MLOPS_WORKFLOWS_FILE": str(workflows)}
-    proc = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "dags")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    workflows.write_text(
+        TWO.read_text().replace(
+            "gate: {approval: manual}", "gate: {approval: manual, approval_timeout_hours: 2}"
+        )
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "MLOPS_STATE_DIR": str(tmp_path / "state"),
+        "MLOPS_WORKFLOWS_FILE": str(workflows),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE, str(ROOT / "dags")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    parsed = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT"):])
+    parsed = json.loads(
+        next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT") :]
+    )
     for wf, wait in parsed.items():
         # Reschedule: no worker slot is held while a model owner takes hours to decide.
         assert (wait["is_sensor"], wait["mode"]) == (True, "reschedule"), wf

@@ -36,12 +36,22 @@ print("RESULT" + json.dumps(out))
 def test_config_errors_fail_at_once_and_a_bad_value_is_the_dag_files_import_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "dags" / "workflows.yaml").read_text().replace("max_epochs: 3", "max_epochs: -1"))
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "MLOPS_STATE_DIR": str(tmp_path / "state"), "MLOPS_WORKFLOWS_FILE": str(ROOT / "dags" / "workflows.yaml")}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT / "dags"), str(bad)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "MLOPS_STATE_DIR": str(tmp_path / "state"),
+        "MLOPS_WORKFLOWS_FILE": str(ROOT / "dags" / "workflows.yaml"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(ROOT / "dags"), str(bad)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT"):])
+    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT") :])
     assert out["WorkflowError"] == ["AirflowFailException", "WorkflowError: training.epochs: -1"]
     assert out["TeacherMismatchError"][0] == "AirflowFailException"
     assert out["RuntimeError"] == ["RuntimeError", "disk full"]  # may be transient: Airflow's retries apply

@@ -25,7 +25,7 @@ from local_receivers import SmtpReceiver, WebhookReceiver  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PROBE_DAG = textwrap.dedent('''
+PROBE_DAG = textwrap.dedent("""
     import sys
     sys.path.insert(0, {dags!r})
     import pendulum
@@ -58,7 +58,7 @@ PROBE_DAG = textwrap.dedent('''
 
     if __name__ == "__main__":
         the_dag.test()
-''')
+""")
 
 WORKFLOWS = """
 workflows:
@@ -78,31 +78,65 @@ def test_each_event_reaches_the_local_smtp_server_and_webhook(tmp_path):
     (dags / "notify_probe.py").write_text(PROBE_DAG.format(dags=str(ROOT / "dags")))
     with SmtpReceiver() as smtp, WebhookReceiver() as hook:
         (tmp_path / "workflows.yaml").write_text(WORKFLOWS.format(webhook=hook.url))
-        env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-               "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "MLOPS_STATE_DIR": str(tmp_path / "state"),
-               "MLOPS_WORKFLOWS_FILE": str(tmp_path / "workflows.yaml"),
-               "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
-                   "conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
-                   "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com",
-                             "timeout": 10, "retry_limit": 0}}),
-               # Nothing listens on port 9 (discard): the down channel.
-               "AIRFLOW_CONN_SMTP_DOWN": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": 9,
-                                                     "extra": {"disable_ssl": True, "disable_tls": True,
-                                                               "timeout": 5, "retry_limit": 0}})}
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(tmp_path / "airflow"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "MLOPS_STATE_DIR": str(tmp_path / "state"),
+            "MLOPS_WORKFLOWS_FILE": str(tmp_path / "workflows.yaml"),
+            "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "extra": {
+                        "disable_ssl": True,
+                        "disable_tls": True,
+                        "from_email": "airflow@example.com",
+                        "timeout": 10,
+                        "retry_limit": 0,
+                    },
+                }
+            ),
+            # Nothing listens on port 9 (discard): the down channel.
+            "AIRFLOW_CONN_SMTP_DOWN": json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": 9,
+                    "extra": {"disable_ssl": True, "disable_tls": True, "timeout": 5, "retry_limit": 0},
+                }
+            ),
+        }
         airflow = str(Path(sys.executable).parent / "airflow")
-        migrated = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
+        migrated = subprocess.run(
+            [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
+        )
         assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
-        run = subprocess.run([sys.executable, str(dags / "notify_probe.py")], env=env, capture_output=True,
-                             text=True, timeout=600)
+        run = subprocess.run(
+            [sys.executable, str(dags / "notify_probe.py")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         log = run.stdout + run.stderr
         received = [h["json"] for h in hook.wait_for(4)]
         mails = smtp.wait_for(3)
 
     # The notice whose email channel was down still reached the webhook: every channel is tried.
-    assert sorted(h["event"] for h in received) == ["approval_waiting", "approval_waiting", "promoted",
-                                                    "run_failed"], log[-4000:]
+    assert sorted(h["event"] for h in received) == [
+        "approval_waiting",
+        "approval_waiting",
+        "promoted",
+        "run_failed",
+    ], log[-4000:]
     hooks = {h["event"]: h for h in received if h["message"] != h["subject"]}
-    assert hooks["approval_waiting"]["message"].startswith("v3 waits") and hooks["approval_waiting"]["version"] == "3"
+    assert (
+        hooks["approval_waiting"]["message"].startswith("v3 waits")
+        and hooks["approval_waiting"]["version"] == "3"
+    )
     # The success callback read the version from the task's return value.
     assert (hooks["promoted"]["model"], hooks["promoted"]["version"]) == ("tickets_student", "3")
     failed = hooks["run_failed"]
@@ -110,8 +144,13 @@ def test_each_event_reaches_the_local_smtp_server_and_webhook(tmp_path):
     assert "failed" in failed["message"] and failed["workflow"] == "tickets"
 
     subjects = sorted(m["message"]["Subject"] for m in mails)
-    assert subjects == sorted(["[mlops] tickets_student v3 waits for approval", "[mlops] tickets_student v3 is @champion",
-                               f"[mlops] tickets: run {failed['run_key'].split('/', 1)[1]} failed"]), log[-4000:]
+    assert subjects == sorted(
+        [
+            "[mlops] tickets_student v3 waits for approval",
+            "[mlops] tickets_student v3 is @champion",
+            f"[mlops] tickets: run {failed['run_key'].split('/', 1)[1]} failed",
+        ]
+    ), log[-4000:]
     for mail in mails:
         assert mail["from"] == "airflow@example.com"
         assert sorted(mail["to"]) == ["oncall@example.com", "owner@example.com"]
@@ -136,7 +175,10 @@ print("RESULT" + json.dumps(out))
 
 # One parse, one workflow per case (each parse of the DAG folder takes several seconds).
 SUBSCRIPTIONS = {
-    "subscribed": ("{on: [promoted, run_failed], webhook: 'http://127.0.0.1:1/x'}", (["WorkflowNotifier"], ["promoted"])),
+    "subscribed": (
+        "{on: [promoted, run_failed], webhook: 'http://127.0.0.1:1/x'}",
+        (["WorkflowNotifier"], ["promoted"]),
+    ),
     "other_events": ("{on: [approval_waiting], email: [a@example.com]}", ([], [])),
     "no_channel": ("{on: [promoted, run_failed]}", ([], [])),  # nothing to call
     "no_section": (None, ([], [])),
@@ -146,28 +188,45 @@ SUBSCRIPTIONS = {
 def test_distill_hangs_notifiers_only_for_subscribed_events(tmp_path):
     lines = ["workflows:"]
     for name, (notify, _) in SUBSCRIPTIONS.items():
-        lines += [f"  {name}:", "    labels: [billing, login]"] + ([f"    notify: {notify}"] if notify else [])
+        lines += [f"  {name}:", "    labels: [billing, login]"] + (
+            [f"    notify: {notify}"] if notify else []
+        )
     (tmp_path / "workflows.yaml").write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "MLOPS_STATE_DIR": str(tmp_path / "state"), "MLOPS_WORKFLOWS_FILE": str(tmp_path / "workflows.yaml")}
-    proc = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "dags")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "MLOPS_STATE_DIR": str(tmp_path / "state"),
+        "MLOPS_WORKFLOWS_FILE": str(tmp_path / "workflows.yaml"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE, str(ROOT / "dags")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    parsed = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT"):])
+    parsed = json.loads(
+        next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT") :]
+    )
     assert parsed.pop("errors") == []
     got = {name: (dag["dag_failure"], dag["promote_success"]) for name, dag in parsed.items()}
     assert got == {name: expected for name, (_, expected) in SUBSCRIPTIONS.items()}
 
 
-@pytest.mark.parametrize("result, event", [
-    ({"state": "waiting", "opened": True}, "approval_waiting"),
-    ({"state": "waiting", "opened": False}, None),  # a later look of the same wait: told once
-    ({"state": "waiting"}, None),
-    ({"state": "rejected"}, "rejected"),
-    ({"state": "timed_out"}, "approval_timed_out"),
-    ({"state": "approved"}, None),  # promote's success callback tells
-    ({"state": "not_needed"}, None),
-])
+@pytest.mark.parametrize(
+    "result, event",
+    [
+        ({"state": "waiting", "opened": True}, "approval_waiting"),
+        ({"state": "waiting", "opened": False}, None),  # a later look of the same wait: told once
+        ({"state": "waiting"}, None),
+        ({"state": "rejected"}, "rejected"),
+        ({"state": "timed_out"}, "approval_timed_out"),
+        ({"state": "approved"}, None),  # promote's success callback tells
+        ({"state": "not_needed"}, None),
+    ],
+)
 def test_the_approval_sensor_sends_each_notice_once(result, event):
     from ml.notify import approval_event
 

@@ -59,23 +59,39 @@ def platform(tmp_path_factory, tiny_base_model):
     from ml.workflows import get_workflow
 
     root = tmp_path_factory.mktemp("approval")
-    (root / "workflows.yaml").write_text(WORKFLOWS.format(labels=json.dumps(sorted(LABELS)), base=tiny_base_model,
-                                                          timeout_hours=0.5))
-    variables = {"MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
-                 "MLOPS_TORCH_THREADS": "1"}
+    (root / "workflows.yaml").write_text(
+        WORKFLOWS.format(labels=json.dumps(sorted(LABELS)), base=tiny_base_model, timeout_hours=0.5)
+    )
+    variables = {
+        "MLOPS_STATE_DIR": str(root / "state"),
+        "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
+        "MLOPS_TORCH_THREADS": "1",
+    }
     # An earlier test's MLFLOW_* URIs (mlflow.set_*_uri writes them into os.environ) must not reach the CLI.
-    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")},
-           **variables}
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")},
+        **variables,
+    }
     settings = load_settings(variables)
     settings.ensure_dirs()
-    stage_demo_data(settings, get_workflow(settings.workflows_file, WF), n_calls=200, n_gold=80, seed=0,
-                    echo=lambda m: None)
+    stage_demo_data(
+        settings,
+        get_workflow(settings.workflows_file, WF),
+        n_calls=200,
+        n_gold=80,
+        seed=0,
+        echo=lambda m: None,
+    )
     ingest = mlops(env, "run", "--only", "ingest_validate", "--workflow", WF, "--json")
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    yield {"env": env, "client": registry.configure(settings), "airflow_db": settings.airflow_home / "airflow.db",
-           "workflows": root / "workflows.yaml"}
+    yield {
+        "env": env,
+        "client": registry.configure(settings),
+        "airflow_db": settings.airflow_home / "airflow.db",
+        "workflows": root / "workflows.yaml",
+    }
     mlflow.set_tracking_uri(before[0])
     mlflow.set_registry_uri(before[1])
     for key, value in saved.items():  # set_*_uri wrote these: leave os.environ as it was
@@ -113,8 +129,19 @@ class Owner(threading.Thread):
             self.version = self.waiting_version()
             time.sleep(2)
         if self.version is not None:
-            self.cli = mlops(self.platform["env"], "models", self.verb, self.version, "--reason", self.reason,
-                             "--who", "owner-ada", "--workflow", WF, "--json")
+            self.cli = mlops(
+                self.platform["env"],
+                "models",
+                self.verb,
+                self.version,
+                "--reason",
+                self.reason,
+                "--who",
+                "owner-ada",
+                "--workflow",
+                WF,
+                "--json",
+            )
 
 
 def distill_with(platform, owner: Owner) -> dict:
@@ -130,10 +157,13 @@ def distill_with(platform, owner: Owner) -> dict:
 def task_states(platform) -> dict[str, str]:
     """Task states of the latest distill run, from Airflow's metadata DB (a skipped task never logs)."""
     with sqlite3.connect(platform["airflow_db"]) as db:
-        (run_id,) = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1",
-                               (f"distill__{WF}",)).fetchone()
-        rows = db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                          (f"distill__{WF}", run_id)).fetchall()
+        (run_id,) = db.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (f"distill__{WF}",)
+        ).fetchone()
+        rows = db.execute(
+            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            (f"distill__{WF}", run_id),
+        ).fetchall()
     return dict(rows)
 
 
@@ -158,9 +188,16 @@ def test_an_approval_while_the_run_waits_is_promoted_by_the_run(platform):
 
     move = registry.alias_history(platform["client"], MODEL)[-1]
     assert (move["alias"], move["from"], move["to"], move["who"], move["kind"]) == (
-        "champion", None, owner.version, "owner-ada", "promote")
+        "champion",
+        None,
+        owner.version,
+        "owner-ada",
+        "promote",
+    )
     assert move["why"].startswith("approved: reviewed the confusion matrix")
-    shown = json.loads(mlops(platform["env"], "models", "show", owner.version, "--workflow", WF, "--json").stdout)
+    shown = json.loads(
+        mlops(platform["env"], "models", "show", owner.version, "--workflow", WF, "--json").stdout
+    )
     assert shown["approval"]["decision"] == "approved" and shown["approval_wait"]["outcome"] == "approved"
     # Lineage: its cost so far, from the ledger the cost listener booked the run's tasks in.
     assert float(shown["tags"]["cost_usd"]) > 0 and "cost ledger" in shown["tags"]["cost_scope"]
@@ -183,7 +220,9 @@ def test_a_rejection_while_the_run_waits_skips_promote_and_logs_why(platform):
 def test_without_a_decision_in_time_the_run_fails_saying_so(platform):
     before = champion(platform)
     text = platform["workflows"].read_text()
-    platform["workflows"].write_text(text.replace("approval_timeout_hours: 0.5", "approval_timeout_hours: 0.002"))  # 7 s
+    platform["workflows"].write_text(
+        text.replace("approval_timeout_hours: 0.5", "approval_timeout_hours: 0.002")
+    )  # 7 s
     run = mlops(platform["env"], "run", "--only", "distill", "--workflow", WF)
     assert run.returncode != 0
     assert "nobody approved or rejected" in run.stderr and "approval_timeout_hours=0.002" in run.stderr

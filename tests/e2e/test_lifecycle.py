@@ -53,9 +53,15 @@ def platform(tmp_path_factory, tiny_base_model):
     root = tmp_path_factory.mktemp("e2e")
     # mlflow.set_tracking_uri/set_registry_uri write MLFLOW_* variables into os.environ: an earlier test's
     # registry must not reach these subprocesses (the platform's own settings name the registry).
-    inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    env = {**inherited, "MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
-           "MLOPS_TORCH_THREADS": "1"}  # a tiny model is slower with two threads fighting over two cores
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    }
+    env = {
+        **inherited,
+        "MLOPS_STATE_DIR": str(root / "state"),
+        "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
+        "MLOPS_TORCH_THREADS": "1",
+    }  # a tiny model is slower with two threads fighting over two cores
     write_workflows(root / "workflows.yaml", tiny_base_model, min_f1=0.0)
     first = mlops(env, "demo", "--n-calls", "300", "--n-gold", "120", "--json")
     assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-2000:]
@@ -77,8 +83,11 @@ def test_the_teacher_update_re_distils_through_the_asset_and_is_booked_as_keepin
     assert kept["challenger"] == "2" and kept["promoted"] and kept["gate"]["passed"]
     assert set(kept["tasks"].values()) == {"success"}
     entries = json.loads(mlops(env, "costs", "entries", "--json").stdout)
-    run_entries = [e for e in entries if e["source_kind"] == "task"
-                   and e["source"].startswith(f"distill__tickets_e2e/{kept['run_id']}/")]
+    run_entries = [
+        e
+        for e in entries
+        if e["source_kind"] == "task" and e["source"].startswith(f"distill__tickets_e2e/{kept['run_id']}/")
+    ]
     assert {e["source"].split("/")[2] for e in run_entries} == set(kept["tasks"])  # every task of the run
     assert {e["category"] for e in run_entries} == {"keeping_current"}
     assert float(kept["booked"]["keeping_current"]) > 0
@@ -88,10 +97,12 @@ def test_the_teacher_update_re_distils_through_the_asset_and_is_booked_as_keepin
 
 def test_champion_serves_through_mlflow_pyfunc(platform):
     root, env, _ = platform
-    code = ("import mlflow, pandas as pd; from ml.config import load_settings; s = load_settings();"
-            "mlflow.set_tracking_uri(s.mlflow_tracking_uri);"
-            "m = mlflow.pyfunc.load_model('models:/tickets_e2e_student@champion');"
-            "print(m.predict(pd.DataFrame({'text': ['I was charged twice', 'where is my parcel']})).to_json())")
+    code = (
+        "import mlflow, pandas as pd; from ml.config import load_settings; s = load_settings();"
+        "mlflow.set_tracking_uri(s.mlflow_tracking_uri);"
+        "m = mlflow.pyfunc.load_model('models:/tickets_e2e_student@champion');"
+        "print(m.predict(pd.DataFrame({'text': ['I was charged twice', 'where is my parcel']})).to_json())"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -160,13 +171,23 @@ def test_cost_report_gives_a_verdict_from_the_ledger(platform):
     data = json.loads(report.stdout)
     assert data["verdict"].startswith(("post-training pays from month", "stay on the frontier API"))
     # Every category is shown; frontier_api and serving are priced per call, never counted as MLOps spend.
-    assert "frontier_api" in data["ledger_totals_usd"] and "frontier_api" not in data["basis"]["recurring_categories"]
+    assert (
+        "frontier_api" in data["ledger_totals_usd"]
+        and "frontier_api" not in data["basis"]["recurring_categories"]
+    )
     assert float(data["serving"]["usd_per_month"]) >= float(data["serving"]["floor_usd_per_month"]) > 0
     assert float(data["ledger_totals_usd"]["training_compute"]) > 0
     reports = root / "state" / "reports" / "tickets_e2e"
     assert "<img" in (reports / "breakeven.html").read_text()
     header = (reports / "costs_focus.csv").read_text().splitlines()[0].split(",")
-    assert {"BilledCost", "EffectiveCost", "ChargeCategory", "ChargePeriodStart", "ServiceName", "ResourceId"} <= set(header)
+    assert {
+        "BilledCost",
+        "EffectiveCost",
+        "ChargeCategory",
+        "ChargePeriodStart",
+        "ServiceName",
+        "ResourceId",
+    } <= set(header)
 
 
 def test_demo_runs_again_without_clean_up(platform):

@@ -62,20 +62,44 @@ def run(tmp_path_factory, tiny_base_model):
 
     root = tmp_path_factory.mktemp("owner")
     with SmtpReceiver() as smtp, WebhookReceiver() as hook:
-        (root / "workflows.yaml").write_text(WORKFLOWS.format(labels=json.dumps(sorted(LABELS)), base=tiny_base_model,
-                                                              webhook=hook.url))
-        variables = {"MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
-                     "MLOPS_TORCH_THREADS": "1",
-                     "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
-                         "conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
-                         "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "mlops@example.com",
-                                   "timeout": 10, "retry_limit": 0}})}
-        env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")},
-               **variables}
+        (root / "workflows.yaml").write_text(
+            WORKFLOWS.format(labels=json.dumps(sorted(LABELS)), base=tiny_base_model, webhook=hook.url)
+        )
+        variables = {
+            "MLOPS_STATE_DIR": str(root / "state"),
+            "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
+            "MLOPS_TORCH_THREADS": "1",
+            "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "extra": {
+                        "disable_ssl": True,
+                        "disable_tls": True,
+                        "from_email": "mlops@example.com",
+                        "timeout": 10,
+                        "retry_limit": 0,
+                    },
+                }
+            ),
+        }
+        env = {
+            **{
+                k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+            },
+            **variables,
+        }
         settings = load_settings(variables)
         settings.ensure_dirs()
-        stage_demo_data(settings, get_workflow(settings.workflows_file, WF), n_calls=200, n_gold=80, seed=0,
-                        echo=lambda m: None)
+        stage_demo_data(
+            settings,
+            get_workflow(settings.workflows_file, WF),
+            n_calls=200,
+            n_gold=80,
+            seed=0,
+            echo=lambda m: None,
+        )
         ingest = mlops(env, "run", "--only", "ingest_validate", "--workflow", WF, "--json")
         assert ingest.returncode == 0, ingest.stderr[-3000:]
         before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
@@ -93,8 +117,19 @@ def run(tmp_path_factory, tiny_base_model):
                     rows = []
                 waiting = [r["version"] for r in rows if registry.is_waiting(r["approval_wait"])]
                 if waiting:
-                    approved["cli"] = mlops(env, "models", "approve", waiting[-1], "--reason", "checked the matrix",
-                                            "--who", "owner-ada", "--workflow", WF, "--json")
+                    approved["cli"] = mlops(
+                        env,
+                        "models",
+                        "approve",
+                        waiting[-1],
+                        "--reason",
+                        "checked the matrix",
+                        "--who",
+                        "owner-ada",
+                        "--workflow",
+                        WF,
+                        "--json",
+                    )
                     return
                 time.sleep(2)
 
@@ -107,8 +142,15 @@ def run(tmp_path_factory, tiny_base_model):
     assert distill.returncode == 0, distill.stderr[-3000:]
     assert approved["cli"].returncode == 0, approved["cli"].stderr
     version = registry.version_by_alias(client, MODEL, registry.CHAMPION)
-    yield {"env": env, "client": client, "settings": settings, "version": str(version.version), "notices": notices,
-           "mails": mails, "root": root}
+    yield {
+        "env": env,
+        "client": client,
+        "settings": settings,
+        "version": str(version.version),
+        "notices": notices,
+        "mails": mails,
+        "root": root,
+    }
     mlflow.set_tracking_uri(before[0])
     mlflow.set_registry_uri(before[1])
     for key, value in saved.items():
@@ -125,8 +167,12 @@ def test_the_owner_is_told_when_the_version_waits_and_when_it_is_promoted(run):
     assert waiting["version"] == promoted["version"] == run["version"] and waiting["model"] == MODEL
     assert f"mlops models approve|reject {run['version']} --reason TEXT" in waiting["message"]
     assert promoted["run_key"].startswith(f"distill__{WF}/")
-    assert sorted(m["message"]["Subject"] for m in run["mails"]) == sorted([
-        f"[mlops] {MODEL} v{run['version']} waits for approval", f"[mlops] {MODEL} v{run['version']} is @champion"])
+    assert sorted(m["message"]["Subject"] for m in run["mails"]) == sorted(
+        [
+            f"[mlops] {MODEL} v{run['version']} waits for approval",
+            f"[mlops] {MODEL} v{run['version']} is @champion",
+        ]
+    )
 
 
 def test_mlflow_shows_the_champion_registered_described_and_linked(run):
@@ -153,9 +199,13 @@ def test_mlflow_shows_the_champion_registered_described_and_linked(run):
         assert json.loads(dataset.source)["uri"].startswith(str(run["settings"].dvc_remote_url))
     artifacts = {a.path for a in client.list_artifacts(mv.run_id, "eval")}
     assert "eval/per_class.json" in artifacts
-    history = [v for k, v in client.get_registered_model(MODEL).tags.items() if k.startswith("alias_history.")]
-    assert any(f"@champion none → v{version} (promote) by owner-ada: approved: checked the matrix" in line
-               for line in history)
+    history = [
+        v for k, v in client.get_registered_model(MODEL).tags.items() if k.startswith("alias_history.")
+    ]
+    assert any(
+        f"@champion none → v{version} (promote) by owner-ada: approved: checked the matrix" in line
+        for line in history
+    )
 
 
 def test_the_models_data_comes_back_from_its_tags_after_the_local_copies_are_gone(run, tmp_path):
@@ -163,9 +213,14 @@ def test_the_models_data_comes_back_from_its_tags_after_the_local_copies_are_gon
     assert shown.returncode == 0, shown.stderr
     command = json.loads(shown.stdout)["data_checkout"]
     tags = json.loads(shown.stdout)["tags"]
-    assert command.startswith(f"mlops data checkout {tags['dataset_version']} --eval {tags['eval_dataset_version']}")
+    assert command.startswith(
+        f"mlops data checkout {tags['dataset_version']} --eval {tags['eval_dataset_version']}"
+    )
     data_dir = run["settings"].data_dir / WF
-    kept = {role: hashlib.md5((data_dir / f"{role}.parquet").read_bytes()).hexdigest() for role in ("train", "eval")}
+    kept = {
+        role: hashlib.md5((data_dir / f"{role}.parquet").read_bytes()).hexdigest()
+        for role in ("train", "eval")
+    }
     shutil.rmtree(data_dir)  # the data folder, its DVC cache and its log: only the remote is left
     args = command.split()[1:]
     args[args.index("--out") + 1] = str(tmp_path / "restored")

@@ -19,7 +19,7 @@ from ml import airflow_runner
 from ml.cli import build_parser
 from ml.config import load_settings
 
-FAKE = r'''#!{python}
+FAKE = r"""#!{python}
 import json, os, sys
 from pathlib import Path
 home = Path(os.environ["AIRFLOW_HOME"])
@@ -27,7 +27,7 @@ passwords = Path(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FI
                  or home / "simple_auth_manager_passwords.json.generated")
 mode = oct(passwords.stat().st_mode & 0o777) if passwords.exists() else None
 print(json.dumps({{"argv": sys.argv[1:], "path0": os.environ["PATH"].split(os.pathsep)[0], "passwords_mode": mode}}))
-'''
+"""
 
 
 @pytest.fixture
@@ -71,7 +71,8 @@ def test_airflows_warnings_go_to_stderr_and_json_alone_to_stdout():
         "will not be possible. \nYou might need to install the graphviz package and necessary system packages.\n"
         "Run `pip install graphviz` to attempt to install it. [py.warnings] category=UserWarning filename=x.py lineno=57\n"
         '[\n  {"dag_id": "a", "is_paused": "True"}\n]\n'
-        "2026-12-01T19:03:46Z [info     ] done [airflow.cli]\n")
+        "2026-12-01T19:03:46Z [info     ] done [airflow.cli]\n"
+    )
     out, err = io.StringIO(), io.StringIO()
     airflow_runner.split_log_records(io.StringIO(printed), out, err)
     assert json.loads(out.getvalue()) == [{"dag_id": "a", "is_paused": "True"}]

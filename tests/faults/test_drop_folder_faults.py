@@ -96,8 +96,10 @@ def test_a_batch_of_mostly_exact_duplicates_is_rejected(drop):
 
     folder, settings = drop
     labels = sorted(get_workflow(settings.workflows_file, WF).labels)
-    unique = [(f"distinct ticket number {i} about {labels[i % len(labels)]}", labels[i % len(labels)])
-              for i in range(40)]
+    unique = [
+        (f"distinct ticket number {i} about {labels[i % len(labels)]}", labels[i % len(labels)])
+        for i in range(40)
+    ]
     rows = unique + [unique[0]] * 360  # 400 rows, 90 % of them one repeated row
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(folder / "copies.csv", index=False)
     with pytest.raises(BatchRejected, match="duplicate-text ratio 0.900"):
@@ -111,8 +113,7 @@ def test_a_file_that_is_not_a_table_never_echoes_its_first_line(tmp_path):
     from ml.data.ingest import read_batch
 
     hashes = tmp_path / "shadow.csv"
-    hashes.write_text("root:$6$saltsalt$c2VjcmV0aGFzaA:19000:0:99999:7:::\n"
-                      "daemon:*:19000:0:99999:7:::\n")
+    hashes.write_text("root:$6$saltsalt$c2VjcmV0aGFzaA:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
     with pytest.raises(ContractError) as caught:
         read_batch(hashes)
     assert "c2VjcmV0aGFzaA" not in str(caught.value) and "root" not in str(caught.value)

@@ -23,9 +23,18 @@ WHEN = datetime(2026, 8, 3, 9, 0, tzinfo=timezone.utc)
 
 
 def _person_hours(key: str = "timesheet-7", hours: str = "1000") -> NewEntry:
-    return NewEntry(idempotency_key=key, occurred_at=WHEN, category="people", workflow="ticket_routing",
-                    resource="people:ml_engineer", quantity=Decimal(hours), unit="hour",
-                    unit_price=Decimal("110.64"), source_kind="person", source="ana")
+    return NewEntry(
+        idempotency_key=key,
+        occurred_at=WHEN,
+        category="people",
+        workflow="ticket_routing",
+        resource="people:ml_engineer",
+        quantity=Decimal(hours),
+        unit="hour",
+        unit_price=Decimal("110.64"),
+        source_kind="person",
+        source="ana",
+    )
 
 
 @pytest.fixture
@@ -84,14 +93,21 @@ def _drop_triggers_and_edit(path: Path, sql: str) -> None:
         raw.close()
 
 
-@pytest.mark.parametrize("sql, problem", [
-    ("UPDATE ledger_entries SET amount = '0.00000000' WHERE id = 1", "amount 0E-8 is not quantity"),
-    ("UPDATE ledger_entries SET quantity = '0.000000000', amount = '0.00000000' WHERE id = 1",
-     "do not match the payload hash"),
-    ("UPDATE ledger_entries SET category = 'tooling' WHERE id = 1", "do not match the payload hash"),
-    ("UPDATE ledger_entries SET quantity = '-2.000000000', amount = '-221.28000000' WHERE id = 2",
-     "do not match the payload hash"),
-])
+@pytest.mark.parametrize(
+    "sql, problem",
+    [
+        ("UPDATE ledger_entries SET amount = '0.00000000' WHERE id = 1", "amount 0E-8 is not quantity"),
+        (
+            "UPDATE ledger_entries SET quantity = '0.000000000', amount = '0.00000000' WHERE id = 1",
+            "do not match the payload hash",
+        ),
+        ("UPDATE ledger_entries SET category = 'tooling' WHERE id = 1", "do not match the payload hash"),
+        (
+            "UPDATE ledger_entries SET quantity = '-2.000000000', amount = '-221.28000000' WHERE id = 2",
+            "do not match the payload hash",
+        ),
+    ],
+)
 def test_verify_names_an_entry_edited_around_the_triggers(booked, sql, problem):
     path, _ = booked
     _drop_triggers_and_edit(path, sql)
@@ -116,7 +132,8 @@ def test_a_deleted_original_leaves_its_reversal_pointing_at_nothing(booked):
     with Ledger(f"sqlite:///{path}") as ledger:
         assert [t.problem for t in ledger.verify()] == [
             f"entries {entry.id} are missing before entry {entry.id + 1}: deleted outside the ledger",
-            f"it reverses entry {entry.id}, which is gone"]
+            f"it reverses entry {entry.id}, which is gone",
+        ]
 
 
 def test_an_entry_deleted_around_the_triggers_leaves_a_hole_that_verify_names(booked):
@@ -130,6 +147,7 @@ def test_an_entry_deleted_around_the_triggers_leaves_a_hole_that_verify_names(bo
 
 
 # The CLI: verify, and report/export refuse a tampered ledger ---------------------------------
+
 
 @pytest.fixture
 def state(tmp_path, monkeypatch):
@@ -155,8 +173,10 @@ def test_costs_verify_report_and_export_on_a_tampered_ledger(state, capsys):
         entry = ledger.append(_person_hours())
     code, out, _ = _cli(capsys, "costs", "verify", "--json")
     assert code == 0 and json.loads(out)["intact"] is True
-    _drop_triggers_and_edit(Path(state.ledger_url.split("///", 1)[1]),
-                            f"UPDATE ledger_entries SET quantity = '0.000000000', amount = '0' WHERE id = {entry.id}")
+    _drop_triggers_and_edit(
+        Path(state.ledger_url.split("///", 1)[1]),
+        f"UPDATE ledger_entries SET quantity = '0.000000000', amount = '0' WHERE id = {entry.id}",
+    )
     code, out, _ = _cli(capsys, "costs", "verify")
     assert code == 1 and f"#{entry.id} timesheet-7" in out
     for argv in (("costs", "export"), ("costs", "report", "--refresh")):
@@ -165,14 +185,17 @@ def test_costs_verify_report_and_export_on_a_tampered_ledger(state, capsys):
         assert "BilledCost" not in out  # nothing exported
 
 
-@pytest.mark.parametrize("quantity, message", [
-    ("-3", "must be more than 0 hours"),
-    ("0", "must be more than 0 hours"),
-    ("1e30", "more than 1,000,000 in one entry"),
-    ("NaN", "not a finite number"),
-    ("three", "not a number"),
-    ("1e-12", "below the ledger's precision"),  # would have been booked as 0
-])
+@pytest.mark.parametrize(
+    "quantity, message",
+    [
+        ("-3", "must be more than 0 hours"),
+        ("0", "must be more than 0 hours"),
+        ("1e30", "more than 1,000,000 in one entry"),
+        ("NaN", "not a finite number"),
+        ("three", "not a number"),
+        ("1e-12", "below the ledger's precision"),  # would have been booked as 0
+    ],
+)
 def test_costs_add_refuses_quantities_that_are_not_a_cost(state, capsys, quantity, message):
     code, out, err = _cli(capsys, "costs", "add", "--role", "ml_engineer", f"--quantity={quantity}")
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
@@ -185,10 +208,13 @@ def test_a_huge_quantity_is_a_clear_error_not_an_invalid_operation():
         _person_hours(hours="1e30")
 
 
-@pytest.mark.parametrize("on, message", [
-    ("2026-13-01", "--on '2026-13-01' is not a date; write it as YYYY-MM-DD"),
-    ("9999-12-31", "--on 9999-12-31 is in the future"),
-])
+@pytest.mark.parametrize(
+    "on, message",
+    [
+        ("2026-13-01", "--on '2026-13-01' is not a date; write it as YYYY-MM-DD"),
+        ("9999-12-31", "--on 9999-12-31 is in the future"),
+    ],
+)
 def test_costs_add_refuses_a_day_that_is_not_a_past_date(state, capsys, on, message):
     code, out, err = _cli(capsys, "costs", "add", "--role", "ml_engineer", "--quantity", "2", "--on", on)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err

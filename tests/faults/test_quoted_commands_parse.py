@@ -37,7 +37,7 @@ def quoted_commands() -> list[tuple[str, str]]:
     for path in sorted([*ROOT.glob("dags/*.yaml"), *ROOT.glob("infra/**/*.yaml")]):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if "#" in line:
-                comment = line[line.index("#") + 1:]
+                comment = line[line.index("#") + 1 :]
                 for span in re.findall(r"`([^`]+)`", comment) or [comment.strip()]:
                     found += [(f"{path.relative_to(ROOT)}:{number}", m) for m in _commands(span)]
     return found
@@ -60,7 +60,10 @@ def forms(command: str) -> list[list[str]]:
     full = [t.strip("[]") for t in tokens]
     out = []
     for form in (bare, full):
-        form = [("1" if t in NUMBERS else t.split("|")[0] if "|" in t and not t.startswith("-") else t) for t in form]
+        form = [
+            ("1" if t in NUMBERS else t.split("|")[0] if "|" in t and not t.startswith("-") else t)
+            for t in form
+        ]
         if form not in out:
             out.append(form)
     return out
@@ -75,8 +78,12 @@ def optional_values(parser):
                 optional_values(sub)
         else:
             action.required = False
-            if action.nargs is None and not isinstance(action.const, bool) and action.type is not bool \
-                    and action.__class__.__name__ in ("_StoreAction",):
+            if (
+                action.nargs is None
+                and not isinstance(action.const, bool)
+                and action.type is not bool
+                and action.__class__.__name__ in ("_StoreAction",)
+            ):
                 action.nargs = "?"  # `--tooling` named in prose without its value
     for group in parser._mutually_exclusive_groups:
         group.required = False
@@ -98,4 +105,6 @@ def test_a_quoted_command_parses(where, command, capsys):
             parser.parse_args(argv)
         except SystemExit as exc:
             if exc.code != 0:  # `--help` exits 0
-                pytest.fail(f"{where}: `{command}` does not parse as {argv}: {capsys.readouterr().err.strip()}")
+                pytest.fail(
+                    f"{where}: `{command}` does not parse as {argv}: {capsys.readouterr().err.strip()}"
+                )

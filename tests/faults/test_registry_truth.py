@@ -17,7 +17,7 @@ from ml.cli import build_parser
 from ml.registry import CHAMPION
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_MODEL = '''
+TINY_MODEL = """
 import mlflow
 from mlflow.pyfunc import PythonModel
 
@@ -28,7 +28,7 @@ class Echo(PythonModel):
 
 
 mlflow.models.set_model(Echo())
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,12 @@ def world(store, monkeypatch):
         client.delete_registered_model(wf.model_name)
     except mlflow.exceptions.MlflowException:
         pass  # the first test
-    versions = [registry.register(client, wf.model_name, model_uri, run_id, idempotency_key=f"k{i}",
-                                  tags={"gate": "passed"}) for i in (1, 2, 3)]
+    versions = [
+        registry.register(
+            client, wf.model_name, model_uri, run_id, idempotency_key=f"k{i}", tags={"gate": "passed"}
+        )
+        for i in (1, 2, 3)
+    ]
     return client, wf, versions
 
 
@@ -95,9 +99,19 @@ def test_concurrent_rollbacks_move_once_and_the_late_one_says_unchanged(world, m
     registry.move_alias(client, wf.model_name, CHAMPION, v1, expected_from=None, why="first")
     registry.move_alias(client, wf.model_name, CHAMPION, v2, expected_from=v1, why="second")
     # Another owner's rollback of the same champion lands between our look and our move.
-    race_before_first_move(monkeypatch, lambda move: move(
-        client, wf.model_name, CHAMPION, v1, expected_from=v2, why="rollback: ada's reason", who="ada",
-        kind="rollback"))
+    race_before_first_move(
+        monkeypatch,
+        lambda move: move(
+            client,
+            wf.model_name,
+            CHAMPION,
+            v1,
+            expected_from=v2,
+            why="rollback: ada's reason",
+            who="ada",
+            kind="rollback",
+        ),
+    )
     assert run("models", "rollback", "--reason", "bob's reason", "--who", "bob") == 0
     out = capsys.readouterr().out
     assert out.startswith("unchanged:") and "bob's reason" not in out and "ada" in out
@@ -110,8 +124,9 @@ def test_an_approve_that_loses_the_race_records_no_decision(world, monkeypatch):
     registry.move_alias(client, wf.model_name, CHAMPION, v1, expected_from=None, why="first")
     client.set_model_version_tag(wf.model_name, v3, "gate_decision", f'{{"champion_version": "{v1}"}}')
     # v2 is promoted by someone else while our approve of v3 is between its check and its move.
-    race_before_first_move(monkeypatch, lambda move: move(
-        client, wf.model_name, CHAMPION, v2, expected_from=v1, why="other"))
+    race_before_first_move(
+        monkeypatch, lambda move: move(client, wf.model_name, CHAMPION, v2, expected_from=v1, why="other")
+    )
     with pytest.raises(registry.PromotionConflict, match="Nothing recorded"):
         run("models", "approve", v3, "--reason", "looks good")
     assert registry.decision_of(client, wf.model_name, v3) is None

@@ -24,7 +24,7 @@ from ml.config import load_settings
 
 DAG = "distill__faults"
 
-FAKE_AIRFLOW = r'''#!{python}
+FAKE_AIRFLOW = r"""#!{python}
 import json, os, sys, time
 from pathlib import Path
 
@@ -65,7 +65,7 @@ if args[:2] == ["tasks", "states-for-dag-run"]:
     print(json.dumps(json.loads(states.read_text()), indent=4))
     sys.exit(0)
 sys.exit("unexpected call: " + " ".join(args))
-'''
+"""
 
 
 @pytest.fixture
@@ -117,8 +117,9 @@ def test_a_second_run_of_the_same_dag_on_the_same_state_refuses_while_the_first_
     settings, record = fake
     (record / "hold").write_text("until the second run has been refused")
     outcome: dict = {}
-    first = threading.Thread(target=lambda: outcome.update(
-        airflow_runner.test_dag(settings, DAG, echo=lambda m: None)))
+    first = threading.Thread(
+        target=lambda: outcome.update(airflow_runner.test_dag(settings, DAG, echo=lambda m: None))
+    )
     first.start()
     try:
         deadline = time.monotonic() + 120
@@ -139,8 +140,13 @@ def test_a_run_left_unfinished_is_marked_failed_before_the_next_one(fake, monkey
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("2026-12-01T10:00:00+00:00")  # what a killed `mlops run` leaves behind
     asked = []
-    monkeypatch.setattr(airflow_runner, "fail_orphaned_runs", lambda s, d, logical_date=None: asked.append(
-        (d, logical_date)) or [{"run_id": "manual__old", "failed_tasks": ["train_student"]}])
+    monkeypatch.setattr(
+        airflow_runner,
+        "fail_orphaned_runs",
+        lambda s, d, logical_date=None: (
+            asked.append((d, logical_date)) or [{"run_id": "manual__old", "failed_tasks": ["train_student"]}]
+        ),
+    )
     lines = []
     airflow_runner.test_dag(settings, DAG, echo=lines.append)
     assert asked == [(DAG, "2026-12-01T10:00:00+00:00")]
@@ -176,13 +182,25 @@ def test_the_progress_file_is_per_run_and_in_the_childs_environment(fake):
     assert json.loads(snapshot.read_text())["step"] == 10
 
 
-@pytest.mark.parametrize("snap, expected", [
-    (None, ""),
-    ({"task": "t"}, ""),
-    ({"step": 40, "total_steps": 760, "samples_per_s": 51.2, "eta_s": 410.0, "val_macro_f1": 0.81, "epoch": 1},
-     "[#...................] step 40/760  epoch 1  51.2 samples/s  val_macro_f1 0.810  ETA 6m50s"),
-    ({"step": 3}, "step 3"),
-])
+@pytest.mark.parametrize(
+    "snap, expected",
+    [
+        (None, ""),
+        ({"task": "t"}, ""),
+        (
+            {
+                "step": 40,
+                "total_steps": 760,
+                "samples_per_s": 51.2,
+                "eta_s": 410.0,
+                "val_macro_f1": 0.81,
+                "epoch": 1,
+            },
+            "[#...................] step 40/760  epoch 1  51.2 samples/s  val_macro_f1 0.810  ETA 6m50s",
+        ),
+        ({"step": 3}, "step 3"),
+    ],
+)
 def test_progress_line(snap, expected):
     assert progress_line(snap) == expected
 
@@ -194,5 +212,9 @@ def _calls(record: Path) -> str:
 
 def test_mlops_progress_file_is_not_an_unknown_setting():
     # The task processes load settings with MLOPS_PROGRESS_FILE set by `mlops run`.
-    load_settings({**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
-                   "MLOPS_PROGRESS_FILE": "/tmp/x.json"})
+    load_settings(
+        {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
+            "MLOPS_PROGRESS_FILE": "/tmp/x.json",
+        }
+    )

@@ -45,13 +45,23 @@ DEEP = 100_000
 BAD = {
     "JSON nested 100,000 deep": (b"[" * DEEP + b"]" * DEEP, 400, "nested too deep"),
     "an object nested 40,000 deep": (b'{"a":' * 40_000 + b"1" + b"}" * 40_000, 400, "nested too deep"),
-    "texts nested 500 deep": (json.dumps({"texts": [json.loads("[" * 500 + "]" * 500)]}).encode(), 422,
-                              "texts[0] is a JSON list ([...]), not a string"),
+    "texts nested 500 deep": (
+        json.dumps({"texts": [json.loads("[" * 500 + "]" * 500)]}).encode(),
+        422,
+        "texts[0] is a JSON list ([...]), not a string",
+    ),
     "not UTF-8": (b'{"texts": ["\xff\xfe"]}', 400, "not valid JSON"),
     "an empty text": (json.dumps({"texts": ["fine", ""]}).encode(), 422, "texts[1] is empty"),
-    "a blank text": (json.dumps({"instances": [{"text": " \n\t"}]}).encode(), 422, "instances[0].text is empty"),
-    "include_probs not a bool": (json.dumps({"texts": ["a"], "include_probs": "no"}).encode(), 422,
-                                 "'include_probs' is a JSON str"),
+    "a blank text": (
+        json.dumps({"instances": [{"text": " \n\t"}]}).encode(),
+        422,
+        "instances[0].text is empty",
+    ),
+    "include_probs not a bool": (
+        json.dumps({"texts": ["a"], "include_probs": "no"}).encode(),
+        422,
+        "'include_probs' is a JSON str",
+    ),
 }
 
 
@@ -73,7 +83,9 @@ def test_the_openapi_document_has_the_request_and_response_schemas(client):
     spec = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
     body = spec["requestBody"]["content"]["application/json"]["schema"]
     assert {"texts", "instances", "include_probs"} <= set(body["properties"])
-    assert spec["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictResponse")
+    assert spec["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/PredictResponse"
+    )
     assert {"400", "413", "422", "503"} <= set(spec["responses"])
 
 
@@ -85,7 +97,9 @@ def test_micro_batching_gives_requests_that_wait_one_model_call():
         def predict(self, frame):
             calls.append(list(frame["text"]))
             release.wait(30)
-            return pd.DataFrame({"label": list(frame["text"]), "score": [1.0] * len(frame), "probs": ["{}"] * len(frame)})
+            return pd.DataFrame(
+                {"label": list(frame["text"]), "score": [1.0] * len(frame), "probs": ["{}"] * len(frame)}
+            )
 
     served = Served("1", Blocking(), {"text": ("string", True)}, "now")
 
@@ -95,8 +109,10 @@ def test_micro_batching_gives_requests_that_wait_one_model_call():
         first = asyncio.create_task(batcher.submit(served, [{"text": "a"}]))
         while not calls:  # the first call is running and holds the only worker
             await asyncio.sleep(0.01)
-        rest = [asyncio.create_task(batcher.submit(served, [{"text": t}, {"text": t + "2"}][:1 + i % 2]))
-                for i, t in enumerate("bcdef")]
+        rest = [
+            asyncio.create_task(batcher.submit(served, [{"text": t}, {"text": t + "2"}][: 1 + i % 2]))
+            for i, t in enumerate("bcdef")
+        ]
         while batcher._queue.qsize() < 5:
             await asyncio.sleep(0.01)
         release.set()
@@ -105,7 +121,11 @@ def test_micro_batching_gives_requests_that_wait_one_model_call():
         return outs
 
     outs = asyncio.run(asyncio.wait_for(scenario(), 60))
-    assert calls == [["a"], ["b", "c", "c2", "d", "e", "e2"], ["f"]]  # 6 rows at most: f waits for the next call
+    assert calls == [
+        ["a"],
+        ["b", "c", "c2", "d", "e", "e2"],
+        ["f"],
+    ]  # 6 rows at most: f waits for the next call
     assert [list(o["label"]) for o in outs] == [["a"], ["b"], ["c", "c2"], ["d"], ["e", "e2"], ["f"]]
 
 
@@ -118,15 +138,19 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(ml.serve.registry, "configure", refuse)
 
 
-@pytest.mark.parametrize("out_name, words", [
-    ("missing/folder/scored.csv", "does not exist; create it"),
-    ("tickets.csv", "is the input file"),
-    ("./tickets.csv", "is the input file"),
-    ("scored.xlsx", "unknown file type '.xlsx'"),
-    ("a_folder", "unknown file type ''"),
-])
-def test_predict_refuses_an_output_it_cannot_write_before_scoring(tmp_path, monkeypatch, no_model_load, out_name,
-                                                                   words):
+@pytest.mark.parametrize(
+    "out_name, words",
+    [
+        ("missing/folder/scored.csv", "does not exist; create it"),
+        ("tickets.csv", "is the input file"),
+        ("./tickets.csv", "is the input file"),
+        ("scored.xlsx", "unknown file type '.xlsx'"),
+        ("a_folder", "unknown file type ''"),
+    ],
+)
+def test_predict_refuses_an_output_it_cannot_write_before_scoring(
+    tmp_path, monkeypatch, no_model_load, out_name, words
+):
     source = tmp_path / "tickets.csv"
     pd.DataFrame({"text": ["hi", "yo"]}).to_csv(source, index=False)
     (tmp_path / "a_folder").mkdir()

@@ -49,6 +49,7 @@ def load_yaml_documents(path: Path) -> list[dict]:
 
 # -- helpers ---------------------------------------------------------------------------------------
 
+
 def _strings(node, path=""):
     """(path, string) for every string anywhere in a parsed YAML tree."""
     if isinstance(node, dict):
@@ -91,7 +92,9 @@ def _worker_queues(service: dict) -> set[str]:
 
 
 def _gpu_reservations(service: dict) -> list[dict]:
-    devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
+    devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get(
+        "devices"
+    ) or []
     return [d for d in devices if "gpu" in (d.get("capabilities") or [])]
 
 
@@ -112,6 +115,7 @@ def _image_tag_problem(where: str, image: str | None) -> str | None:
 
 # -- the DAGs: which queues must be served ---------------------------------------------------------
 
+
 def dag_queues(dags_dir: Path = DAGS_DIR) -> set[str]:
     """Every queue a task in dags/ is routed to: `queue=` in any call, or a "queue" dict key."""
     queues: set[str] = set()
@@ -119,17 +123,26 @@ def dag_queues(dags_dir: Path = DAGS_DIR) -> set[str]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):
                 for kw in node.keywords:
-                    if kw.arg == "queue" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                    if (
+                        kw.arg == "queue"
+                        and isinstance(kw.value, ast.Constant)
+                        and isinstance(kw.value.value, str)
+                    ):
                         queues.add(kw.value.value)
             elif isinstance(node, ast.Dict):
                 for key, value in zip(node.keys, node.values):
-                    if (isinstance(key, ast.Constant) and key.value == "queue"
-                            and isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                    if (
+                        isinstance(key, ast.Constant)
+                        and key.value == "queue"
+                        and isinstance(value, ast.Constant)
+                        and isinstance(value.value, str)
+                    ):
                         queues.add(value.value)
     return queues
 
 
 # -- docker-compose.yml ----------------------------------------------------------------------------
+
 
 def compose_secret_problems(compose: dict) -> list[str]:
     """No literal secret: secret-named variables, URL passwords and password flags are ${VAR:?...}."""
@@ -151,8 +164,10 @@ def compose_secret_problems(compose: dict) -> list[str]:
                 problems.append(f"{where}: URL with the literal password {password!r}")
         for match in ANY_VAR_RE.finditer(text):
             if not match.group(2).startswith(":?"):
-                problems.append(f"{where}: ${{{match.group(1)}{match.group(2)}}} has a default or none; "
-                                f"use ${{{match.group(1)}:?explain}}")
+                problems.append(
+                    f"{where}: ${{{match.group(1)}{match.group(2)}}} has a default or none; "
+                    f"use ${{{match.group(1)}:?explain}}"
+                )
     return problems
 
 
@@ -170,14 +185,19 @@ def compose_healthcheck_problems(compose: dict) -> list[str]:
     problems = []
     services = compose["services"]
     one_shot = _one_shot_services(compose)
-    awaited = {dep for svc in services.values()
-               for dep, cond in (svc.get("depends_on") or {}).items()
-               if isinstance(cond, dict) and cond.get("condition") == "service_completed_successfully"}
+    awaited = {
+        dep
+        for svc in services.values()
+        for dep, cond in (svc.get("depends_on") or {}).items()
+        if isinstance(cond, dict) and cond.get("condition") == "service_completed_successfully"
+    }
     for name, svc in services.items():
         if name in one_shot:
             if name not in awaited:
-                problems.append(f"{name}: a one-shot job (restart: no) that nothing waits for "
-                                "with condition service_completed_successfully")
+                problems.append(
+                    f"{name}: a one-shot job (restart: no) that nothing waits for "
+                    "with condition service_completed_successfully"
+                )
             continue
         check = svc.get("healthcheck") or {}
         test = check.get("test")
@@ -218,8 +238,10 @@ def compose_gpu_problems(compose: dict, queues: set[str]) -> list[str]:
         gpus = _gpu_reservations(svc)
         if "gpu" in listens:
             if not gpus:
-                problems.append(f"{name}: listens on queue gpu without reserving a GPU "
-                                "(deploy.resources.reservations.devices)")
+                problems.append(
+                    f"{name}: listens on queue gpu without reserving a GPU "
+                    "(deploy.resources.reservations.devices)"
+                )
             for device in gpus:
                 if device.get("driver") != "nvidia" or int(device.get("count", 0) or 0) < 1:
                     problems.append(f"{name}: GPU reservation {device} is not one or more NVIDIA GPUs")
@@ -238,12 +260,17 @@ def _service_env(compose: dict, service: str) -> dict[str, str]:
 def compose_auth_problems(compose: dict) -> list[str]:
     """Airflow and MLflow authenticate; MLflow refuses pickles; artifacts are proxied to S3."""
     problems = []
-    airflow_services = [n for n, s in compose["services"].items()
-                        if any(k.startswith("AIRFLOW__") for k in _env_dict(s.get("environment")))]
+    airflow_services = [
+        n
+        for n, s in compose["services"].items()
+        if any(k.startswith("AIRFLOW__") for k in _env_dict(s.get("environment")))
+    ]
     for name in airflow_services:
         env = _service_env(compose, name)
         if env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() != "false":
-            problems.append(f"{name}: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS must be False (auth off otherwise)")
+            problems.append(
+                f"{name}: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS must be False (auth off otherwise)"
+            )
         if env.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "").lower() != "false":
             problems.append(f"{name}: MLFLOW_ALLOW_PICKLE_DESERIALIZATION must be false")
     api = compose["services"].get("airflow-api-server")
@@ -252,9 +279,13 @@ def compose_auth_problems(compose: dict) -> list[str]:
     else:
         command = " ".join(_command_list(api))
         if "airflow_admin_password.py" not in command or "airflow api-server" not in command:
-            problems.append("airflow-api-server: must write the admin password "
-                            "(infra/airflow_admin_password.py) and then exec airflow api-server")
-        if not _is_required_reference(_service_env(compose, "airflow-api-server").get("AIRFLOW_ADMIN_PASSWORD", "")):
+            problems.append(
+                "airflow-api-server: must write the admin password "
+                "(infra/airflow_admin_password.py) and then exec airflow api-server"
+            )
+        if not _is_required_reference(
+            _service_env(compose, "airflow-api-server").get("AIRFLOW_ADMIN_PASSWORD", "")
+        ):
             problems.append("airflow-api-server: AIRFLOW_ADMIN_PASSWORD must be a required variable")
     mlflow = compose["services"].get("mlflow")
     if mlflow is None:
@@ -277,11 +308,23 @@ def compose_platform_problems(compose: dict, known_settings: set[str], minio_ini
     """The MLOPS_* settings point at the compose services: PostgreSQL, MLflow, the MinIO buckets."""
     problems = []
     services = compose["services"]
-    mlflow_port = next((int(str(c).rsplit("=", 1)[-1]) for c in _command_list(services.get("mlflow", {}))
-                        if str(c).startswith("--port=")), 5000)
+    mlflow_port = next(
+        (
+            int(str(c).rsplit("=", 1)[-1])
+            for c in _command_list(services.get("mlflow", {}))
+            if str(c).startswith("--port=")
+        ),
+        5000,
+    )
     buckets = set(re.findall(r"local/([a-z0-9.-]+)", minio_init))
-    destination = next((c.split("=", 1)[1] for c in _command_list(services.get("mlflow", {}))
-                        if c.startswith("--artifacts-destination=")), "")
+    destination = next(
+        (
+            c.split("=", 1)[1]
+            for c in _command_list(services.get("mlflow", {}))
+            if c.startswith("--artifacts-destination=")
+        ),
+        "",
+    )
     if destination and destination.removeprefix("s3://").split("/")[0] not in buckets:
         problems.append(f"mlflow: artifacts bucket {destination} is not created by infra/minio/init.sh")
     for name, svc in services.items():
@@ -291,15 +334,21 @@ def compose_platform_problems(compose: dict, known_settings: set[str], minio_ini
             continue
         for key in sorted(set(platform) - known_settings):
             problems.append(f"{name}: {key} is not a platform setting (ml/config.py would refuse to start)")
-        if not platform.get("MLOPS_LEDGER_URL", "").startswith("postgresql") or "@postgres:" not in platform.get("MLOPS_LEDGER_URL", ""):
+        if not platform.get("MLOPS_LEDGER_URL", "").startswith(
+            "postgresql"
+        ) or "@postgres:" not in platform.get("MLOPS_LEDGER_URL", ""):
             problems.append(f"{name}: MLOPS_LEDGER_URL must be the compose PostgreSQL")
         if platform.get("MLOPS_MLFLOW_TRACKING_URI") != f"http://mlflow:{mlflow_port}":
             problems.append(f"{name}: MLOPS_MLFLOW_TRACKING_URI must be http://mlflow:{mlflow_port}")
         if not platform.get("MLOPS_MLFLOW_ARTIFACT_ROOT", "").startswith("mlflow-artifacts:"):
-            problems.append(f"{name}: MLOPS_MLFLOW_ARTIFACT_ROOT must be mlflow-artifacts:/ (proxied by the server)")
+            problems.append(
+                f"{name}: MLOPS_MLFLOW_ARTIFACT_ROOT must be mlflow-artifacts:/ (proxied by the server)"
+            )
         remote = platform.get("MLOPS_DVC_REMOTE_URL", "")
         if not remote.startswith("s3://") or remote.removeprefix("s3://").split("/")[0] not in buckets:
-            problems.append(f"{name}: MLOPS_DVC_REMOTE_URL {remote!r} is not an s3:// bucket that minio-init creates")
+            problems.append(
+                f"{name}: MLOPS_DVC_REMOTE_URL {remote!r} is not an s3:// bucket that minio-init creates"
+            )
         if not env.get("AWS_ENDPOINT_URL", "").startswith("http://minio:"):
             problems.append(f"{name}: AWS_ENDPOINT_URL must point DVC at the MinIO service")
     return problems
@@ -322,8 +371,10 @@ def env_example_problems(env_example_text: str, required: set[str]) -> list[str]
         name, value = match.groups()
         documented[name] = value
         if value.strip():
-            problems.append(f"infra/.env.example: {name} has the value {value!r}; leave it empty "
-                            "so nobody runs with an example secret")
+            problems.append(
+                f"infra/.env.example: {name} has the value {value!r}; leave it empty "
+                "so nobody runs with an example secret"
+            )
         j = i - 1
         while j >= 0 and re.match(r"^[A-Z][A-Z0-9_]*=", lines[j]):
             j -= 1  # variables grouped under one comment
@@ -339,9 +390,16 @@ def env_example_problems(env_example_text: str, required: set[str]) -> list[str]
 # -- Helm values -----------------------------------------------------------------------------------
 
 # Chart keys that would put a secret (or the chart's default password) into the values file.
-HELM_FORBIDDEN_LITERALS = ("fernetKey", "apiSecretKey", "jwtSecret", "webserverSecretKey",
-                           "data.metadataConnection", "data.resultBackendConnection", "data.brokerUrl",
-                           "redis.password")
+HELM_FORBIDDEN_LITERALS = (
+    "fernetKey",
+    "apiSecretKey",
+    "jwtSecret",
+    "webserverSecretKey",
+    "data.metadataConnection",
+    "data.resultBackendConnection",
+    "data.brokerUrl",
+    "redis.password",
+)
 
 
 def _get(tree: dict, dotted: str):
@@ -382,17 +440,30 @@ def k8s_env_secret_problems(tree) -> list[str]:
 
 
 def helm_secret_problems(values: dict) -> list[str]:
-    problems = [f"{key} is set in the values; give the chart a Secret name instead"
-                for key in HELM_FORBIDDEN_LITERALS if _get(values, key) not in (None, "", {})]
+    problems = [
+        f"{key} is set in the values; give the chart a Secret name instead"
+        for key in HELM_FORBIDDEN_LITERALS
+        if _get(values, key) not in (None, "", {})
+    ]
     for component in ("postgresql", "redis"):
         if _get(values, f"{component}.enabled") is not False:
             problems.append(f"{component}.enabled must be false: the bundled one ships a default password")
-    for secret_name in ("data.metadataSecretName", "data.brokerUrlSecretName", "fernetKeySecretName",
-                        "apiSecretKeySecretName", "jwtSecretName"):
+    for secret_name in (
+        "data.metadataSecretName",
+        "data.brokerUrlSecretName",
+        "fernetKeySecretName",
+        "apiSecretKeySecretName",
+        "jwtSecretName",
+    ):
         if not _get(values, secret_name):
             problems.append(f"{secret_name} is not set: the chart would generate or default it")
-    if _get(values, "createUserJob.enabled") is not False or _get(values, "webserver.defaultUser.enabled") is not False:
-        problems.append("createUserJob and webserver.defaultUser must be disabled (the chart's default user is admin/admin)")
+    if (
+        _get(values, "createUserJob.enabled") is not False
+        or _get(values, "webserver.defaultUser.enabled") is not False
+    ):
+        problems.append(
+            "createUserJob and webserver.defaultUser must be disabled (the chart's default user is admin/admin)"
+        )
     return problems + k8s_env_secret_problems(values)
 
 
@@ -404,12 +475,18 @@ def helm_image_problems(values: dict, compose_image: str, airflow_version: str) 
         problems.append(problem)
     default = f"{_get(values, 'defaultAirflowRepository')}:{_get(values, 'defaultAirflowTag')}"
     if default != f"{repo}:{tag}":
-        problems.append(f"defaultAirflowRepository/Tag {default} differ from images.airflow {repo}:{tag}: "
-                        "the migration job would run another image")
+        problems.append(
+            f"defaultAirflowRepository/Tag {default} differ from images.airflow {repo}:{tag}: "
+            "the migration job would run another image"
+        )
     if str(tag) != compose_image.rpartition(":")[2]:
-        problems.append(f"images.airflow.tag {tag} is not the compose image's tag ({compose_image}): one image")
+        problems.append(
+            f"images.airflow.tag {tag} is not the compose image's tag ({compose_image}): one image"
+        )
     if str(_get(values, "airflowVersion")) != airflow_version:
-        problems.append(f"airflowVersion {_get(values, 'airflowVersion')} is not the locked Airflow {airflow_version}")
+        problems.append(
+            f"airflowVersion {_get(values, 'airflowVersion')} is not the locked Airflow {airflow_version}"
+        )
     return problems
 
 
@@ -417,7 +494,9 @@ def helm_gpu_problems(values: dict, queues: set[str]) -> list[str]:
     """A Celery worker set per DAG queue; the gpu set's pods request an NVIDIA GPU."""
     problems = []
     if "CeleryExecutor" not in str(values.get("executor", "")):
-        problems.append(f"executor {values.get('executor')!r} has no CeleryExecutor: the queues route nothing")
+        problems.append(
+            f"executor {values.get('executor')!r} has no CeleryExecutor: the queues route nothing"
+        )
     celery = _get(values, "workers.celery") or {}
     served = set()
     if celery.get("enableDefault") is not False:
@@ -425,11 +504,13 @@ def helm_gpu_problems(values: dict, queues: set[str]) -> list[str]:
     for worker_set in celery.get("sets") or []:
         set_queues = set(str(worker_set.get("queue", "")).split(","))
         served |= set_queues
-        limits = ((worker_set.get("resources") or {}).get("limits") or {})
+        limits = (worker_set.get("resources") or {}).get("limits") or {}
         gpus = int(limits.get("nvidia.com/gpu", 0) or 0)
         if "gpu" in set_queues and gpus < 1:
-            problems.append(f"worker set {worker_set.get('name')}: queue gpu but resources.limits "
-                            "requests no nvidia.com/gpu")
+            problems.append(
+                f"worker set {worker_set.get('name')}: queue gpu but resources.limits "
+                "requests no nvidia.com/gpu"
+            )
         if gpus and "gpu" not in set_queues:
             problems.append(f"worker set {worker_set.get('name')}: holds a GPU but does not serve queue gpu")
     for queue in sorted(queues | {DEFAULT_QUEUE}):
@@ -448,10 +529,14 @@ def helm_auth_problems(values: dict) -> list[str]:
     api_env = {e.get("name"): e for e in _get(values, "apiServer.env") or []}
     if not (api_env.get("AIRFLOW_ADMIN_PASSWORD", {}).get("valueFrom") or {}).get("secretKeyRef"):
         problems.append("apiServer.env: AIRFLOW_ADMIN_PASSWORD must come from a Secret")
-    users = [u.split(":")[0] for u in str(_get(values, "config.core.simple_auth_manager_users") or "").split(",")]
+    users = [
+        u.split(":")[0] for u in str(_get(values, "config.core.simple_auth_manager_users") or "").split(",")
+    ]
     if api_env.get("AIRFLOW_ADMIN_USER", {}).get("value") not in users:
-        problems.append("apiServer.env: AIRFLOW_ADMIN_USER is not a user in config.core.simple_auth_manager_users, "
-                        "so its password would be generated and logged instead")
+        problems.append(
+            "apiServer.env: AIRFLOW_ADMIN_USER is not a user in config.core.simple_auth_manager_users, "
+            "so its password would be generated and logged instead"
+        )
     env = {e.get("name"): e.get("value") for e in values.get("env") or []}
     if str(env.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")).lower() != "false":
         problems.append("env: MLFLOW_ALLOW_PICKLE_DESERIALIZATION must be false")
@@ -459,6 +544,7 @@ def helm_auth_problems(values: dict) -> list[str]:
 
 
 # -- Kubernetes manifests --------------------------------------------------------------------------
+
 
 def k8s_problems(documents: list[dict]) -> list[str]:
     """Pinned images, probes on every long-running container, MLflow with auth and proxied artifacts."""
@@ -482,7 +568,10 @@ def k8s_problems(documents: list[dict]) -> list[str]:
                     if wanted not in args:
                         problems.append(f"{where}: lacks {wanted!r}")
                 env = {e["name"]: e for e in container.get("env") or []}
-                if str((env.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION") or {}).get("value")).lower() != "false":
+                if (
+                    str((env.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION") or {}).get("value")).lower()
+                    != "false"
+                ):
                     problems.append(f"{where}: MLFLOW_ALLOW_PICKLE_DESERIALIZATION must be false")
                 if not (env.get("MLFLOW_AUTH_ADMIN_PASSWORD") or {}).get("valueFrom"):
                     problems.append(f"{where}: MLFLOW_AUTH_ADMIN_PASSWORD must come from a Secret")

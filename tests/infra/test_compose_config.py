@@ -31,7 +31,9 @@ def compose_available() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0
+        return (
+            subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -43,7 +45,9 @@ REQUIRED = sorted(required_variables(load_yaml(COMPOSE_FILE)))
 
 def fake_env(skip: str | None = None) -> dict[str, str]:
     # Distinct, recognisable values, so each can be traced to where compose put it.
-    return {name: f"fake{i:02d}{name.lower().replace('_', '')}" for i, name in enumerate(REQUIRED) if name != skip}
+    return {
+        name: f"fake{i:02d}{name.lower().replace('_', '')}" for i, name in enumerate(REQUIRED) if name != skip
+    }
 
 
 def compose_config(tmp_path, env: dict[str, str], *overrides) -> subprocess.CompletedProcess:
@@ -51,9 +55,21 @@ def compose_config(tmp_path, env: dict[str, str], *overrides) -> subprocess.Comp
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", str(path))]
     return subprocess.run(
-        ["docker", "compose", "--project-directory", str(ROOT), *files,
-         "--env-file", str(env_file), "config", "--format", "json"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "docker",
+            "compose",
+            "--project-directory",
+            str(ROOT),
+            *files,
+            "--env-file",
+            str(env_file),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
         # Only the env file may supply values: a variable exported in the shell must not mask a gap.
         env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)},
     )
@@ -76,12 +92,17 @@ def test_values_land_where_they_belong(resolved):
     config, env = resolved
     worker = config["services"]["airflow-worker"]["environment"]
     assert worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
-        f"postgresql+psycopg2://mlops:{env['POSTGRES_PASSWORD']}@postgres:5432/airflow")
+        f"postgresql+psycopg2://mlops:{env['POSTGRES_PASSWORD']}@postgres:5432/airflow"
+    )
     assert worker["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{env['REDIS_PASSWORD']}@redis:6379/0"
     assert worker["MLOPS_LEDGER_URL"].endswith(f":{env['POSTGRES_PASSWORD']}@postgres:5432/ledger")
     assert worker["AWS_SECRET_ACCESS_KEY"] == env["MINIO_MLOPS_SECRET_KEY"]
     mlflow = config["services"]["mlflow"]["environment"]
-    assert mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"] == env["MLFLOW_ADMIN_PASSWORD"] == worker["MLFLOW_TRACKING_PASSWORD"]
+    assert (
+        mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"]
+        == env["MLFLOW_ADMIN_PASSWORD"]
+        == worker["MLFLOW_TRACKING_PASSWORD"]
+    )
     # The MinIO root account reaches MinIO and its init job only, never the platform.
     for name, service in config["services"].items():
         if name not in ("minio", "minio-init"):
@@ -95,7 +116,8 @@ def test_the_gpu_worker_reserves_an_nvidia_gpu(resolved):
     config, _ = resolved
     gpu = config["services"]["airflow-worker-gpu"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"] == [
-        {"capabilities": ["gpu"], "driver": "nvidia", "count": 1}]
+        {"capabilities": ["gpu"], "driver": "nvidia", "count": 1}
+    ]
     assert gpu["command"][-4:] == ["--queues", "gpu", "--concurrency", "1"]
 
 
@@ -110,8 +132,13 @@ def test_the_example_env_file_alone_is_refused(tmp_path):
     """infra/.env.example holds no values: copying it without filling it in cannot start the stack."""
     env_file = tmp_path / "example.env"
     env_file.write_text(ENV_EXAMPLE.read_text())
-    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "-q"],
-                            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+    )
     assert result.returncode != 0 and "is missing a value" in result.stderr
 
 

@@ -62,16 +62,26 @@ def test_helm_values_hold_no_secrets(values):
     assert helm_secret_problems(values) == []
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda v: v.update(fernetKey="ZmFrZQ=="), "fernetKey is set in the values"),
-    (lambda v: v["data"].update(brokerUrl="redis://:hunter2@redis:6379/0"), "data.brokerUrl is set"),
-    (lambda v: v["redis"].update(enabled=True), "redis.enabled must be false"),
-    (lambda v: v["createUserJob"].update(enabled=True), "default user is admin/admin"),
-    (lambda v: v["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "hunter2"}),
-     "AWS_SECRET_ACCESS_KEY must come from a Secret"),
-    (lambda v: v["env"].append({"name": "MLOPS_LEDGER_URL", "value": "postgresql://mlops:hunter2@db/ledger"}),
-     "literal password 'hunter2'"),
-], ids=["fernet-key", "broker-url", "bundled-redis", "default-user", "env-secret", "url-password"])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda v: v.update(fernetKey="ZmFrZQ=="), "fernetKey is set in the values"),
+        (lambda v: v["data"].update(brokerUrl="redis://:hunter2@redis:6379/0"), "data.brokerUrl is set"),
+        (lambda v: v["redis"].update(enabled=True), "redis.enabled must be false"),
+        (lambda v: v["createUserJob"].update(enabled=True), "default user is admin/admin"),
+        (
+            lambda v: v["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "hunter2"}),
+            "AWS_SECRET_ACCESS_KEY must come from a Secret",
+        ),
+        (
+            lambda v: v["env"].append(
+                {"name": "MLOPS_LEDGER_URL", "value": "postgresql://mlops:hunter2@db/ledger"}
+            ),
+            "literal password 'hunter2'",
+        ),
+    ],
+    ids=["fernet-key", "broker-url", "bundled-redis", "default-user", "env-secret", "url-password"],
+)
 def test_helm_secret_rule_catches(values, change, fragment):
     assert caught(helm_secret_problems(mutated(values, change)), fragment)
 
@@ -80,14 +90,20 @@ def test_helm_pins_the_same_image_as_compose(values):
     assert helm_image_problems(values, compose_image(), locked_airflow_version()) == []
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda v: v["images"]["airflow"].update(tag="latest"), "moving tag 'latest'"),
-    (lambda v: v["images"]["airflow"].update(tag=None), "no image"),
-    (lambda v: v.update(defaultAirflowTag="3.3.2"), "the migration job would run another image"),
-    (lambda v: v.update(airflowVersion="3.1.3"), "is not the locked Airflow"),
-], ids=["latest", "no-tag", "migration-image", "airflow-version"])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda v: v["images"]["airflow"].update(tag="latest"), "moving tag 'latest'"),
+        (lambda v: v["images"]["airflow"].update(tag=None), "no image"),
+        (lambda v: v.update(defaultAirflowTag="3.3.2"), "the migration job would run another image"),
+        (lambda v: v.update(airflowVersion="3.1.3"), "is not the locked Airflow"),
+    ],
+    ids=["latest", "no-tag", "migration-image", "airflow-version"],
+)
 def test_helm_image_rule_catches(values, change, fragment):
-    assert caught(helm_image_problems(mutated(values, change), compose_image(), locked_airflow_version()), fragment)
+    assert caught(
+        helm_image_problems(mutated(values, change), compose_image(), locked_airflow_version()), fragment
+    )
 
 
 def test_training_queue_goes_to_pods_that_request_a_gpu(values):
@@ -99,12 +115,19 @@ def test_training_queue_goes_to_pods_that_request_a_gpu(values):
     assert any(t.get("key") == "nvidia.com/gpu" for t in pods["tolerations"])
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda v: gpu_set(v)["resources"]["limits"].pop("nvidia.com/gpu"), "requests no nvidia.com/gpu"),
-    (lambda v: v["workers"]["celery"].update(sets=[]), "queue 'gpu' (used in dags/) has no Celery worker set"),
-    (lambda v: v.update(executor="KubernetesExecutor"), "has no CeleryExecutor"),
-    (lambda v: v["workers"]["celery"].update(enableDefault=False), "queue 'default' (used in dags/)"),
-], ids=["no-gpu-request", "no-gpu-set", "no-celery", "no-default-set"])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda v: gpu_set(v)["resources"]["limits"].pop("nvidia.com/gpu"), "requests no nvidia.com/gpu"),
+        (
+            lambda v: v["workers"]["celery"].update(sets=[]),
+            "queue 'gpu' (used in dags/) has no Celery worker set",
+        ),
+        (lambda v: v.update(executor="KubernetesExecutor"), "has no CeleryExecutor"),
+        (lambda v: v["workers"]["celery"].update(enableDefault=False), "queue 'default' (used in dags/)"),
+    ],
+    ids=["no-gpu-request", "no-gpu-set", "no-celery", "no-default-set"],
+)
 def test_helm_gpu_rule_catches(values, change, fragment):
     assert caught(helm_gpu_problems(mutated(values, change), dag_queues()), fragment)
 
@@ -113,15 +136,42 @@ def test_helm_authentication_is_on(values):
     assert helm_auth_problems(values) == []
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda v: v["config"]["core"].update(simple_auth_manager_all_admins="True"), "all_admins must be False"),
-    (lambda v: v["apiServer"].update(args=["bash", "-c", "exec airflow api-server"]), "must write the admin password"),
-    (lambda v: v["apiServer"].update(env=[{"name": "AIRFLOW_ADMIN_PASSWORD", "value": "hunter2hunter2"}]),
-     "AIRFLOW_ADMIN_PASSWORD must come from a Secret"),
-    (lambda v: v.update(env=[e for e in v["env"] if e["name"] != "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]),
-     "MLFLOW_ALLOW_PICKLE_DESERIALIZATION must be false"),
-    (lambda v: v["config"]["core"].update(simple_auth_manager_users="ops:admin"), "AIRFLOW_ADMIN_USER is not a user"),
-], ids=["all-admins", "no-password-writer", "literal-admin-password", "pickle-allowed", "admin-user-mismatch"])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (
+            lambda v: v["config"]["core"].update(simple_auth_manager_all_admins="True"),
+            "all_admins must be False",
+        ),
+        (
+            lambda v: v["apiServer"].update(args=["bash", "-c", "exec airflow api-server"]),
+            "must write the admin password",
+        ),
+        (
+            lambda v: v["apiServer"].update(
+                env=[{"name": "AIRFLOW_ADMIN_PASSWORD", "value": "hunter2hunter2"}]
+            ),
+            "AIRFLOW_ADMIN_PASSWORD must come from a Secret",
+        ),
+        (
+            lambda v: v.update(
+                env=[e for e in v["env"] if e["name"] != "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]
+            ),
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION must be false",
+        ),
+        (
+            lambda v: v["config"]["core"].update(simple_auth_manager_users="ops:admin"),
+            "AIRFLOW_ADMIN_USER is not a user",
+        ),
+    ],
+    ids=[
+        "all-admins",
+        "no-password-writer",
+        "literal-admin-password",
+        "pickle-allowed",
+        "admin-user-mismatch",
+    ],
+)
 def test_helm_auth_rule_catches(values, change, fragment):
     assert caught(helm_auth_problems(mutated(values, change)), fragment)
 
@@ -157,13 +207,28 @@ def _mlflow_container(docs):
     return next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda docs: _mlflow_container(docs).update(image="registry.example.com/mlops-posttrain:latest"), "moving tag"),
-    (lambda docs: _mlflow_container(docs).pop("livenessProbe"), "no livenessProbe"),
-    (lambda docs: _mlflow_container(docs).update(args=[a for a in _mlflow_container(docs)["args"] if "basic-auth" not in a]),
-     "lacks '--app-name basic-auth'"),
-    (lambda docs: _mlflow_container(docs)["env"].append({"name": "MLFLOW_AUTH_ADMIN_PASSWORD", "value": "x"}),
-     "MLFLOW_AUTH_ADMIN_PASSWORD must come from a Secret"),
-], ids=["latest", "no-probe", "no-auth", "literal-password"])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (
+            lambda docs: _mlflow_container(docs).update(image="registry.example.com/mlops-posttrain:latest"),
+            "moving tag",
+        ),
+        (lambda docs: _mlflow_container(docs).pop("livenessProbe"), "no livenessProbe"),
+        (
+            lambda docs: _mlflow_container(docs).update(
+                args=[a for a in _mlflow_container(docs)["args"] if "basic-auth" not in a]
+            ),
+            "lacks '--app-name basic-auth'",
+        ),
+        (
+            lambda docs: _mlflow_container(docs)["env"].append(
+                {"name": "MLFLOW_AUTH_ADMIN_PASSWORD", "value": "x"}
+            ),
+            "MLFLOW_AUTH_ADMIN_PASSWORD must come from a Secret",
+        ),
+    ],
+    ids=["latest", "no-probe", "no-auth", "literal-password"],
+)
 def test_k8s_rule_catches(manifests, change, fragment):
     assert caught(k8s_problems(mutated(manifests, change)), fragment)

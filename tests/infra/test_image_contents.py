@@ -40,9 +40,11 @@ def test_mlflow_auth_config_reads_as_mlflow_reads_it():
     assert mlflow["environment"]["MLFLOW_AUTH_CONFIG_PATH"] == "/opt/mlops/" + str(AUTH_INI.relative_to(ROOT))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("flask_wtf") is None,
-                    reason="Flask-WTF is not in the lock, so `mlflow server --app-name basic-auth` cannot start in "
-                           "the image: add mlflow[auth] to pyproject.toml and run `make lock`")
+@pytest.mark.skipif(
+    importlib.util.find_spec("flask_wtf") is None,
+    reason="Flask-WTF is not in the lock, so `mlflow server --app-name basic-auth` cannot start in "
+    "the image: add mlflow[auth] to pyproject.toml and run `make lock`",
+)
 def test_the_lock_runs_mlflow_basic_auth(monkeypatch):
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(AUTH_INI))
     monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)

@@ -27,12 +27,26 @@ BLOCK_MAX_S = 60.0  # a "block" request never outlives a test that forgot to rel
 
 
 class FakeOpenAI:
-    def __init__(self, *, answer: str | Callable[[dict], str] = " Billing\n", default_mode: str = "ok",
-                 slow_s: float = 0.3, hang_s: float = 2.0, delay_s: float = 0.0, port: int = 0,
-                 logprobs: Callable[[dict], list[dict]] | None = None):
+    def __init__(
+        self,
+        *,
+        answer: str | Callable[[dict], str] = " Billing\n",
+        default_mode: str = "ok",
+        slow_s: float = 0.3,
+        hang_s: float = 2.0,
+        delay_s: float = 0.0,
+        port: int = 0,
+        logprobs: Callable[[dict], list[dict]] | None = None,
+    ):
         assert max(slow_s, hang_s, delay_s) <= MAX_SLEEP_S
         self.logprobs = logprobs
-        self.answer, self.default_mode, self.slow_s, self.hang_s, self.delay_s = answer, default_mode, slow_s, hang_s, delay_s
+        self.answer, self.default_mode, self.slow_s, self.hang_s, self.delay_s = (
+            answer,
+            default_mode,
+            slow_s,
+            hang_s,
+            delay_s,
+        )
         self.script: list[str] = []
         self.release = threading.Event()
         self.requests: list[dict] = []
@@ -52,7 +66,9 @@ class FakeOpenAI:
             return request["mode"]
 
     def __enter__(self) -> "FakeOpenAI":
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -79,9 +95,11 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.release.wait(BLOCK_MAX_S)
                 mode = "ok"
             if mode.startswith("error"):
-                status = int(mode[len("error"):])
+                status = int(mode[len("error") :])
                 payload = {"error": {"message": f"fake {status}", "type": "fake_error"}}
-                return self._send(status, json.dumps(payload).encode(), {"Retry-After": "0"} if status == 429 else {})
+                return self._send(
+                    status, json.dumps(payload).encode(), {"Retry-After": "0"} if status == 429 else {}
+                )
             if mode == "malformed":
                 return self._send(200, b'{"id": "x", "choices": [{"message": ')
             answer = fake.answer_for(body)
@@ -89,11 +107,25 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._stream(fake, body, mode, answer)
             if mode == "slow":
                 time.sleep(fake.slow_s)
-            choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer},
+                "finish_reason": "stop",
+            }
             if body.get("logprobs") and fake.logprobs is not None:
                 choice["logprobs"] = {"content": fake.logprobs(body)}
-            self._send(200, json.dumps({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake-2026-06-01",
-                                        "choices": [choice], "usage": _usage(body, answer)}).encode())
+            self._send(
+                200,
+                json.dumps(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion",
+                        "model": "fake-2026-06-01",
+                        "choices": [choice],
+                        "usage": _usage(body, answer),
+                    }
+                ).encode(),
+            )
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test): nothing to answer
 
@@ -118,8 +150,10 @@ class _Handler(BaseHTTPRequestHandler):
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake-2026-06-01"}
         half = len(answer) // 2
         events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
-        events += [{**base, "choices": [{"index": 0, "delta": {"content": part}}]}
-                   for part in (answer[:half], answer[half:])]
+        events += [
+            {**base, "choices": [{"index": 0, "delta": {"content": part}}]}
+            for part in (answer[:half], answer[half:])
+        ]
         events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append({**base, "choices": [], "usage": _usage(body, answer)})
@@ -136,5 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _usage(body: dict, answer: str) -> dict:
     words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-    return {"prompt_tokens": 10 + words, "completion_tokens": max(1, len(answer.split())),
-            "total_tokens": 10 + words + max(1, len(answer.split()))}
+    return {
+        "prompt_tokens": 10 + words,
+        "completion_tokens": max(1, len(answer.split())),
+        "total_tokens": 10 + words + max(1, len(answer.split())),
+    }

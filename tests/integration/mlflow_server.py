@@ -39,24 +39,45 @@ def mlflow_server(folder: Path):
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log_path, "wb") as server_log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'm.db'}",
-             "--default-artifact-root", str(folder / "art"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "2"],
-            cwd=folder, env=env, stdout=server_log, stderr=subprocess.STDOUT,
-            start_new_session=True)  # its own process group: uvicorn's workers stop with it
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'm.db'}",
+                "--default-artifact-root",
+                str(folder / "art"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            cwd=folder,
+            env=env,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # its own process group: uvicorn's workers stop with it
     try:
         deadline = time.monotonic() + START_WAIT_S
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer on {url} within {START_WAIT_S:.0f} s:\n"
-                                   f"{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow server did not answer on {url} within {START_WAIT_S:.0f} s:\n"
+                    f"{log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.25)
         yield url
     finally:
@@ -81,14 +102,20 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def client_env(url: str, state_dir: Path) -> dict[str, str]:
     """Settings and MLflow client variables a child process needs to talk to the server."""
-    return {"MLOPS_STATE_DIR": str(state_dir), "MLOPS_MLFLOW_TRACKING_URI": url,
-            "MLOPS_MLFLOW_ARTIFACT_ROOT": str(state_dir / "artifacts"), "MLOPS_TORCH_THREADS": "1",
-            # A dead server fails a test in seconds instead of minutes of retries.
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    return {
+        "MLOPS_STATE_DIR": str(state_dir),
+        "MLOPS_MLFLOW_TRACKING_URI": url,
+        "MLOPS_MLFLOW_ARTIFACT_ROOT": str(state_dir / "artifacts"),
+        "MLOPS_TORCH_THREADS": "1",
+        # A dead server fails a test in seconds instead of minutes of retries.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    }
 
 
-def log_tiny_classifier(base_dir: Path, labels, out_dir: Path, *, seed: int, experiment_id: str,
-                        max_length: int = 32) -> tuple[str, str]:
+def log_tiny_classifier(
+    base_dir: Path, labels, out_dir: Path, *, seed: int, experiment_id: str, max_length: int = 32
+) -> tuple[str, str]:
     """A classifier head on the tiny base (initialised by `seed`), logged as a pyfunc; (model_uri, run_id)."""
     import mlflow
     import pandas as pd
@@ -105,10 +132,15 @@ def log_tiny_classifier(base_dir: Path, labels, out_dir: Path, *, seed: int, exp
     signature = infer_signature(example, pd.DataFrame({"label": ["x"], "score": [0.5], "probs": ["{}"]}))
     with mlflow.start_run(experiment_id=experiment_id) as run:
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(SERVING_MODEL), artifacts={"model_dir": str(out_dir)},
-            signature=signature, input_example=example, model_config={"max_length": max_length},
+            name="model",
+            python_model=str(SERVING_MODEL),
+            artifacts={"model_dir": str(out_dir)},
+            signature=signature,
+            input_example=example,
+            model_config={"max_length": max_length},
             # Listed rather than inferred: inference imports the model in a subprocess (slow here).
-            pip_requirements=["mlflow", "torch", "transformers", "pandas"])
+            pip_requirements=["mlflow", "torch", "transformers", "pandas"],
+        )
     return info.model_uri, run.info.run_id
 
 
@@ -119,10 +151,17 @@ class Racers:
         folder.mkdir(parents=True, exist_ok=True)
         self.go = folder / "go"
         self.ready = [folder / f"ready-{i}" for i in range(len(argv_per_racer))]
-        self.procs = [subprocess.Popen([sys.executable, "-c", script, str(ready), str(self.go), *argv],
-                                       cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
-                      for ready, argv in zip(self.ready, argv_per_racer)]
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(ready), str(self.go), *argv],
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for ready, argv in zip(self.ready, argv_per_racer)
+        ]
 
     def run(self, timeout_s: float = 90) -> list[str]:
         """Release them together once all are ready; their stdout, in order."""
@@ -150,7 +189,7 @@ class Racers:
 
 
 # The racer side of `Racers`: wait for the go file after signalling ready (argv[1], argv[2]).
-RACER_PRELUDE = '''
+RACER_PRELUDE = """
 import json, sys, time
 from pathlib import Path
 from ml import registry
@@ -164,4 +203,4 @@ while not Path(sys.argv[2]).exists():
         sys.exit("no go signal within 60 s")
     time.sleep(0.002)
 args = sys.argv[3:]
-'''
+"""

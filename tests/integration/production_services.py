@@ -31,8 +31,10 @@ def require_redis(url: str = REDIS_URL) -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {url} ({exc}); start it (`redis-server --port 6379`, "
-                    "as .ci/run does) or set TEST_REDIS_URL.")
+        pytest.skip(
+            f"Redis is not reachable at {url} ({exc}); start it (`redis-server --port 6379`, "
+            "as .ci/run does) or set TEST_REDIS_URL."
+        )
     return url
 
 
@@ -44,11 +46,19 @@ def postgres_databases(*prefixes: str, admin_url: str = POSTGRES_URL):
 
     url = make_url(admin_url)
     try:
-        admin = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                 dbname=url.database, connect_timeout=3)
+        admin = psycopg2.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            connect_timeout=3,
+        )
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {url.render_as_string(hide_password=True)} "
-                    f"({str(exc).strip().splitlines()[0]}); start it (.ci/run does) or set TEST_POSTGRES_URL.")
+        pytest.skip(
+            f"PostgreSQL is not reachable at {url.render_as_string(hide_password=True)} "
+            f"({str(exc).strip().splitlines()[0]}); start it (.ci/run does) or set TEST_POSTGRES_URL."
+        )
     admin.autocommit = True
     names = [f"{prefix}_{uuid.uuid4().hex[:12]}" for prefix in prefixes]
     try:
@@ -74,23 +84,45 @@ def mlflow_server_on_postgres(backend_url: str, folder: Path):
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_url,
-             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                backend_url,
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + MLFLOW_START_WAIT_S
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer on {url} within {MLFLOW_START_WAIT_S:.0f} s:\n"
-                                   f"{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow server did not answer on {url} within {MLFLOW_START_WAIT_S:.0f} s:\n"
+                    f"{log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:

@@ -18,7 +18,7 @@ from ml.config import load_settings
 
 pytestmark = pytest.mark.integration
 
-DAGS = textwrap.dedent('''
+DAGS = textwrap.dedent("""
     import pendulum
     from airflow.sdk import Asset, dag, task
 
@@ -53,7 +53,7 @@ DAGS = textwrap.dedent('''
     produce()
     consume()
     broken()
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,13 @@ def test_the_components_get_the_callers_settings(tmp_path):
     settings = load_settings({"MLOPS_STATE_DIR": str(tmp_path / "s"), "MLOPS_TORCH_THREADS": "3"})
     assert load_settings(settings_env(settings)) == settings
     stack = AirflowStack(settings, executor="CeleryExecutor", broker_url="redis://127.0.0.1:6379/0")
-    assert stack.env["MLOPS_TORCH_THREADS"] == "3" and stack.env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert AirflowStack(settings).env["AIRFLOW__API_AUTH__JWT_SECRET"] != stack.env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    assert (
+        stack.env["MLOPS_TORCH_THREADS"] == "3" and stack.env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    )
+    assert (
+        AirflowStack(settings).env["AIRFLOW__API_AUTH__JWT_SECRET"]
+        != stack.env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    )
     with pytest.raises(ValueError, match="needs a broker"):
         AirflowStack(settings, executor="CeleryExecutor")
     with pytest.raises(ValueError, match="not one of LocalExecutor, CeleryExecutor"):
@@ -126,8 +131,9 @@ def test_stop_removes_the_stacks_keys_from_the_broker(tmp_path):
     from production_services import REDIS_URL, require_redis
 
     require_redis()
-    stack = AirflowStack(load_settings({"MLOPS_STATE_DIR": str(tmp_path)}), executor="CeleryExecutor",
-                         broker_url=REDIS_URL)
+    stack = AirflowStack(
+        load_settings({"MLOPS_STATE_DIR": str(tmp_path)}), executor="CeleryExecutor", broker_url=REDIS_URL
+    )
     client = redis.Redis.from_url(REDIS_URL)
     client.set(f"{stack.broker_prefix}_kombu.binding.gpu", "x")
     client.set("someone-elses-key-" + stack.broker_prefix, "kept")

@@ -43,7 +43,14 @@ HOSTILE_REASON = "<script>document.title='pwned'</script> p99 latency 812 ms exc
 VERDICT = "post-training pays from month 7"
 
 LEDGER_ROWS = [  # workflow, category, occurred_at, quantity, unit, unit_price
-    ("ticket_routing", "training_compute", datetime(2026, 8, 3, 9, tzinfo=timezone.utc), "12.5", "hour", "2.10"),
+    (
+        "ticket_routing",
+        "training_compute",
+        datetime(2026, 8, 3, 9, tzinfo=timezone.utc),
+        "12.5",
+        "hour",
+        "2.10",
+    ),
     ("ticket_routing", "people", datetime(2026, 8, 20, 14, tzinfo=timezone.utc), "6", "hour", "95"),
     ("ticket_routing", "evaluation", datetime(2026, 9, 2, 8, tzinfo=timezone.utc), "0.5", "hour", "3.333"),
     ("clause_classification", "tooling", datetime(2026, 9, 1, tzinfo=timezone.utc), "1", "month", "49"),
@@ -52,21 +59,34 @@ LEDGER_ROWS = [  # workflow, category, occurred_at, quantity, unit, unit_price
 
 # Pure parts (no server) ------------------------------------------------------------------
 
-@pytest.mark.parametrize("amount, shown", [
-    (Decimal("1.6665"), "$1.67"), (Decimal("1234.5"), "$1,234.50"), (Decimal("0"), "$0.00"),
-    (Decimal("-5"), "-$5.00"), (Decimal("0.005"), "$0.00"),  # half-even, like the ledger
-])
+
+@pytest.mark.parametrize(
+    "amount, shown",
+    [
+        (Decimal("1.6665"), "$1.67"),
+        (Decimal("1234.5"), "$1,234.50"),
+        (Decimal("0"), "$0.00"),
+        (Decimal("-5"), "-$5.00"),
+        (Decimal("0.005"), "$0.00"),  # half-even, like the ledger
+    ],
+)
 def test_usd_shows_two_decimals(amount, shown):
     assert review_page.usd(amount) == shown
 
 
-@pytest.mark.parametrize("content, problem", [
-    (None, "no report yet — run cost_report__wf"),
-    ("{not json", "cannot be read"),
-    ("[1, 2]", "not a JSON object"),
-    ('{"verdict": "x", "reasons": [], "naive": {}}', "'fully_loaded' is missing"),
-    ('{"verdict": 3, "reasons": [], "naive": {}, "fully_loaded": {}}', "'verdict' is missing or not a str"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (None, "no report yet — run cost_report__wf"),
+        ("{not json", "cannot be read"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"verdict": "x", "reasons": [], "naive": {}}', "'fully_loaded' is missing"),
+        (
+            '{"verdict": 3, "reasons": [], "naive": {}, "fully_loaded": {}}',
+            "'verdict' is missing or not a str",
+        ),
+    ],
+)
 def test_unusable_report_says_what_to_run(tmp_path, content, problem):
     if content is not None:
         (tmp_path / "wf").mkdir()
@@ -77,6 +97,7 @@ def test_unusable_report_says_what_to_run(tmp_path, content, problem):
 
 # The real thing ----------------------------------------------------------------------------
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,28 +107,58 @@ def _free_port() -> int:
 def _write_state(state: Path) -> None:
     with Ledger(f"sqlite:///{state / 'ledger.db'}") as ledger:
         for i, (wf, category, at, quantity, unit, price) in enumerate(LEDGER_ROWS):
-            ledger.append(NewEntry(idempotency_key=f"review-test-{i}", occurred_at=at, category=category,
-                                   workflow=wf, resource="cpu", quantity=Decimal(quantity), unit=unit,
-                                   unit_price=Decimal(price), source_kind="person", source="test"))
+            ledger.append(
+                NewEntry(
+                    idempotency_key=f"review-test-{i}",
+                    occurred_at=at,
+                    category=category,
+                    workflow=wf,
+                    resource="cpu",
+                    quantity=Decimal(quantity),
+                    unit=unit,
+                    unit_price=Decimal(price),
+                    source_kind="person",
+                    source="test",
+                )
+            )
     out = state / "reports" / "ticket_routing"
     out.mkdir(parents=True)
-    summary = {"break_even_month": 7, "saving_at_horizon_usd": "48211.40", "break_even_calls_per_month": 41000,
-               "horizon_months": 24}
-    (out / "breakeven.json").write_text(json.dumps({
-        "workflow": "ticket_routing", "generated_at": "2026-09-03T06:00:00+00:00", "verdict": VERDICT,
-        "reasons": [HOSTILE_REASON, "fully loaded, post-training breaks even in month 7"],
-        "ledger_totals_usd": {"people": "570.00000000", "training_compute": "26.25000000"},
-        "naive": summary | {"break_even_month": 3}, "fully_loaded": summary}))
-    (out / "breakeven.html").write_text("<!doctype html><title>Break-even: ticket_routing</title>"
-                                        "<p id=verdict>post-training pays from month 7</p>")
+    summary = {
+        "break_even_month": 7,
+        "saving_at_horizon_usd": "48211.40",
+        "break_even_calls_per_month": 41000,
+        "horizon_months": 24,
+    }
+    (out / "breakeven.json").write_text(
+        json.dumps(
+            {
+                "workflow": "ticket_routing",
+                "generated_at": "2026-09-03T06:00:00+00:00",
+                "verdict": VERDICT,
+                "reasons": [HOSTILE_REASON, "fully loaded, post-training breaks even in month 7"],
+                "ledger_totals_usd": {"people": "570.00000000", "training_compute": "26.25000000"},
+                "naive": summary | {"break_even_month": 3},
+                "fully_loaded": summary,
+            }
+        )
+    )
+    (out / "breakeven.html").write_text(
+        "<!doctype html><title>Break-even: ticket_routing</title>"
+        "<p id=verdict>post-training pays from month 7</p>"
+    )
 
 
 def _start(name: str, home: Path, env: dict, port: int, logs: Path) -> tuple[subprocess.Popen, Path]:
     log = logs / f"api-server-{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(AIRFLOW), "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-                                env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # its own process group: teardown ends all of it
+        proc = subprocess.Popen(
+            [str(AIRFLOW), "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+            env=env,
+            cwd=home,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # its own process group: teardown ends all of it
     return proc, log
 
 
@@ -156,8 +207,9 @@ def servers(tmp_path_factory):
         "MLOPS_STATE_DIR": str(state),
         "MLOPS_WORKFLOWS_FILE": str(REPO / "tests" / "fixtures" / "workflows_two.yaml"),
     }
-    migrate = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, cwd=home, capture_output=True, text=True,
-                             timeout=180)
+    migrate = subprocess.run(
+        [str(AIRFLOW), "db", "migrate"], env=env, cwd=home, capture_output=True, text=True, timeout=180
+    )
     assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
     started = {}
     try:
@@ -177,23 +229,41 @@ def servers(tmp_path_factory):
 def chromium():
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.skip("Chromium is not installed: apt-get update && apt-get install -y --no-install-recommends chromium")
+        pytest.skip(
+            "Chromium is not installed: apt-get update && apt-get install -y --no-install-recommends chromium"
+        )
     return path
 
 
 def _browse(chromium: str, url: str, profile: Path, *extra: str) -> str:
     """The DOM after Chromium loaded and ran the page (stderr is noise: no D-Bus in a container)."""
     run = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *extra, "--dump-dom", url],
-        capture_output=True, text=True, timeout=120)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *extra,
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout
 
 
 def _get(url: str, headers: dict | None = None) -> tuple[int, Message, str]:
     """(status, headers, body) without following redirects."""
+
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
@@ -211,11 +281,17 @@ def test_airflow_lists_the_plugin_with_its_app_and_nav_entry(servers):
     status, _, body = _get(f"{servers['open']}/api/v2/plugins")
     assert status == 200, body
     plugin = {p["name"]: p for p in json.loads(body)["plugins"]}["mlops_cost_review"]
-    assert plugin["fastapi_apps"] == [{"app": "fastapi.applications.FastAPI", "url_prefix": "/cost-review",
-                                       "name": "Cost review"}]
+    assert plugin["fastapi_apps"] == [
+        {"app": "fastapi.applications.FastAPI", "url_prefix": "/cost-review", "name": "Cost review"}
+    ]
     [view] = plugin["external_views"]
     assert (view["name"], view["href"], view["destination"], view["url_route"], view["category"]) == (
-        "Cost review", "cost-review/", "nav", "cost-review", "browse")
+        "Cost review",
+        "cost-review/",
+        "nav",
+        "cost-review",
+        "browse",
+    )
     _, _, errors = _get(f"{servers['open']}/api/v2/plugins/importErrors")
     assert json.loads(errors)["import_errors"] == []
 
@@ -228,14 +304,26 @@ def test_chromium_renders_verdicts_spend_and_report_link(servers, chromium, tmp_
     # The hostile reason is text on the page, not a script that ran.
     assert html.escape(HOSTILE_REASON, quote=False) in dom
     assert "<script>" not in dom and "<title>Cost review</title>" in dom
-    assert 'id="verdict-clause_classification">no report yet — run cost_report__clause_classification</p>' in dom
+    assert (
+        'id="verdict-clause_classification">no report yet — run cost_report__clause_classification</p>' in dom
+    )
     # August and September columns; 12.5 h x $2.10 and 0.5 h x $3.333 = $1.6665, shown to the cent.
-    assert ('<tr data-category="training_compute"><td>training_compute</td><td class="num">$26.25</td>'
-            '<td class="num">$0.00</td><td class="num">$26.25</td></tr>') in dom
-    assert '<tr data-category="evaluation"><td>evaluation</td><td class="num">$0.00</td><td class="num">$1.67</td>' in dom
-    assert '<tr class="total"><td>total</td><td class="num">$596.25</td><td class="num">$1.67</td>' \
-           '<td class="num">$597.92</td></tr>' in dom
-    assert '<tr data-category="tooling"><td>tooling</td><td class="num">$49.00</td><td class="num">$49.00</td></tr>' in dom
+    assert (
+        '<tr data-category="training_compute"><td>training_compute</td><td class="num">$26.25</td>'
+        '<td class="num">$0.00</td><td class="num">$26.25</td></tr>'
+    ) in dom
+    assert (
+        '<tr data-category="evaluation"><td>evaluation</td><td class="num">$0.00</td><td class="num">$1.67</td>'
+        in dom
+    )
+    assert (
+        '<tr class="total"><td>total</td><td class="num">$596.25</td><td class="num">$1.67</td>'
+        '<td class="num">$597.92</td></tr>' in dom
+    )
+    assert (
+        '<tr data-category="tooling"><td>tooling</td><td class="num">$49.00</td><td class="num">$49.00</td></tr>'
+        in dom
+    )
     assert '<a id="report-ticket_routing" href="ticket_routing/report">' in dom
     assert 'id="report-clause_classification"' not in dom  # no report, no link
 
@@ -252,8 +340,9 @@ def test_chromium_renders_verdicts_spend_and_report_link(servers, chromium, tmp_
 @pytest.mark.integration
 def test_airflow_ui_shows_the_page_from_its_navigation(servers, chromium, tmp_path):
     # The React UI fetches the plugin list, then renders the nav entry's route as an iframe.
-    dom = _browse(chromium, f"{servers['open']}/plugin/cost-review", tmp_path / "profile",
-                  "--virtual-time-budget=15000")
+    dom = _browse(
+        chromium, f"{servers['open']}/plugin/cost-review", tmp_path / "profile", "--virtual-time-budget=15000"
+    )
     assert 'src="cost-review/" title="Cost review"' in dom
 
 
@@ -266,7 +355,8 @@ def test_json_endpoint_gives_exact_amounts(servers):
     assert data["ledger_usd"] == [
         {"month": "2026-08", "category": "people", "amount_usd": "570.00000000"},
         {"month": "2026-08", "category": "training_compute", "amount_usd": "26.25000000"},
-        {"month": "2026-09", "category": "evaluation", "amount_usd": "1.66650000"}]
+        {"month": "2026-09", "category": "evaluation", "amount_usd": "1.66650000"},
+    ]
     assert data["ledger_total_usd"] == "597.91650000"
     assert data["report_url"] == f"{servers['open']}/cost-review/ticket_routing/report"
     status, _, body = _get(f"{servers['open']}/cost-review/api/no_such_workflow")
@@ -276,13 +366,16 @@ def test_json_endpoint_gives_exact_amounts(servers):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("path, headers, status", [
-    ("/cost-review/api/ticket_routing", {}, 401),                       # an API client: told, not redirected
-    ("/cost-review/", {}, 303),                                         # a browser: sent to the login form
-    ("/cost-review/ticket_routing/report", {}, 303),
-    ("/cost-review/api/ticket_routing", {"Authorization": "Bearer not-a-jwt"}, 403),
-    ("/cost-review/", {"Cookie": "_token=not-a-jwt"}, 403),
-])
+@pytest.mark.parametrize(
+    "path, headers, status",
+    [
+        ("/cost-review/api/ticket_routing", {}, 401),  # an API client: told, not redirected
+        ("/cost-review/", {}, 303),  # a browser: sent to the login form
+        ("/cost-review/ticket_routing/report", {}, 303),
+        ("/cost-review/api/ticket_routing", {"Authorization": "Bearer not-a-jwt"}, 403),
+        ("/cost-review/", {"Cookie": "_token=not-a-jwt"}, 403),
+    ],
+)
 def test_without_a_valid_session_nothing_is_shown(servers, path, headers, status):
     got, response_headers, body = _get(servers["guarded"] + path, headers)
     assert got == status, body
@@ -293,12 +386,17 @@ def test_without_a_valid_session_nothing_is_shown(servers, path, headers, status
 
 @pytest.mark.integration
 def test_a_signed_in_viewer_reads_it_by_token_or_session_cookie(servers):
-    request = urllib.request.Request(f"{servers['guarded']}/auth/token", method="POST",
-                                     data=json.dumps({"username": "reviewer", "password": PASSWORD}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{servers['guarded']}/auth/token",
+        method="POST",
+        data=json.dumps({"username": "reviewer", "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as r:
         token = json.loads(r.read())["access_token"]
-    status, _, body = _get(f"{servers['guarded']}/cost-review/api/ticket_routing", {"Authorization": f"Bearer {token}"})
+    status, _, body = _get(
+        f"{servers['guarded']}/cost-review/api/ticket_routing", {"Authorization": f"Bearer {token}"}
+    )
     assert status == 200 and json.loads(body)["verdict"] == VERDICT
     # The UI keeps its session in the _token cookie; the page inside the UI's iframe sends it.
     status, _, body = _get(f"{servers['guarded']}/cost-review/", {"Cookie": f"_token={token}"})

@@ -27,8 +27,12 @@ def s3(tmp_path_factory):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "test-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
@@ -44,7 +48,9 @@ def keys(s3, prefix: str) -> list[str]:
 
 def test_an_accepted_batch_is_pushed_to_the_s3_remote_and_pulls_back_byte_for_byte(s3, tmp_path):
     drop = tmp_path / "drop.csv"
-    pd.DataFrame({"text": ["my parcel is late", "refund please"], "label": ["shipping", "billing"]}).to_csv(drop, index=False)
+    pd.DataFrame({"text": ["my parcel is late", "refund please"], "label": ["shipping", "billing"]}).to_csv(
+        drop, index=False
+    )
     store = DatasetStore(tmp_path / "data" / "tickets", "s3://dvc/datasets/tickets")
     record = store.accept(read_batch(drop))
 
@@ -64,7 +70,9 @@ def test_an_accepted_batch_is_pushed_to_the_s3_remote_and_pulls_back_byte_for_by
 def test_the_storage_meter_measures_what_the_s3_remote_keeps(s3, tmp_path):
     store = DatasetStore(tmp_path / "data" / "metered", "s3://dvc/datasets/metered")
     drop = tmp_path / "drop.csv"
-    pd.DataFrame({"text": ["cannot log in", "reset my password"], "label": ["login", "login"]}).to_csv(drop, index=False)
+    pd.DataFrame({"text": ["cannot log in", "reset my password"], "label": ["login", "login"]}).to_csv(
+        drop, index=False
+    )
     store.accept(read_batch(drop))
     sizes = [o["Size"] for o in s3.list_objects_v2(Bucket="dvc", Prefix="datasets/metered/")["Contents"]]
     assert stored_bytes("s3://dvc/datasets/metered") == sum(sizes) > 0
@@ -84,8 +92,10 @@ def test_mlops_data_checkout_restores_a_version_from_the_s3_remote_alone(s3, tmp
     model's tags and the S3 remote are all it needs."""
     remote = "s3://dvc/checkout/tickets"
     store = DatasetStore(tmp_path / "data" / "tickets", remote)
-    rows = {"train": [("my parcel is late", "shipping"), ("refund please", "billing")],
-            "eval": [("where is my parcel", "shipping"), ("charged twice", "billing")]}
+    rows = {
+        "train": [("my parcel is late", "shipping"), ("refund please", "billing")],
+        "eval": [("where is my parcel", "shipping"), ("charged twice", "billing")],
+    }
     kept = {}
     for role, pairs in rows.items():
         drop = tmp_path / f"{role}.csv"

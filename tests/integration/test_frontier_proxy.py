@@ -29,13 +29,31 @@ KEY = "sk-test-Do-Not-Leak-7f3a9c"
 LABELS = ("billing", "shipping", "login")
 BOOK = PriceBook.load(ROOT / "infra" / "price_book.yaml")
 HTTP_TIMEOUT_S = 10.0  # the test's own requests to the proxy
-INGEST_COLUMNS = {"call_id", "ts", "workflow", "request_text", "response_label", "label_probs", "model",
-                  "model_version", "latency_ms", "tokens_in", "tokens_out", "cost_usd", "status", "error", "retries"}
+INGEST_COLUMNS = {
+    "call_id",
+    "ts",
+    "workflow",
+    "request_text",
+    "response_label",
+    "label_probs",
+    "model",
+    "model_version",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "status",
+    "error",
+    "retries",
+}
 
 
 def chat(text: str = "I was charged twice", stream: bool = False) -> dict:
-    return {"model": "frontier-large", "stream": stream,
-            "messages": [{"role": "system", "content": "Route the ticket."}, {"role": "user", "content": text}]}
+    return {
+        "model": "frontier-large",
+        "stream": stream,
+        "messages": [{"role": "system", "content": "Route the ticket."}, {"role": "user", "content": text}],
+    }
 
 
 @pytest.fixture
@@ -49,8 +67,15 @@ def proxy(upstream_url: str, log_dir: Path, *, extra_sinks=(), **client_kwargs):
     """The proxy app served on 127.0.0.1, its call log flushed and closed on exit."""
     log = CallLog(log_dir)
     kwargs = {"timeout_s": 1.0, "max_retries": 2, "backoff_s": 0.01, **client_kwargs}
-    client = FrontierClient(upstream_url, KEY, workflow="ticket_routing", labels=LABELS, price_book=BOOK,
-                            sinks=[log.append, *extra_sinks], **kwargs)
+    client = FrontierClient(
+        upstream_url,
+        KEY,
+        workflow="ticket_routing",
+        labels=LABELS,
+        price_book=BOOK,
+        sinks=[log.append, *extra_sinks],
+        **kwargs,
+    )
     try:
         with ServerThread(build_app(client)) as url:
             yield url, log
@@ -62,7 +87,9 @@ def post(url: str, body, **kwargs) -> httpx.Response:
     headers = {"Authorization": "Bearer the-app-s-own-token"}
     if isinstance(body, bytes):
         return httpx.post(f"{url}/v1/chat/completions", content=body, headers=headers, timeout=HTTP_TIMEOUT_S)
-    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=HTTP_TIMEOUT_S, **kwargs)
+    return httpx.post(
+        f"{url}/v1/chat/completions", json=body, headers=headers, timeout=HTTP_TIMEOUT_S, **kwargs
+    )
 
 
 def expected_cost_usd(tokens_in: int, tokens_out: int) -> float:
@@ -73,26 +100,92 @@ def expected_cost_usd(tokens_in: int, tokens_out: int) -> float:
 # (script of upstream modes, streamed, client settings, HTTP status the app gets, what the row records)
 CASES = {
     "ok": (["ok"], False, {}, 200, dict(status="ok", error=None, retries=0, response_label="billing")),
-    "rate limited twice, then ok": (["error429", "error429", "ok"], False, {}, 200,
-                                    dict(status="ok", error=None, retries=2, response_label="billing")),
-    "server errors until retries run out": (["error500"] * 3, False, {}, 500,
-                                            dict(status="error", error="ServerError", retries=2, response_label=None)),
-    "bad request is not retried": (["error400", "ok"], False, {}, 400,
-                                   dict(status="error", error="BadRequestError", retries=0)),
-    "slow but inside the timeout": (["slow"], False, {}, 200, dict(status="ok", retries=0, response_label="billing")),
-    "hangs past the timeout": (["hang"], False, {"timeout_s": 0.5}, 504,
-                               dict(status="timeout", error="Timeout", retries=0, response_label=None)),
-    "malformed JSON": (["malformed"], False, {}, 502, dict(status="error", error="MalformedResponse", retries=0)),
-    "stream ok": (["ok"], True, {}, 200, dict(status="ok", error=None, stream=True, response_label="billing")),
-    "stream slow first token": (["slow"], True, {}, 200, dict(status="ok", stream=True, response_label="billing")),
-    "stream rate limited, then ok": (["error429", "ok"], True, {}, 200, dict(status="ok", retries=1, stream=True)),
-    "stream cut before [DONE]": (["cut"], True, {}, 200, dict(status="error", error="StreamInterrupted", stream=True)),
-    "stream hangs past the timeout": (["hang"], True, {"timeout_s": 0.5}, 504, dict(status="timeout", error="Timeout")),
+    "rate limited twice, then ok": (
+        ["error429", "error429", "ok"],
+        False,
+        {},
+        200,
+        dict(status="ok", error=None, retries=2, response_label="billing"),
+    ),
+    "server errors until retries run out": (
+        ["error500"] * 3,
+        False,
+        {},
+        500,
+        dict(status="error", error="ServerError", retries=2, response_label=None),
+    ),
+    "bad request is not retried": (
+        ["error400", "ok"],
+        False,
+        {},
+        400,
+        dict(status="error", error="BadRequestError", retries=0),
+    ),
+    "slow but inside the timeout": (
+        ["slow"],
+        False,
+        {},
+        200,
+        dict(status="ok", retries=0, response_label="billing"),
+    ),
+    "hangs past the timeout": (
+        ["hang"],
+        False,
+        {"timeout_s": 0.5},
+        504,
+        dict(status="timeout", error="Timeout", retries=0, response_label=None),
+    ),
+    "malformed JSON": (
+        ["malformed"],
+        False,
+        {},
+        502,
+        dict(status="error", error="MalformedResponse", retries=0),
+    ),
+    "stream ok": (
+        ["ok"],
+        True,
+        {},
+        200,
+        dict(status="ok", error=None, stream=True, response_label="billing"),
+    ),
+    "stream slow first token": (
+        ["slow"],
+        True,
+        {},
+        200,
+        dict(status="ok", stream=True, response_label="billing"),
+    ),
+    "stream rate limited, then ok": (
+        ["error429", "ok"],
+        True,
+        {},
+        200,
+        dict(status="ok", retries=1, stream=True),
+    ),
+    "stream cut before [DONE]": (
+        ["cut"],
+        True,
+        {},
+        200,
+        dict(status="error", error="StreamInterrupted", stream=True),
+    ),
+    "stream hangs past the timeout": (
+        ["hang"],
+        True,
+        {"timeout_s": 0.5},
+        504,
+        dict(status="timeout", error="Timeout"),
+    ),
 }
 
 
-@pytest.mark.parametrize("script, stream, client_kwargs, http_status, recorded", CASES.values(), ids=CASES.keys())
-def test_each_outcome_is_relayed_and_recorded(fake, tmp_path, script, stream, client_kwargs, http_status, recorded):
+@pytest.mark.parametrize(
+    "script, stream, client_kwargs, http_status, recorded", CASES.values(), ids=CASES.keys()
+)
+def test_each_outcome_is_relayed_and_recorded(
+    fake, tmp_path, script, stream, client_kwargs, http_status, recorded
+):
     fake.script = list(script)
     with proxy(fake.url, tmp_path / "log", **client_kwargs) as (url, log):
         resp = post(url, chat(stream=stream))
@@ -111,8 +204,9 @@ def test_each_outcome_is_relayed_and_recorded(fake, tmp_path, script, stream, cl
     if stream and row["status"] == "ok":
         events = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
-        content = "".join((json.loads(e)["choices"] or [{}])[0].get("delta", {}).get("content") or ""
-                          for e in events[:-1])
+        content = "".join(
+            (json.loads(e)["choices"] or [{}])[0].get("delta", {}).get("content") or "" for e in events[:-1]
+        )
         assert content == fake.answer == row["response_text"]
         assert 0 < row["ttft_ms"] <= row["latency_ms"] and row["tokens_in"] > 0
 
@@ -151,8 +245,9 @@ def test_many_concurrent_mixed_calls_are_each_recorded_once(fake, tmp_path):
     fake.script = ["ok", "error500", "malformed", "slow", "error429", "cut"] * 4
     with proxy(fake.url, tmp_path / "log", max_retries=0) as (url, log):
         with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(lambda i: post(url, chat(f"ticket {i}", stream=i % 2 == 0)).status_code,
-                                     range(24)))
+            statuses = list(
+                pool.map(lambda i: post(url, chat(f"ticket {i}", stream=i % 2 == 0)).status_code, range(24))
+            )
         assert httpx.get(f"{url}/healthz", timeout=HTTP_TIMEOUT_S).json()["ok"]
         log.flush()
         rows = read_rows(log.directory)
@@ -192,9 +287,13 @@ def test_the_log_is_what_ingest_reads_and_curation_exports(fake, tmp_path):
     waiting = export_for_curation(tmp_path / "log", drop, labeling, min_rows=10, gold_share=0.0, now=tomorrow)
     assert waiting["exported_days"] == [] and waiting["waiting_labelled_rows"] == 3
     # Call ids are random, so pick the share that sets exactly one of the three answered calls aside.
-    ok_ids = [json.loads(ln)["call_id"] for p in (tmp_path / "log").glob("*.jsonl")
-              for ln in p.read_text().splitlines() if json.loads(ln)["status"] == "ok"]
-    draws = sorted(int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) / 2 ** 32 for i in ok_ids)
+    ok_ids = [
+        json.loads(ln)["call_id"]
+        for p in (tmp_path / "log").glob("*.jsonl")
+        for ln in p.read_text().splitlines()
+        if json.loads(ln)["status"] == "ok"
+    ]
+    draws = sorted(int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) / 2**32 for i in ok_ids)
     share = (draws[0] + draws[1]) / 2
     result = export_for_curation(tmp_path / "log", drop, labeling, min_rows=2, gold_share=share, now=tomorrow)
     assert result["gold_rows"] == 1
@@ -219,13 +318,20 @@ def test_shadow_mode_scores_the_student_beside_the_frontier(fake, tmp_path, tiny
 
     student_dir = tmp_path / "student"
     AutoModelForSequenceClassification.from_pretrained(
-        tiny_base_model, num_labels=3, id2label=dict(enumerate(LABELS)),
-        label2id={lab: i for i, lab in enumerate(LABELS)}).save_pretrained(student_dir)
+        tiny_base_model,
+        num_labels=3,
+        id2label=dict(enumerate(LABELS)),
+        label2id={lab: i for i, lab in enumerate(LABELS)},
+    ).save_pretrained(student_dir)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (tiny_base_model / name).exists():
             (student_dir / name).write_bytes((tiny_base_model / name).read_bytes())
-    shadow = Shadow.for_model_dir(student_dir, CallLog(tmp_path / "log" / "shadow"), student="tiny v1",
-                                  student_cost_per_call_usd=Decimal("0.000049056"))
+    shadow = Shadow.for_model_dir(
+        student_dir,
+        CallLog(tmp_path / "log" / "shadow"),
+        student="tiny v1",
+        student_cost_per_call_usd=Decimal("0.000049056"),
+    )
     fake.script = ["ok", "error500", "ok", "ok"]
     with proxy(fake.url, tmp_path / "log", max_retries=0, extra_sinks=[shadow.submit]) as (url, log):
         for i in range(4):
@@ -245,6 +351,7 @@ def test_shadow_mode_scores_the_student_beside_the_frontier(fake, tmp_path, tiny
 
 
 # A hung upstream -----------------------------------------------------------------------------
+
 
 def _healthz(url: str) -> dict:
     return httpx.get(f"{url}/healthz", timeout=HTTP_TIMEOUT_S).json()
@@ -266,10 +373,15 @@ def test_a_hung_upstream_saturates_the_bound_and_the_next_call_is_refused_at_onc
     bound = 4
     # The upstream timeout is far beyond the test's own 10 s request timeout: a proxy that queued the
     # extra call behind the hung ones would make that request time out and the test fail.
-    with proxy(fake.url, tmp_path / "log", max_retries=0, timeout_s=120.0, max_concurrency=bound) as (url, log):
+    with proxy(fake.url, tmp_path / "log", max_retries=0, timeout_s=120.0, max_concurrency=bound) as (
+        url,
+        log,
+    ):
         with ThreadPoolExecutor(bound) as pool:
-            hung = [pool.submit(httpx.post, f"{url}/v1/chat/completions", json=chat(f"hung {i}"), timeout=120.0)
-                    for i in range(bound)]
+            hung = [
+                pool.submit(httpx.post, f"{url}/v1/chat/completions", json=chat(f"hung {i}"), timeout=120.0)
+                for i in range(bound)
+            ]
             _wait_for(lambda: _healthz(url)["in_flight"] == bound, "the hung calls to be in flight")
             health = _healthz(url)
             assert health["saturated"] and health["max_concurrency"] == bound
@@ -283,14 +395,17 @@ def test_a_hung_upstream_saturates_the_bound_and_the_next_call_is_refused_at_onc
         fake.default_mode = "ok"
         assert post(url, chat("after")).status_code == 200
     rows = read_rows(tmp_path / "log")
-    assert len(rows) == bound + 1 and all(r["status"] == "ok" for r in rows)  # the refused call is not a frontier call
+    assert len(rows) == bound + 1 and all(
+        r["status"] == "ok" for r in rows
+    )  # the refused call is not a frontier call
 
 
 def test_a_call_has_a_deadline_over_all_its_attempts(fake, tmp_path):
     fake.default_mode = "error500"
     # Each 500 is retried after backoff; the deadline ends the call before the 50 retries do.
-    with proxy(fake.url, tmp_path / "log", max_retries=50, backoff_s=0.2, max_backoff_s=0.2,
-               deadline_s=0.5) as (url, log):
+    with proxy(
+        fake.url, tmp_path / "log", max_retries=50, backoff_s=0.2, max_backoff_s=0.2, deadline_s=0.5
+    ) as (url, log):
         response = post(url, chat())
     assert response.status_code == 504
     (row,) = read_rows(tmp_path / "log")
@@ -301,7 +416,9 @@ def test_a_trickling_stream_is_cut_at_the_deadline(fake, tmp_path):
     fake.default_mode, fake.slow_s = "slow", 1.0  # the first token comes 1 s after the headers
     # Each read may wait 8 s (so the read timeout never races the 1 s gap); the call as a whole has 0.5 s.
     with proxy(fake.url, tmp_path / "log", max_retries=0, timeout_s=8.0, deadline_s=0.5) as (url, log):
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat(stream=True), timeout=HTTP_TIMEOUT_S) as r:
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", json=chat(stream=True), timeout=HTTP_TIMEOUT_S
+        ) as r:
             body = b"".join(r.iter_bytes())
         assert _healthz(url)["in_flight"] == 0  # the slot is free again
     assert b"[DONE]" not in body

@@ -24,16 +24,26 @@ AUG = datetime(2026, 8, 3, 9, 30, tzinfo=timezone.utc)
 
 
 def _admin_connection():
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2-binary is a test extra: pip install -e '.[test]'")
+    psycopg2 = pytest.importorskip(
+        "psycopg2", reason="psycopg2-binary is a test extra: pip install -e '.[test]'"
+    )
     from sqlalchemy.engine import make_url
 
     url = make_url(ADMIN_URL)
     try:
-        conn = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                dbname=url.database, connect_timeout=3)
+        conn = psycopg2.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            connect_timeout=3,
+        )
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {url.render_as_string(hide_password=True)} "
-                    f"({str(exc).strip().splitlines()[0]}); start it or set TEST_POSTGRES_URL.")
+        pytest.skip(
+            f"PostgreSQL is not reachable at {url.render_as_string(hide_password=True)} "
+            f"({str(exc).strip().splitlines()[0]}); start it or set TEST_POSTGRES_URL."
+        )
     conn.autocommit = True
     return conn, url
 
@@ -60,9 +70,18 @@ def ledger(pg_url):
 
 
 def new(key: str, **overrides) -> NewEntry:
-    values = dict(idempotency_key=key, occurred_at=AUG, category="training_compute", workflow="ticket_routing",
-                  resource="gpu_a10g", quantity=Decimal("1.5"), unit="hour", unit_price=Decimal("1.006"),
-                  source_kind="task", source="distill__ticket_routing/run1/train_student/-1/1")
+    values = dict(
+        idempotency_key=key,
+        occurred_at=AUG,
+        category="training_compute",
+        workflow="ticket_routing",
+        resource="gpu_a10g",
+        quantity=Decimal("1.5"),
+        unit="hour",
+        unit_price=Decimal("1.006"),
+        source_kind="task",
+        source="distill__ticket_routing/run1/train_student/-1/1",
+    )
     return NewEntry(**(values | overrides))
 
 
@@ -72,8 +91,15 @@ WRITERS, OWN_ENTRIES, SHARED_ENTRIES = 8, 40, 10
 
 
 def writer_entries(writer: int) -> list[NewEntry]:
-    own = [new(f"w{writer}-{i}", quantity=Decimal(i + 1) / 7, unit_price=Decimal("0.1008"),
-               occurred_at=AUG + timedelta(minutes=i)) for i in range(OWN_ENTRIES)]
+    own = [
+        new(
+            f"w{writer}-{i}",
+            quantity=Decimal(i + 1) / 7,
+            unit_price=Decimal("0.1008"),
+            occurred_at=AUG + timedelta(minutes=i),
+        )
+        for i in range(OWN_ENTRIES)
+    ]
     shared = [new(f"shared-{i}", quantity=Decimal(i + 1)) for i in range(SHARED_ENTRIES)]
     return shared + own + shared[::-1]
 
@@ -107,21 +133,27 @@ def test_eight_concurrent_writers_book_every_entry_once(pg_url):
 
 # Append-only, in the database ------------------------------------------------------------
 
-@pytest.mark.parametrize("sql", [
-    "UPDATE ledger_entries SET amount = 0",
-    "UPDATE ledger_entries SET description = 'edited' WHERE idempotency_key = 'refuse-me'",
-    "DELETE FROM ledger_entries WHERE idempotency_key = 'refuse-me'",
-    "DELETE FROM ledger_entries",
-    "TRUNCATE ledger_entries",  # row triggers do not see TRUNCATE; a statement trigger does
-    # PostgreSQL's upsert is an UPDATE, refused as one (SQLite's REPLACE needed migration 0002).
-    "INSERT INTO ledger_entries SELECT * FROM ledger_entries WHERE idempotency_key = 'refuse-me' "
-    "ON CONFLICT (id) DO UPDATE SET amount = 0",
-])
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE ledger_entries SET amount = 0",
+        "UPDATE ledger_entries SET description = 'edited' WHERE idempotency_key = 'refuse-me'",
+        "DELETE FROM ledger_entries WHERE idempotency_key = 'refuse-me'",
+        "DELETE FROM ledger_entries",
+        "TRUNCATE ledger_entries",  # row triggers do not see TRUNCATE; a statement trigger does
+        # PostgreSQL's upsert is an UPDATE, refused as one (SQLite's REPLACE needed migration 0002).
+        "INSERT INTO ledger_entries SELECT * FROM ledger_entries WHERE idempotency_key = 'refuse-me' "
+        "ON CONFLICT (id) DO UPDATE SET amount = 0",
+    ],
+)
 def test_the_database_refuses_update_delete_and_truncate(ledger, pg_url, sql):
     import psycopg2
 
     entry = ledger.append(new("refuse-me"))
-    raw = psycopg2.connect(pg_url.replace("postgresql+psycopg2://", "postgresql://"))  # any client, not the Ledger
+    raw = psycopg2.connect(
+        pg_url.replace("postgresql+psycopg2://", "postgresql://")
+    )  # any client, not the Ledger
     try:
         with pytest.raises(psycopg2.Error, match="ledger is append-only"):
             with raw.cursor() as cur:
@@ -135,9 +167,13 @@ def test_the_database_refuses_update_delete_and_truncate(ledger, pg_url, sql):
 
 # The rest of the contract, on PostgreSQL's types ----------------------------------------------
 
+
 def test_numeric_money_round_trips_exactly_and_sums_exactly(ledger):
     prices = ["0.00000001", "9999999.99999999", "0.1", "1234567.89012345"]
-    booked = [ledger.append(new(f"money-{i}", quantity="1", unit_price=p, workflow="money")) for i, p in enumerate(prices)]
+    booked = [
+        ledger.append(new(f"money-{i}", quantity="1", unit_price=p, workflow="money"))
+        for i, p in enumerate(prices)
+    ]
     assert [ledger.get(e.id).amount for e in booked] == [Decimal(p) for p in prices]
     assert ledger.total(workflow="money") == sum(Decimal(p) for p in prices)
 
@@ -165,18 +201,32 @@ def test_the_migrated_schema_matches_the_table_the_code_uses(ledger):
 
     with ledger._engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        diff = [d for d in compare_metadata(context, metadata)
-                if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)]
+        diff = [
+            d
+            for d in compare_metadata(context, metadata)
+            if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)
+        ]
     assert diff == []
 
 
 def test_capture_flushes_its_spool_into_postgresql(pg_url, tmp_path):
     from pathlib import Path
 
-    run = dict(dag_id="distill__pg", run_id="manual__1", task_id="train_student", try_number=1, map_index=-1,
-               queue="gpu", pool="default_pool", resource=None, started_at=AUG, ended_at=AUG + timedelta(hours=1),
-               workflow="pg", category="training_compute",
-               price_book=Path(__file__).resolve().parents[2] / "infra" / "price_book.yaml")
+    run = dict(
+        dag_id="distill__pg",
+        run_id="manual__1",
+        task_id="train_student",
+        try_number=1,
+        map_index=-1,
+        queue="gpu",
+        pool="default_pool",
+        resource=None,
+        started_at=AUG,
+        ended_at=AUG + timedelta(hours=1),
+        workflow="pg",
+        category="training_compute",
+        price_book=Path(__file__).resolve().parents[2] / "infra" / "price_book.yaml",
+    )
     book_task_run("postgresql://postgres@127.0.0.1:1/nowhere", tmp_path, **run)
     assert len(pending(tmp_path)) == 1
     assert flush_spool(pg_url, tmp_path) == 1

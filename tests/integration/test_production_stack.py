@@ -49,15 +49,23 @@ workflows:
 def require_installed_production_extras(airflow_home) -> None:
     """The packages the production path needs beyond the laptop's; skipped with the fix when absent."""
     if not async_postgres_driver():
-        pytest.skip("Airflow 3 on PostgreSQL needs the async driver asyncpg (apache-airflow[postgres]), "
-                    "which is not installed: add asyncpg to pyproject.toml and constraints.txt.")
+        pytest.skip(
+            "Airflow 3 on PostgreSQL needs the async driver asyncpg (apache-airflow[postgres]), "
+            "which is not installed: add asyncpg to pyproject.toml and constraints.txt."
+        )
     # In a child process: importing airflow here would configure it for the whole test session.
-    probe = subprocess.run([sys.executable, "-c", "import airflow.providers.celery.executors.celery_executor_utils"],
-                           env={**os.environ, "AIRFLOW_HOME": str(airflow_home)}, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import airflow.providers.celery.executors.celery_executor_utils"],
+        env={**os.environ, "AIRFLOW_HOME": str(airflow_home)},
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         error = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
-        pytest.skip(f"The Celery provider does not import with the installed celery ({error}); "
-                    "pin a celery the provider supports in constraints.txt.")
+        pytest.skip(
+            f"The Celery provider does not import with the installed celery ({error}); "
+            "pin a celery the provider supports in constraints.txt."
+        )
 
 
 def psycopg2_url(url: str) -> str:
@@ -74,29 +82,51 @@ def lifecycle(tmp_path_factory, tiny_base_model):
     require_installed_production_extras(tmp_path_factory.mktemp("airflow_home"))
     broker_url = require_redis()
     root = tmp_path_factory.mktemp("production")
-    (root / "workflows.yaml").write_text(WORKFLOWS.format(labels=json.dumps(sorted(LABELS)), base=tiny_base_model))
-    with postgres_databases("airflow_meta", "mlflow", "ledger") as (airflow_db, mlflow_db, ledger_db), \
-            mlflow_server_on_postgres(psycopg2_url(mlflow_db), root / "mlflow") as mlflow_url:
-        settings = load_settings({
-            "MLOPS_STATE_DIR": str(root / "state"), "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
-            "MLOPS_MLFLOW_TRACKING_URI": mlflow_url, "MLOPS_MLFLOW_ARTIFACT_ROOT": "mlflow-artifacts:/",
-            "MLOPS_LEDGER_URL": ledger_db,
-            "MLOPS_TORCH_THREADS": "1"})  # a tiny model is slower with two threads fighting over two cores
+    (root / "workflows.yaml").write_text(
+        WORKFLOWS.format(labels=json.dumps(sorted(LABELS)), base=tiny_base_model)
+    )
+    with (
+        postgres_databases("airflow_meta", "mlflow", "ledger") as (airflow_db, mlflow_db, ledger_db),
+        mlflow_server_on_postgres(psycopg2_url(mlflow_db), root / "mlflow") as mlflow_url,
+    ):
+        settings = load_settings(
+            {
+                "MLOPS_STATE_DIR": str(root / "state"),
+                "MLOPS_WORKFLOWS_FILE": str(root / "workflows.yaml"),
+                "MLOPS_MLFLOW_TRACKING_URI": mlflow_url,
+                "MLOPS_MLFLOW_ARTIFACT_ROOT": "mlflow-artifacts:/",
+                "MLOPS_LEDGER_URL": ledger_db,
+                "MLOPS_TORCH_THREADS": "1",
+            }
+        )  # a tiny model is slower with two threads fighting over two cores
         settings.ensure_dirs()
         wf = load_workflows(settings.workflows_file)[WF]
         stage_demo_data(settings, wf, n_calls=300, n_gold=120, seed=7, echo=lambda _: None)
-        with AirflowStack(settings, executor="CeleryExecutor", broker_url=broker_url,
-                          database_url=psycopg2_url(airflow_db),
-                          extra_env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3"}) as stack:
+        with AirflowStack(
+            settings,
+            executor="CeleryExecutor",
+            broker_url=broker_url,
+            database_url=psycopg2_url(airflow_db),
+            extra_env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3"},
+        ) as stack:
             stack.unpause(DISTILL)  # scheduled by the dataset Asset; it must not wait paused
             ingest_run = stack.trigger(INGEST)
             ingest = stack.wait_for_run(INGEST, ingest_run, timeout_s=600)
             distill_run = stack.next_run(DISTILL, run_type="asset_triggered", timeout_s=300)
             distill = stack.wait_for_run(DISTILL, distill_run, timeout_s=900)
-            train_ti = next(ti for ti in stack.task_instances(DISTILL, distill_run) if ti["task_id"] == "train_student")
-            yield {"settings": settings, "wf": wf, "ingest": ingest, "distill": distill, "train_ti": train_ti,
-                   "worker_log": stack.log_path("celery-worker").read_text(errors="replace"),
-                   "artifacts": root / "mlflow" / "artifacts", "mlflow_url": mlflow_url}
+            train_ti = next(
+                ti for ti in stack.task_instances(DISTILL, distill_run) if ti["task_id"] == "train_student"
+            )
+            yield {
+                "settings": settings,
+                "wf": wf,
+                "ingest": ingest,
+                "distill": distill,
+                "train_ti": train_ti,
+                "worker_log": stack.log_path("celery-worker").read_text(errors="replace"),
+                "artifacts": root / "mlflow" / "artifacts",
+                "mlflow_url": mlflow_url,
+            }
 
 
 def test_the_scheduler_ran_ingest_then_the_asset_triggered_distill(lifecycle):
@@ -104,8 +134,14 @@ def test_the_scheduler_ran_ingest_then_the_asset_triggered_distill(lifecycle):
     assert lifecycle["ingest"]["tasks"]["publish_dataset"] == "success"
     assert lifecycle["distill"]["state"] == "success"
     tasks = lifecycle["distill"]["tasks"]
-    assert {"probe_teachers", "prepare_targets", "train_student", "evaluate_and_gate", "register_challenger",
-            "promote"} <= set(tasks)
+    assert {
+        "probe_teachers",
+        "prepare_targets",
+        "train_student",
+        "evaluate_and_gate",
+        "register_challenger",
+        "promote",
+    } <= set(tasks)
     assert set(tasks.values()) == {"success"}, tasks
 
 
@@ -113,9 +149,13 @@ def test_training_ran_on_the_gpu_queue_of_the_celery_worker(lifecycle):
     ti = lifecycle["train_ti"]
     assert ti["queue"] == "gpu"
     # The worker logs each workload it executes: train_student's came to it through Celery, on `gpu`.
-    executed = [line for line in lifecycle["worker_log"].splitlines() if "Executing workload in Celery" in line]
-    assert any(f"dag_id='{DISTILL}'" in line and "task_id='train_student'" in line and "queue='gpu'" in line
-               for line in executed), lifecycle["worker_log"][-3000:]
+    executed = [
+        line for line in lifecycle["worker_log"].splitlines() if "Executing workload in Celery" in line
+    ]
+    assert any(
+        f"dag_id='{DISTILL}'" in line and "task_id='train_student'" in line and "queue='gpu'" in line
+        for line in executed
+    ), lifecycle["worker_log"][-3000:]
 
 
 def test_the_champion_is_registered_in_the_postgresql_backed_mlflow_server(lifecycle):

@@ -47,10 +47,21 @@ def srv(tmp_path_factory, tiny_base_model):
         settings.ensure_dirs()
         client = registry.configure(settings)
         experiment_id = registry.ensure_experiment(settings, "tickets")
-        model_uri, run_id = log_tiny_classifier(tiny_base_model, ["billing", "shipping", "login"],
-                                                folder / "model", seed=0, experiment_id=experiment_id)
-        yield {"url": url, "env": variables, "client": client, "model_uri": model_uri, "run_id": run_id,
-               "folder": folder}
+        model_uri, run_id = log_tiny_classifier(
+            tiny_base_model,
+            ["billing", "shipping", "login"],
+            folder / "model",
+            seed=0,
+            experiment_id=experiment_id,
+        )
+        yield {
+            "url": url,
+            "env": variables,
+            "client": client,
+            "model_uri": model_uri,
+            "run_id": run_id,
+            "folder": folder,
+        }
     mlflow.set_tracking_uri(before[0])
     mlflow.set_registry_uri(before[1])
 
@@ -63,8 +74,14 @@ def name(request) -> str:
 
 
 def register(srv, name: str, key: str) -> str:
-    return registry.register(srv["client"], name, srv["model_uri"], srv["run_id"], idempotency_key=key,
-                             tags={"workflow": "tickets"})
+    return registry.register(
+        srv["client"],
+        name,
+        srv["model_uri"],
+        srv["run_id"],
+        idempotency_key=key,
+        tags={"workflow": "tickets"},
+    )
 
 
 def champion(srv, name: str) -> str | None:
@@ -76,11 +93,14 @@ def lock_left(srv, name: str) -> bool:
     return registry._lock_holder(srv["client"], name + registry.LOCK_SUFFIX) is not None
 
 
-REGISTER_RACER = RACER_PRELUDE + '''
+REGISTER_RACER = (
+    RACER_PRELUDE
+    + """
 name, model_uri, run_id = args
 print(registry.register(client, name, model_uri, run_id, idempotency_key="distill__tickets/run-7",
                         tags={"workflow": "tickets"}))
-'''
+"""
+)
 
 
 def test_processes_registering_one_key_at_once_leave_one_version(srv, name, tmp_path):
@@ -96,8 +116,12 @@ def test_processes_registering_one_key_at_once_leave_one_version(srv, name, tmp_
 
 
 def metrics(macro_f1: float, *, worst_class_f1: float = 0.7, latency_p99_ms: float = 20.0) -> dict:
-    return {"macro_f1": macro_f1, "per_class_f1": {"billing": 0.9, "shipping": worst_class_f1},
-            "latency_p99_ms": latency_p99_ms, "cost_per_1k_calls_usd": 0.01}
+    return {
+        "macro_f1": macro_f1,
+        "per_class_f1": {"billing": 0.9, "shipping": worst_class_f1},
+        "latency_p99_ms": latency_p99_ms,
+        "cost_per_1k_calls_usd": 0.01,
+    }
 
 
 # (challenger's figures, champion's figures, promoted?) with ticket_routing's gate: macro-F1 at
@@ -117,13 +141,28 @@ GATE_CASES = {
 def test_promote_moves_champion_only_when_the_gate_passed(srv, name, challenger, champion_metrics, promoted):
     v1, v2 = register(srv, name, "run-1"), register(srv, name, "run-2")
     registry.move_alias(srv["client"], name, CHAMPION, v1, expected_from=None, why="first")
-    decision = decide(challenger, champion_metrics, WORKFLOW.gate, latency_sla_p99_ms=WORKFLOW.latency_sla_p99_ms,
-                      champion_version=champion(srv, name))
-    result = promote(WORKFLOW.name, "run-2", {"model": name, "version": v2, "passed": decision.passed,
-                                              "champion_version": decision.champion_version})
+    decision = decide(
+        challenger,
+        champion_metrics,
+        WORKFLOW.gate,
+        latency_sla_p99_ms=WORKFLOW.latency_sla_p99_ms,
+        champion_version=champion(srv, name),
+    )
+    result = promote(
+        WORKFLOW.name,
+        "run-2",
+        {
+            "model": name,
+            "version": v2,
+            "passed": decision.passed,
+            "champion_version": decision.champion_version,
+        },
+    )
     assert decision.passed is promoted and result["promoted"] is promoted
     assert champion(srv, name) == (v2 if promoted else v1)
-    moves = [(e["from"], e["to"]) for e in registry.alias_history(srv["client"], name) if e["alias"] == CHAMPION]
+    moves = [
+        (e["from"], e["to"]) for e in registry.alias_history(srv["client"], name) if e["alias"] == CHAMPION
+    ]
     assert moves == ([(None, v1), (v1, v2)] if promoted else [(None, v1)])
     assert not lock_left(srv, name)
 
@@ -131,12 +170,25 @@ def test_promote_moves_champion_only_when_the_gate_passed(srv, name, challenger,
 def test_a_passed_gate_against_a_champion_that_moved_since_is_a_conflict(srv, name):
     v1, v2, v3 = (register(srv, name, f"run-{i}") for i in (1, 2, 3))
     registry.move_alias(srv["client"], name, CHAMPION, v1, expected_from=None, why="first")
-    decision = decide(metrics(0.9), metrics(0.8), WORKFLOW.gate, latency_sla_p99_ms=WORKFLOW.latency_sla_p99_ms,
-                      champion_version=v1)
+    decision = decide(
+        metrics(0.9),
+        metrics(0.8),
+        WORKFLOW.gate,
+        latency_sla_p99_ms=WORKFLOW.latency_sla_p99_ms,
+        champion_version=v1,
+    )
     registry.move_alias(srv["client"], name, CHAMPION, v3, expected_from=v1, why="approved by hand meanwhile")
     with pytest.raises(PromotionConflict, match=f"@champion of {name} is now v{v3}, not v{v1}"):
-        promote(WORKFLOW.name, "run-2", {"model": name, "version": v2, "passed": decision.passed,
-                                         "champion_version": decision.champion_version})
+        promote(
+            WORKFLOW.name,
+            "run-2",
+            {
+                "model": name,
+                "version": v2,
+                "passed": decision.passed,
+                "champion_version": decision.champion_version,
+            },
+        )
     assert champion(srv, name) == v3
     assert not lock_left(srv, name)
 
@@ -144,15 +196,24 @@ def test_a_passed_gate_against_a_champion_that_moved_since_is_a_conflict(srv, na
 def test_rollback_restores_the_previous_champion_and_records_it(srv, name):
     v1, v2, v3 = (register(srv, name, f"run-{i}") for i in (1, 2, 3))
     for expected, to in ((None, v1), (v1, v2), (v2, v3)):
-        registry.move_alias(srv["client"], name, CHAMPION, to, expected_from=expected, why="promoted", who="airflow")
+        registry.move_alias(
+            srv["client"], name, CHAMPION, to, expected_from=expected, why="promoted", who="airflow"
+        )
     entry = registry.rollback(srv["client"], name, why="complaints since v3", who="ada")
     assert champion(srv, name) == v2
-    assert (entry["from"], entry["to"], entry["who"], entry["why"]) == (v3, v2, "ada", "rollback: complaints since v3")
+    assert (entry["from"], entry["to"], entry["who"], entry["why"]) == (
+        v3,
+        v2,
+        "ada",
+        "rollback: complaints since v3",
+    )
     history = registry.alias_history(srv["client"], name)
     assert history[-1] == entry and [e["seq"] for e in history] == [1, 2, 3, 4]
 
 
-PROMOTE_RACER = RACER_PRELUDE + '''
+PROMOTE_RACER = (
+    RACER_PRELUDE
+    + """
 name, expected, target = args
 try:
     entry = registry.move_alias(client, name, "champion", target, expected_from=expected, why="gate passed",
@@ -160,7 +221,8 @@ try:
     print(json.dumps({"won": entry["to"]}))
 except registry.PromotionConflict as exc:
     print(json.dumps({"conflict": str(exc)}))
-'''
+"""
+)
 
 
 def test_of_concurrent_promoters_from_one_champion_exactly_one_wins(srv, name, tmp_path):
@@ -185,7 +247,9 @@ def test_a_lock_left_by_a_dead_promoter_is_broken_and_a_live_one_is_waited_for(s
     client = srv["client"]
     v1, v2 = register(srv, name, "run-1"), register(srv, name, "run-2")
     lock = name + registry.LOCK_SUFFIX
-    client.create_registered_model(lock, tags={"lock.token": "someone-else", "lock.who": "bob", "lock.host": "w1:42"})
+    client.create_registered_model(
+        lock, tags={"lock.token": "someone-else", "lock.who": "bob", "lock.host": "w1:42"}
+    )
     monkeypatch.setattr(registry, "LOCK_WAIT_S", 0.5)
     with pytest.raises(RegistryError, match=f"another alias move holds '{re.escape(lock)}' \\(bob on w1:42"):
         registry.move_alias(client, name, CHAMPION, v1, expected_from=None, why="first")
@@ -204,27 +268,55 @@ def test_a_lock_left_by_a_dead_promoter_is_broken_and_a_live_one_is_waited_for(s
 
 # Approval and rollback as a model owner does them: `mlops models ...` in its own process -------
 
+
 def owner_workflow(tmp_path, srv, model: str, *, timeout_hours: float = 1.0) -> dict:
     """A workflow whose model is `model`, approval manual; the env a `mlops` child needs for it."""
     path = tmp_path / "workflows.yaml"
-    path.write_text(f"workflows:\n  {model.removesuffix('_student')}:\n    labels: [billing, shipping, login]\n"
-                    f"    gate: {{approval: manual, approval_timeout_hours: {timeout_hours}}}\n")
+    path.write_text(
+        f"workflows:\n  {model.removesuffix('_student')}:\n    labels: [billing, shipping, login]\n"
+        f"    gate: {{approval: manual, approval_timeout_hours: {timeout_hours}}}\n"
+    )
     return {**srv["env"], "MLOPS_WORKFLOWS_FILE": str(path)}
 
 
 def mlops(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ml.cli", *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "ml.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
 
 
 def gated(srv, name: str, key: str, *, champion_version: str | None, passed: bool = True) -> dict:
     """A version registered as register_challenger does: its gate result and decision in tags."""
-    decision = decide(metrics(0.9 if passed else 0.1), metrics(0.8) if champion_version else None, WORKFLOW.gate,
-                      latency_sla_p99_ms=WORKFLOW.latency_sla_p99_ms, champion_version=champion_version)
-    version = registry.register(srv["client"], name, srv["model_uri"], srv["run_id"], idempotency_key=key, tags={
-        "workflow": "tickets", "gate": "passed" if decision.passed else "failed",
-        "gate_decision": json.dumps(decision.to_dict())})
-    return {"model": name, "version": version, "passed": decision.passed, "champion_version": champion_version}
+    decision = decide(
+        metrics(0.9 if passed else 0.1),
+        metrics(0.8) if champion_version else None,
+        WORKFLOW.gate,
+        latency_sla_p99_ms=WORKFLOW.latency_sla_p99_ms,
+        champion_version=champion_version,
+    )
+    version = registry.register(
+        srv["client"],
+        name,
+        srv["model_uri"],
+        srv["run_id"],
+        idempotency_key=key,
+        tags={
+            "workflow": "tickets",
+            "gate": "passed" if decision.passed else "failed",
+            "gate_decision": json.dumps(decision.to_dict()),
+        },
+    )
+    return {
+        "model": name,
+        "version": version,
+        "passed": decision.passed,
+        "champion_version": champion_version,
+    }
 
 
 @pytest.fixture
@@ -244,29 +336,52 @@ def test_a_waiting_run_promotes_what_the_owner_approves_and_the_cli_does_not(srv
     reg = gated(srv, name, f"distill__{wf}/run-2", champion_version=owner["v1"])
     run = f"distill__{wf}/run-2"
     looked = await_approval(wf, run, reg)
-    assert looked["state"] == "waiting" and f"mlops models approve|reject {reg['version']}" in looked["message"]
+    assert (
+        looked["state"] == "waiting" and f"mlops models approve|reject {reg['version']}" in looked["message"]
+    )
     assert not promote(wf, run, reg)["promoted"]  # nothing decided: promote never moves
 
-    approved = mlops(env, "models", "approve", reg["version"], "--reason", "reviewed the confusion matrix",
-                     "--who", "ada", "--workflow", wf, "--json")
+    approved = mlops(
+        env,
+        "models",
+        "approve",
+        reg["version"],
+        "--reason",
+        "reviewed the confusion matrix",
+        "--who",
+        "ada",
+        "--workflow",
+        wf,
+        "--json",
+    )
     assert approved.returncode == 0, approved.stderr
     out = json.loads(approved.stdout)
     assert (out["moved"], out["promoted_by"], out["decision"]["who"]) == (False, run, "ada")
     assert champion(srv, name) == owner["v1"]  # the CLI left the move to the waiting run
 
     looked = await_approval(wf, run, reg)
-    assert (looked["state"], looked["who"], looked["why"]) == ("approved", "ada", "reviewed the confusion matrix")
+    assert (looked["state"], looked["who"], looked["why"]) == (
+        "approved",
+        "ada",
+        "reviewed the confusion matrix",
+    )
     assert promote(wf, run, reg)["promoted"] and champion(srv, name) == reg["version"]
     last = registry.alias_history(srv["client"], name)[-1]
-    assert (last["from"], last["to"], last["who"], last["kind"]) == (owner["v1"], reg["version"], "ada", "promote")
+    assert (last["from"], last["to"], last["who"], last["kind"]) == (
+        owner["v1"],
+        reg["version"],
+        "ada",
+        "promote",
+    )
     assert last["why"].startswith("approved: reviewed the confusion matrix")
     assert registry.wait_of(srv["client"], name, reg["version"])["outcome"] == "approved"
 
     shown = json.loads(mlops(env, "models", "show", reg["version"], "--workflow", wf, "--json").stdout)
     assert shown["approval"]["who"] == "ada" and shown["gate"]["passed"] is True
     listed = json.loads(mlops(env, "models", "list", "--workflow", wf, "--json").stdout)
-    assert [(v["version"], v["aliases"], v["gate"], (v["approval"] or {}).get("decision")) for v in listed] == [
-        (owner["v1"], [], None, None), (reg["version"], ["champion"], "passed", "approved")]
+    assert [
+        (v["version"], v["aliases"], v["gate"], (v["approval"] or {}).get("decision")) for v in listed
+    ] == [(owner["v1"], [], None, None), (reg["version"], ["champion"], "passed", "approved")]
 
 
 def test_a_rejection_ends_the_wait_and_promote_moves_nothing(srv, owner):
@@ -274,30 +389,61 @@ def test_a_rejection_ends_the_wait_and_promote_moves_nothing(srv, owner):
     reg = gated(srv, name, f"distill__{wf}/run-2", champion_version=owner["v1"])
     run = f"distill__{wf}/run-2"
     assert await_approval(wf, run, reg)["state"] == "waiting"
-    rejected = mlops(owner["env"], "models", "reject", reg["version"], "--reason", "misroutes refunds", "--who", "bob",
-                     "--workflow", wf)
+    rejected = mlops(
+        owner["env"],
+        "models",
+        "reject",
+        reg["version"],
+        "--reason",
+        "misroutes refunds",
+        "--who",
+        "bob",
+        "--workflow",
+        wf,
+    )
     assert rejected.returncode == 0, rejected.stderr
     assert f"DAG run {run} ends at its next look with promote skipped" in rejected.stdout
     looked = await_approval(wf, run, reg)
-    assert looked["state"] == "rejected" and "rejected by bob" in looked["message"] and "misroutes refunds" in looked["message"]
+    assert (
+        looked["state"] == "rejected"
+        and "rejected by bob" in looked["message"]
+        and "misroutes refunds" in looked["message"]
+    )
     assert not promote(wf, run, reg)["promoted"] and champion(srv, name) == owner["v1"]
 
 
-@pytest.mark.parametrize("owner", [0.005], indirect=True)  # 18 s: a loaded CI host must still see the wait open
+@pytest.mark.parametrize(
+    "owner", [0.005], indirect=True
+)  # 18 s: a loaded CI host must still see the wait open
 def test_after_the_timeout_the_run_gives_up_and_approve_moves_champion_itself(srv, owner):
     name, wf = owner["name"], owner["workflow"]
     reg = gated(srv, name, f"distill__{wf}/run-2", champion_version=owner["v1"])
     run = f"distill__{wf}/run-2"
     wait = await_approval(wf, run, reg)
     assert wait["state"] == "waiting"
-    time.sleep(max(0.0, (datetime.fromisoformat(wait["deadline"]) - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+    time.sleep(
+        max(0.0, (datetime.fromisoformat(wait["deadline"]) - datetime.now(timezone.utc)).total_seconds())
+        + 0.2
+    )
     looked = await_approval(wf, run, reg)
     assert looked["state"] == "timed_out"
-    assert "nobody approved or rejected" in looked["message"] and "approval_timeout_hours=0.005" in looked["message"]
+    assert (
+        "nobody approved or rejected" in looked["message"]
+        and "approval_timeout_hours=0.005" in looked["message"]
+    )
     assert champion(srv, name) == owner["v1"]
 
-    approved = mlops(owner["env"], "models", "approve", reg["version"], "--reason", "late but fine", "--workflow", wf,
-                     "--json")
+    approved = mlops(
+        owner["env"],
+        "models",
+        "approve",
+        reg["version"],
+        "--reason",
+        "late but fine",
+        "--workflow",
+        wf,
+        "--json",
+    )
     assert approved.returncode == 0, approved.stderr
     assert json.loads(approved.stdout)["moved"] is True and champion(srv, name) == reg["version"]
 
@@ -307,7 +453,10 @@ def test_approve_refuses_a_failed_gate_and_a_champion_that_moved_since_the_gate(
     failed = gated(srv, name, "run-2", champion_version=owner["v1"], passed=False)
     refused = mlops(env, "models", "approve", failed["version"], "--reason", "x", "--workflow", wf)
     assert refused.returncode != 0 and f"v{failed['version']} failed its gate" in refused.stderr
-    assert "--override-gate" in refused.stderr and registry.decision_of(srv["client"], name, failed["version"]) is None
+    assert (
+        "--override-gate" in refused.stderr
+        and registry.decision_of(srv["client"], name, failed["version"]) is None
+    )
 
     stale = gated(srv, name, "run-3", champion_version=owner["v1"])
     v4 = register(srv, name, "run-4")
@@ -316,11 +465,23 @@ def test_approve_refuses_a_failed_gate_and_a_champion_that_moved_since_the_gate(
     assert conflict.returncode != 0 and f"is now v{v4}, not v{owner['v1']}" in conflict.stderr
     assert champion(srv, name) == v4 and registry.decision_of(srv["client"], name, stale["version"]) is None
     # The owner decides against what serves now: recorded as an override.
-    forced = mlops(env, "models", "approve", stale["version"], "--reason", "v4 regressed", "--override-gate",
-                   "--workflow", wf, "--json")
+    forced = mlops(
+        env,
+        "models",
+        "approve",
+        stale["version"],
+        "--reason",
+        "v4 regressed",
+        "--override-gate",
+        "--workflow",
+        wf,
+        "--json",
+    )
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout)["move"]["from"] == v4 and champion(srv, name) == stale["version"]
-    assert registry.decision_of(srv["client"], name, stale["version"])["why"] == "v4 regressed (gate overridden)"
+    assert (
+        registry.decision_of(srv["client"], name, stale["version"])["why"] == "v4 regressed (gate overridden)"
+    )
 
     missing = mlops(env, "models", "approve", "999", "--reason", "x", "--workflow", wf)
     assert missing.returncode != 0 and f"{name} has no version 999" in missing.stderr
@@ -333,7 +494,9 @@ def test_mlops_models_rollback_twice_goes_two_champions_back(srv, owner):
     registry.move_alias(srv["client"], name, CHAMPION, v3, expected_from=v2, why="promoted", kind="promote")
     steps = []
     for reason in ("v3 misroutes refunds", "v2 is no better"):
-        done = mlops(env, "models", "rollback", "--reason", reason, "--who", "ada", "--workflow", wf, "--json")
+        done = mlops(
+            env, "models", "rollback", "--reason", reason, "--who", "ada", "--workflow", wf, "--json"
+        )
         assert done.returncode == 0, done.stderr
         steps.append((json.loads(done.stdout)["from"], json.loads(done.stdout)["to"], champion(srv, name)))
     assert steps == [(v3, v2, v2), (v2, v1, v1)]
@@ -342,4 +505,9 @@ def test_mlops_models_rollback_twice_goes_two_champions_back(srv, owner):
     assert champion(srv, name) == v1
     history = json.loads(mlops(env, "models", "history", "--workflow", wf, "--json").stdout)
     assert [(e["from"], e["to"], e["kind"]) for e in history] == [
-        (None, v1, "promote"), (v1, v2, "promote"), (v2, v3, "promote"), (v3, v2, "rollback"), (v2, v1, "rollback")]
+        (None, v1, "promote"),
+        (v1, v2, "promote"),
+        (v2, v3, "promote"),
+        (v3, v2, "rollback"),
+        (v2, v1, "rollback"),
+    ]

@@ -55,8 +55,13 @@ def world(tmp_path_factory):
         settings = load_settings()
         settings.ensure_dirs()
         migrate(settings)
-        yield {"root": root, "base": base, "settings": settings, "db": settings.airflow_home / "airflow.db",
-               "upstream": settings.state_dir / "upstream"}
+        yield {
+            "root": root,
+            "base": base,
+            "settings": settings,
+            "db": settings.airflow_home / "airflow.db",
+            "upstream": settings.state_dir / "upstream",
+        }
 
 
 def query(world, sql: str, *args) -> list[tuple]:
@@ -65,14 +70,21 @@ def query(world, sql: str, *args) -> list[tuple]:
 
 
 def events(world) -> list[dict]:
-    rows = query(world, "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                        "WHERE a.name = ? ORDER BY e.id", f"{WF}.upstream")
+    rows = query(
+        world,
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = ? ORDER BY e.id",
+        f"{WF}.upstream",
+    )
     return [json.loads(extra) for (extra,) in rows]
 
 
 def task_states(world, run_id: str) -> dict[str, tuple[str, int]]:
-    rows = query(world, "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                 DAG, run_id)
+    rows = query(
+        world,
+        "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
+        DAG,
+        run_id,
+    )
     return {task: (state, tries) for task, state, tries in rows}
 
 
@@ -83,7 +95,9 @@ def latest_run_id(world) -> str:
 def rerun_check_task(world, run_id: str) -> None:
     """Run check_upstream of an existing DAG run again, as a retry or a cleared task would."""
     log = world["settings"].airflow_home / "logs" / "tasks_test.log"
-    proc = run_airflow(world["settings"], ["tasks", "test", DAG, "check_upstream", run_id], log_path=log, check=False)
+    proc = run_airflow(
+        world["settings"], ["tasks", "test", DAG, "check_upstream", run_id], log_path=log, check=False
+    )
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 
@@ -103,7 +117,10 @@ def test_the_first_observation_is_a_baseline_without_an_event(world):
 def test_no_change_no_event(world):
     airflow_runner.test_dag(world["settings"], DAG)
     run_id = latest_run_id(world)
-    assert task_states(world, run_id) == {"check_upstream": ("skipped", 1), "acknowledge_change": ("skipped", 0)}
+    assert task_states(world, run_id) == {
+        "check_upstream": ("skipped", 1),
+        "acknowledge_change": ("skipped", 0),
+    }
     assert events(world) == []
 
 
@@ -115,7 +132,10 @@ def test_a_new_base_directory_emits_exactly_one_event(world):
     write_base(world["base"], b"weights-v2")
     airflow_runner.test_dag(world["settings"], DAG)
     world["change_run"] = run_id = latest_run_id(world)
-    assert task_states(world, run_id) == {"check_upstream": ("success", 1), "acknowledge_change": ("success", 1)}
+    assert task_states(world, run_id) == {
+        "check_upstream": ("success", 1),
+        "acknowledge_change": ("success", 1),
+    }
     [event] = events(world)
     assert event["changed"] == ["base_model"]
     assert event["old"]["base_model"]["value"] == old

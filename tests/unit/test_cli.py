@@ -21,13 +21,24 @@ GROUPS = ("config", "demo", "run", "airflow", "workflows", "doctor", "data", "mo
 def env(tmp_path) -> dict[str, str]:
     """The caller's environment without its MLOPS_* settings, on a fresh state folder."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    return {**clean, "MLOPS_STATE_DIR": str(tmp_path / "state"), "MLOPS_TORCH_THREADS": "1",
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return {
+        **clean,
+        "MLOPS_STATE_DIR": str(tmp_path / "state"),
+        "MLOPS_TORCH_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ml.cli", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ml.cli", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def mlops(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -38,6 +49,7 @@ def mlops(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def subcommands() -> list[list[str]]:
     """Every command and sub-action the parser declares, e.g. ["data", "import"]."""
+
     def walk(parser, prefix):
         found = []
         for action in parser._actions:
@@ -46,6 +58,7 @@ def subcommands() -> list[list[str]]:
                     found.append(prefix + [name])
                     found += walk(sub, prefix + [name])
         return found
+
     return walk(build_parser(), [])
 
 
@@ -57,7 +70,9 @@ def test_help_lists_every_group(env):
 
 
 def test_each_group_has_help_that_exits_0(env):
-    running = [(group, start([group, "--help"], env)) for group in GROUPS]  # all at once: each pays its imports
+    running = [
+        (group, start([group, "--help"], env)) for group in GROUPS
+    ]  # all at once: each pays its imports
     for group, proc in running:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, (group, err[-2000:])
@@ -68,7 +83,11 @@ def test_every_sub_action_has_help(capsys):
     # In-process: the groups' subprocess runs above show that the real entry point works.
     commands = subcommands()
     assert {c[0] for c in commands} >= set(GROUPS)
-    assert ["data", "import"] in commands and ["models", "rollback"] in commands and ["costs", "report"] in commands
+    assert (
+        ["data", "import"] in commands
+        and ["models", "rollback"] in commands
+        and ["costs", "report"] in commands
+    )
     for command in (c for c in commands if len(c) > 1):
         with pytest.raises(SystemExit) as exit_:
             build_parser().parse_args([*command, "--help"])
@@ -83,10 +102,13 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("args", [
-    ["run", "--workflow", "nope"],
-    ["data", "versions", "--workflow", "nope"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--workflow", "nope"],
+        ["data", "versions", "--workflow", "nope"],
+    ],
+)
 def test_an_unknown_workflow_is_one_line_and_exit_1(env, args):
     line = one_line_error(mlops(args, env))
     assert line.startswith(f"mlops {args[0]}: unknown workflow 'nope'") and "ticket_routing" in line
@@ -127,7 +149,9 @@ def test_doctor_json_reports_each_check(env, tmp_path):
     assert result.returncode in (0, 1), result.stderr[-2000:]
     report = json.loads(result.stdout)
     checks = {c["check"]: c for c in report["checks"]}
-    assert all(set(c) == {"check", "ok", "detail", "warning"} and isinstance(c["ok"], bool) for c in checks.values())
+    assert all(
+        set(c) == {"check", "ok", "detail", "warning"} and isinstance(c["ok"], bool) for c in checks.values()
+    )
     # A new state folder is a warning (a mistyped MLOPS_STATE_DIR must not pass as "all ok"), not a failure.
     assert checks["state folder has data"]["warning"] is True and report["warnings"] == 1
     assert {"versions", "state folder writable", "workflows file", "ledger database", "device"} <= set(checks)

@@ -21,11 +21,22 @@ from tests.unit.test_cli import ROOT, env, mlops, start, subcommands  # noqa: F4
 # Positional arguments get a plausible value; `demo` and `run` would run the whole lifecycle,
 # so they are pointed at an unknown workflow and must fail at once, with a JSON error. (Their
 # success documents are parsed by tests/e2e/test_lifecycle.py and tests/e2e/test_approval.py.)
-POSITIONALS = {"entry_id": "1", "path": "no_such_file.csv", "action": "list", "id": None, "version": "1",
-               "file": "no_such_file.csv", "name": "ticket_routing"}
+POSITIONALS = {
+    "entry_id": "1",
+    "path": "no_such_file.csv",
+    "action": "list",
+    "id": None,
+    "version": "1",
+    "file": "no_such_file.csv",
+    "name": "ticket_routing",
+}
 HEAVY = {("demo",), ("run",)}
-REQUIRED_OPTIONS = {"--reason": "checked in the json test", "--quantity": "1", "--from": "no_such_file.csv",
-                    "--out": "no_such_folder/checkout"}
+REQUIRED_OPTIONS = {
+    "--reason": "checked in the json test",
+    "--quantity": "1",
+    "--from": "no_such_file.csv",
+    "--out": "no_such_folder/checkout",
+}
 MUTUALLY_EXCLUSIVE = {("costs", "add"): ["--role", "ml_engineer"]}
 
 
@@ -63,7 +74,14 @@ def json_commands() -> list[list[str]]:
 
 def test_the_parser_lists_the_json_commands_a_script_would_use():
     listed = {" ".join(c[:2]) for c in json_commands()}
-    for expected in ("config --json", "costs report", "costs entries", "models list", "data versions", "doctor --json"):
+    for expected in (
+        "config --json",
+        "costs report",
+        "costs entries",
+        "models list",
+        "data versions",
+        "doctor --json",
+    ):
         assert any(x.startswith(expected) for x in listed), (expected, sorted(listed))
 
 
@@ -84,7 +102,9 @@ def test_every_json_command_prints_exactly_one_json_document(env):
         try:
             doc = json.loads(out)
         except json.JSONDecodeError as exc:
-            pytest.fail(f"`mlops {' '.join(argv)}` printed no single JSON document ({exc}):\n{out[:2000]}\n{err[-2000:]}")
+            pytest.fail(
+                f"`mlops {' '.join(argv)}` printed no single JSON document ({exc}):\n{out[:2000]}\n{err[-2000:]}"
+            )
         if proc.returncode != 0:
             assert isinstance(doc, dict) and doc.get("error"), (argv, doc)
             assert doc["error"] in err, "the one-line error is on stderr as well"
@@ -104,8 +124,9 @@ def test_what_a_step_or_a_child_process_prints_goes_to_stderr_under_json(tmp_pat
         from ml.cli import main
         sys.exit(main(["workflows", "--json"]))
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, text=True, capture_output=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, text=True, capture_output=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert isinstance(json.loads(result.stdout), (list, dict))
     assert "chatter from a step" in result.stderr and "chatter from a child process" in result.stderr
@@ -113,7 +134,14 @@ def test_what_a_step_or_a_child_process_prints_goes_to_stderr_under_json(tmp_pat
 
 def test_a_closed_pipe_is_not_a_traceback(env):
     # `mlops config | head -1`: the reader goes away after one line.
-    result = subprocess.run(f"{sys.executable} -m ml.cli config | head -1", shell=True, cwd=ROOT, env=env,
-                            text=True, capture_output=True, timeout=300)
+    result = subprocess.run(
+        f"{sys.executable} -m ml.cli config | head -1",
+        shell=True,
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert result.stdout.strip(), result.stderr
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr

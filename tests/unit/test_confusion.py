@@ -11,10 +11,7 @@ from ml.evaluate.metrics import classification_report, confusion_matrix, per_cla
 
 LABELS = ["billing", "login", "shipping", "$5 fraud"]  # "$…$" would be read as mathtext
 # 100 billing (3 misrouted to fraud), 20 login (1 to billing), 5 shipping (all right), no fraud at all.
-CM = np.array([[97, 0, 0, 3],
-               [1, 19, 0, 0],
-               [0, 0, 5, 0],
-               [0, 0, 0, 0]])
+CM = np.array([[97, 0, 0, 3], [1, 19, 0, 0], [0, 0, 5, 0], [0, 0, 0, 0]])
 
 
 def test_row_normalised_rows_are_shares_of_the_true_class():
@@ -52,7 +49,9 @@ def test_png_and_table_land_in_the_mlflow_run(tmp_path):
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        experiment = mlflow.create_experiment("confusion", artifact_location=(tmp_path / "artifacts").as_uri())
+        experiment = mlflow.create_experiment(
+            "confusion", artifact_location=(tmp_path / "artifacts").as_uri()
+        )
         image = confusion.save_png(CM, LABELS, tmp_path / confusion.IMAGE_ARTIFACT)
         with mlflow.start_run(experiment_id=experiment) as run:
             confusion.log_to_mlflow(CM, LABELS, image)
@@ -60,9 +59,16 @@ def test_png_and_table_land_in_the_mlflow_run(tmp_path):
         assert {"confusion_matrix.png", "eval"} <= names
         table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{confusion.TABLE_ARTIFACT}")
         assert table["columns"] == ["label", "support", "predicted", "correct", "precision", "recall", "f1"]
-        assert [row[0] for row in table["data"]] == LABELS and [row[1] for row in table["data"]] == [100, 20, 5, 0]
+        assert [row[0] for row in table["data"]] == LABELS and [row[1] for row in table["data"]] == [
+            100,
+            20,
+            5,
+            0,
+        ]
         # The run says it holds a table, which is what the MLflow UI's evaluation view lists.
-        assert confusion.TABLE_ARTIFACT in mlflow.get_run(run.info.run_id).data.tags.get("mlflow.loggedArtifacts", "")
+        assert confusion.TABLE_ARTIFACT in mlflow.get_run(run.info.run_id).data.tags.get(
+            "mlflow.loggedArtifacts", ""
+        )
     finally:
         mlflow.set_tracking_uri(before)
     from PIL import Image

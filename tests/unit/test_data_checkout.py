@@ -33,12 +33,18 @@ def batch(path: Path, rows: list[tuple[str, str]]):
 def world(tmp_path_factory):
     """Two training versions and the frozen evaluation set, pushed; the bytes of each kept aside."""
     tmp = tmp_path_factory.mktemp("checkout")
-    store = DatasetStore(tmp / "state" / "data" / "tickets", str(tmp / "state" / "dvc-remote" / "tickets"))  # as store_for names it
+    store = DatasetStore(
+        tmp / "state" / "data" / "tickets", str(tmp / "state" / "dvc-remote" / "tickets")
+    )  # as store_for names it
     kept = {}
-    v1 = store.accept(batch(tmp / "b1.csv", [("my parcel is late", "shipping"), ("refund please", "billing")]))
+    v1 = store.accept(
+        batch(tmp / "b1.csv", [("my parcel is late", "shipping"), ("refund please", "billing")])
+    )
     kept[v1["version"]] = store.path("train").read_bytes()
-    gold = store.accept(batch(tmp / "gold.csv", [("where is my parcel", "shipping"), ("reset my password", "login")]),
-                        role="eval")
+    gold = store.accept(
+        batch(tmp / "gold.csv", [("where is my parcel", "shipping"), ("reset my password", "login")]),
+        role="eval",
+    )
     kept[gold["version"]] = store.path("eval").read_bytes()
     v2 = store.accept(batch(tmp / "b2.csv", [("cannot log in", "login"), ("charged twice", "billing")]))
     kept[v2["version"]] = store.path("train").read_bytes()
@@ -46,8 +52,14 @@ def world(tmp_path_factory):
     for name in ("train.parquet", "eval.parquet", "train.parquet.dvc", "eval.parquet.dvc"):
         (store.root / name).unlink()
     shutil.rmtree(store.root / ".dvc" / "cache")
-    return {"tmp": tmp, "store": store, "v1": v1["version"], "v2": v2["version"], "eval": gold["version"],
-            "kept": kept}
+    return {
+        "tmp": tmp,
+        "store": store,
+        "v1": v1["version"],
+        "v2": v2["version"],
+        "eval": gold["version"],
+        "kept": kept,
+    }
 
 
 def test_an_older_training_version_comes_back_byte_for_byte_with_the_frozen_eval_set(world, tmp_path):
@@ -90,12 +102,23 @@ def test_nothing_is_overwritten_and_unknown_versions_name_the_fix(world, tmp_pat
 
 
 def test_mlops_data_checkout_command(world, tmp_path):
-    (tmp_path / "workflows.yaml").write_text("workflows:\n  tickets:\n    labels: [billing, login, shipping]\n")
-    env = {**os.environ, "MLOPS_STATE_DIR": str(world["tmp"] / "state"),
-           "MLOPS_WORKFLOWS_FILE": str(tmp_path / "workflows.yaml")}
+    (tmp_path / "workflows.yaml").write_text(
+        "workflows:\n  tickets:\n    labels: [billing, login, shipping]\n"
+    )
+    env = {
+        **os.environ,
+        "MLOPS_STATE_DIR": str(world["tmp"] / "state"),
+        "MLOPS_WORKFLOWS_FILE": str(tmp_path / "workflows.yaml"),
+    }
     out = tmp_path / "cli"
-    proc = subprocess.run([sys.executable, "-m", "ml.cli", "data", "checkout", world["v1"][:12], "--out", str(out),
-                           "--json"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ml.cli", "data", "checkout", world["v1"][:12], "--out", str(out), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["files"]["train"]["version"] == world["v1"]
     assert md5(out / "train.parquet") == world["v1"] and md5(out / "eval.parquet") == world["eval"]

@@ -29,9 +29,13 @@ def files(tmp_path) -> dict[str, Path]:
     drop = tmp_path / "drop"
     drop.mkdir()
     return {
-        "train1": batch_file(drop / "train1.csv", ["my parcel is late", "refund please"], ["shipping", "billing"]),
+        "train1": batch_file(
+            drop / "train1.csv", ["my parcel is late", "refund please"], ["shipping", "billing"]
+        ),
         "train2": batch_file(drop / "train2.csv", ["refund please", "cannot log in"], ["billing", "login"]),
-        "gold": batch_file(drop / "gold.csv", ["where is my parcel", "reset my password"], ["shipping", "login"]),
+        "gold": batch_file(
+            drop / "gold.csv", ["where is my parcel", "reset my password"], ["shipping", "login"]
+        ),
         "gold2": batch_file(drop / "gold2.csv", ["another gold row", "and one more"]),
     }
 
@@ -77,14 +81,20 @@ def test_batches_merge_without_duplicates_and_versions_stay_in_order(tmp_path, s
     assert second["version"] != first["version"] == store.versions("train")[0]["version"]
     assert [v["batch"] for v in store.versions()] == ["train1.csv", "train2.csv"]
     assert store.current("train")["version"] == second["version"] == dvc_md5(store, "train")
-    assert store.load("train")[contract.TEXT].tolist() == ["my parcel is late", "refund please", "cannot log in"]
+    assert store.load("train")[contract.TEXT].tolist() == [
+        "my parcel is late",
+        "refund please",
+        "cannot log in",
+    ]
     for record in (first, second):  # every version stays retrievable from the remote
         assert remote_object(tmp_path / "remote", record["version"]).is_file()
 
 
 def test_the_same_batch_twice_is_accepted_once(tmp_path, store, files):
     first = store.accept(read_batch(files["train1"]))
-    copy = batch_file(tmp_path / "renamed_copy.csv", ["my parcel is late", "refund please"], ["shipping", "billing"])
+    copy = batch_file(
+        tmp_path / "renamed_copy.csv", ["my parcel is late", "refund please"], ["shipping", "billing"]
+    )
     for again in (read_batch(files["train1"]), read_batch(copy)):  # same bytes under another name too
         record = store.accept(again)
         assert record["already_accepted"] is True and record["version"] == first["version"]
@@ -96,7 +106,9 @@ def test_the_same_batch_twice_is_accepted_once(tmp_path, store, files):
 
 def test_the_evaluation_set_is_frozen(store, files):
     frozen = store.accept(read_batch(files["gold"]), role="eval")
-    with pytest.raises(DatasetError, match=f"evaluation set is frozen \\(version {frozen['version'][:12]}\\)"):
+    with pytest.raises(
+        DatasetError, match=f"evaluation set is frozen \\(version {frozen['version'][:12]}\\)"
+    ):
         store.accept(read_batch(files["gold2"]), role="eval")
     assert store.versions() == [frozen]
     assert store.load("eval")[contract.TEXT].tolist() == ["where is my parcel", "reset my password"]

@@ -49,8 +49,10 @@ def test_same_seed_gives_byte_identical_files(tmp_path, seed_a, seed_b, identica
 
 def test_output_does_not_depend_on_the_process_hash_seed(tmp_path):
     # Set iteration order and str hashes change with PYTHONHASHSEED; the files must not.
-    code = "import sys; from pathlib import Path; from ml.demo_data import generate; " \
-           "generate(Path(sys.argv[1]), n_calls=200, n_gold=40)"
+    code = (
+        "import sys; from pathlib import Path; from ml.demo_data import generate; "
+        "generate(Path(sys.argv[1]), n_calls=200, n_gold=40)"
+    )
     for name, hash_seed in (("a", "1"), ("b", "2")):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True, cwd=REPO_ROOT, env=env)
@@ -67,8 +69,11 @@ def test_summary_counts_match_the_files(demo):
     summary, calls, gold = demo
     statuses = collections.Counter(c["status"] for c in calls)
     assert (summary["n_calls"], summary["n_gold"]) == (len(calls), len(gold)) == (2400, 400)
-    assert (summary["n_ok"], summary["n_error"], summary["n_timeout"]) == \
-        (statuses["ok"], statuses["error"], statuses["timeout"])
+    assert (summary["n_ok"], summary["n_error"], summary["n_timeout"]) == (
+        statuses["ok"],
+        statuses["error"],
+        statuses["timeout"],
+    )
     assert summary["labels"] == list(LABELS)
     json.dumps(summary)  # the CLI prints it with --json
 
@@ -87,11 +92,14 @@ def test_every_label_appears_in_both_files(demo):
     assert {g["label"] for g in gold} == set(LABELS)
 
 
-@pytest.mark.parametrize("status, expected_rate, tolerance", [
-    ("error", demo_data.ERROR_RATE, 0.012),
-    ("timeout", demo_data.TIMEOUT_RATE, 0.008),
-    ("ok", 1 - demo_data.ERROR_RATE - demo_data.TIMEOUT_RATE, 0.015),
-])
+@pytest.mark.parametrize(
+    "status, expected_rate, tolerance",
+    [
+        ("error", demo_data.ERROR_RATE, 0.012),
+        ("timeout", demo_data.TIMEOUT_RATE, 0.008),
+        ("ok", 1 - demo_data.ERROR_RATE - demo_data.TIMEOUT_RATE, 0.015),
+    ],
+)
 def test_status_rates_are_near_the_configured_ones(demo, status, expected_rate, tolerance):
     _, calls, _ = demo
     rate = sum(c["status"] == status for c in calls) / len(calls)
@@ -114,6 +122,7 @@ def test_teacher_errors_are_neighbour_confusions_and_cluster_on_mixed_tickets():
 
     def error_rate(group):
         return sum(a != t.label for t, a in group) / len(group)
+
     mixed = [(t, a) for t, a in zip(tickets, answers) if t.mixed_with]
     plain = [(t, a) for t, a in zip(tickets, answers) if not t.mixed_with]
     assert error_rate(mixed) > 2 * error_rate(plain)
@@ -121,10 +130,20 @@ def test_teacher_errors_are_neighbour_confusions_and_cluster_on_mixed_tickets():
 
 CALL_FIELDS = {
     # field: (types allowed, null allowed)
-    "call_id": (str, False), "ts": (str, False), "workflow": (str, False), "request_text": (str, False),
-    "response_label": (str, True), "label_probs": (dict, True), "model": (str, False),
-    "model_version": (str, False), "latency_ms": (float, False), "tokens_in": (int, False),
-    "tokens_out": (int, False), "cost_usd": (float, False), "status": (str, False), "error": (str, True),
+    "call_id": (str, False),
+    "ts": (str, False),
+    "workflow": (str, False),
+    "request_text": (str, False),
+    "response_label": (str, True),
+    "label_probs": (dict, True),
+    "model": (str, False),
+    "model_version": (str, False),
+    "latency_ms": (float, False),
+    "tokens_in": (int, False),
+    "tokens_out": (int, False),
+    "cost_usd": (float, False),
+    "status": (str, False),
+    "error": (str, True),
     "retries": (int, False),
 }
 
@@ -180,7 +199,7 @@ def test_latency_is_long_tailed_around_800_ms(demo):
 def test_tokens_in_grow_with_text_length(demo):
     _, calls, _ = demo
     by_length = sorted(calls, key=lambda c: len(c["request_text"]))
-    short, long = by_length[: len(by_length) // 4], by_length[-len(by_length) // 4:]
+    short, long = by_length[: len(by_length) // 4], by_length[-len(by_length) // 4 :]
     assert statistics.mean(c["tokens_in"] for c in long) > statistics.mean(c["tokens_in"] for c in short) + 10
 
 
@@ -191,12 +210,15 @@ def test_gold_texts_are_disjoint_from_the_call_log(demo):
     assert overlap / len(gold) <= 0.02
 
 
-@pytest.mark.parametrize("what, pattern, min_share", [
-    ("email", r"[\w.+-]+@[\w-]+\.[\w.]+", 0.10),
-    ("phone", r"(\+\d{1,2} |\(\d{3}\) |0)\d{2,4}[ -]\d{3,4}", 0.10),
-    ("order number", r"(#|ORD-)\d{7}", 0.05),
-    ("card-like number", r"\b\d{4} \d{4} \d{4} \d{4}\b", 0.002),
-])
+@pytest.mark.parametrize(
+    "what, pattern, min_share",
+    [
+        ("email", r"[\w.+-]+@[\w-]+\.[\w.]+", 0.10),
+        ("phone", r"(\+\d{1,2} |\(\d{3}\) |0)\d{2,4}[ -]\d{3,4}", 0.10),
+        ("order number", r"(#|ORD-)\d{7}", 0.05),
+        ("card-like number", r"\b\d{4} \d{4} \d{4} \d{4}\b", 0.002),
+    ],
+)
 def test_texts_carry_personal_data_to_mask(demo, what, pattern, min_share):
     _, calls, gold = demo
     texts = [c["request_text"] for c in calls] + [g["text"] for g in gold]
@@ -207,8 +229,11 @@ def test_texts_carry_personal_data_to_mask(demo, what, pattern, min_share):
 @pytest.mark.parametrize("source", ["call_log", "gold"])
 def test_classes_are_imbalanced_but_none_is_vanishing(demo, source):
     _, calls, gold = demo
-    labels = [c["response_label"] for c in calls if c["status"] == "ok"] if source == "call_log" \
+    labels = (
+        [c["response_label"] for c in calls if c["status"] == "ok"]
+        if source == "call_log"
         else [g["label"] for g in gold]
+    )
     shares = [n / len(labels) for n in collections.Counter(labels).values()]
     assert max(shares) > 2 * min(shares)
     assert min(shares) >= 0.015  # 2% of true labels; the teacher's mistakes move a little mass
@@ -223,8 +248,10 @@ def test_texts_vary_in_length_and_wording(demo):
 
 def _naive_bayes_accuracy(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> float:
     """Multinomial naive Bayes on lowercase word counts: the simplest student there is."""
+
     def words(text):
         return re.findall(r"[a-z']+", text.lower())
+
     counts = {label: collections.Counter() for label in LABELS}
     priors = collections.Counter(label for _, label in train)
     for text, label in train:
@@ -233,8 +260,14 @@ def _naive_bayes_accuracy(train: list[tuple[str, str]], test: list[tuple[str, st
     totals = {label: sum(c.values()) for label, c in counts.items()}
 
     def predict(text):
-        return max(LABELS, key=lambda lab: math.log(priors[lab] + 1) + sum(
-            math.log((counts[lab][w] + 1) / (totals[lab] + len(vocab))) for w in words(text)))
+        return max(
+            LABELS,
+            key=lambda lab: (
+                math.log(priors[lab] + 1)
+                + sum(math.log((counts[lab][w] + 1) / (totals[lab] + len(vocab))) for w in words(text))
+            ),
+        )
+
     return sum(predict(text) == label for text, label in test) / len(test)
 
 
@@ -245,13 +278,16 @@ def test_task_is_learnable_but_not_trivially_separable(demo):
     assert 0.6 <= accuracy < 0.98, accuracy
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_calls": 0}, "n_calls"),
-    ({"n_gold": -1}, "n_gold"),
-    ({"teacher_error_rate": 1.5}, "teacher_error_rate"),
-    ({"teacher_error_rate": -0.1}, "teacher_error_rate"),
-    ({"days": 0}, "days"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_calls": 0}, "n_calls"),
+        ({"n_gold": -1}, "n_gold"),
+        ({"teacher_error_rate": 1.5}, "teacher_error_rate"),
+        ({"teacher_error_rate": -0.1}, "teacher_error_rate"),
+        ({"days": 0}, "days"),
+    ],
+)
 def test_bad_arguments_name_the_problem(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate(tmp_path, **kwargs)
@@ -269,10 +305,22 @@ def test_allocate_gives_exact_counts_and_covers_labels_when_it_can(n):
 
 
 def test_custom_window_and_model_are_recorded(tmp_path):
-    summary = generate(tmp_path, n_calls=100, n_gold=20, start=date(2025, 1, 1), days=7,
-                       model="frontier-xl", model_version="2025-12-01", workflow="triage")
+    summary = generate(
+        tmp_path,
+        n_calls=100,
+        n_gold=20,
+        start=date(2025, 1, 1),
+        days=7,
+        model="frontier-xl",
+        model_version="2025-12-01",
+        workflow="triage",
+    )
     with open(summary["call_log_path"], encoding="utf-8") as f:
         calls = [json.loads(line) for line in f]
     first, last = datetime.fromisoformat(calls[0]["ts"]), datetime.fromisoformat(calls[-1]["ts"])
-    assert datetime(2025, 1, 1, tzinfo=timezone.utc) <= first <= last < datetime(2025, 1, 8, tzinfo=timezone.utc)
-    assert {(c["workflow"], c["model"], c["model_version"]) for c in calls} == {("triage", "frontier-xl", "2025-12-01")}
+    assert (
+        datetime(2025, 1, 1, tzinfo=timezone.utc) <= first <= last < datetime(2025, 1, 8, tzinfo=timezone.utc)
+    )
+    assert {(c["workflow"], c["model"], c["model_version"]) for c in calls} == {
+        ("triage", "frontier-xl", "2025-12-01")
+    }

@@ -20,18 +20,52 @@ def t(rows):
 #   At T=2, logits [ln 9, 0] / 2 = [ln 3, 0] -> q_T = [3/4, 1/4], and teacher [0.8, 0.2]
 #   softens to sqrt: [sqrt .8, sqrt .2] ∝ [2, 1] -> p_T = [2/3, 1/3].
 HAND_COMPUTED = [
-    ("one-hot vs uniform, half and half", [[0.0, 0.0]], [[1.0, 0.0]], [0], 1.0, 0.5,
-     0.5 * math.log(2) + 0.5 * math.log(2)),
-    ("soft only", [[math.log(3), 0.0]], [[0.5, 0.5]], [1], 1.0, 1.0,
-     0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)),
-    ("hard only", [[math.log(3), 0.0]], [[0.5, 0.5]], [1], 1.0, 0.0,
-     -math.log(0.25)),
-    ("temperature 2 softens both sides, T^2 scales", [[math.log(9), 0.0]], [[0.8, 0.2]], [0], 2.0, 0.5,
-     0.5 * 4 * (2 / 3 * math.log((2 / 3) / 0.75) + 1 / 3 * math.log((1 / 3) / 0.25)) - 0.5 * math.log(0.9)),
-    ("batch mean of two rows", [[0.0, 0.0], [math.log(3), 0.0]], [[1.0, 0.0], [0.5, 0.5]], [0, 1], 1.0, 1.0,
-     (math.log(2) + 0.5 * math.log(4 / 3)) / 2),
-    ("three classes, zero teacher prob", [[0.0, 0.0, 0.0]], [[0.0, 0.5, 0.5]], [1], 1.0, 1.0,
-     math.log(0.5 / (1 / 3))),
+    (
+        "one-hot vs uniform, half and half",
+        [[0.0, 0.0]],
+        [[1.0, 0.0]],
+        [0],
+        1.0,
+        0.5,
+        0.5 * math.log(2) + 0.5 * math.log(2),
+    ),
+    (
+        "soft only",
+        [[math.log(3), 0.0]],
+        [[0.5, 0.5]],
+        [1],
+        1.0,
+        1.0,
+        0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25),
+    ),
+    ("hard only", [[math.log(3), 0.0]], [[0.5, 0.5]], [1], 1.0, 0.0, -math.log(0.25)),
+    (
+        "temperature 2 softens both sides, T^2 scales",
+        [[math.log(9), 0.0]],
+        [[0.8, 0.2]],
+        [0],
+        2.0,
+        0.5,
+        0.5 * 4 * (2 / 3 * math.log((2 / 3) / 0.75) + 1 / 3 * math.log((1 / 3) / 0.25)) - 0.5 * math.log(0.9),
+    ),
+    (
+        "batch mean of two rows",
+        [[0.0, 0.0], [math.log(3), 0.0]],
+        [[1.0, 0.0], [0.5, 0.5]],
+        [0, 1],
+        1.0,
+        1.0,
+        (math.log(2) + 0.5 * math.log(4 / 3)) / 2,
+    ),
+    (
+        "three classes, zero teacher prob",
+        [[0.0, 0.0, 0.0]],
+        [[0.0, 0.5, 0.5]],
+        [1],
+        1.0,
+        1.0,
+        math.log(0.5 / (1 / 3)),
+    ),
 ]
 
 
@@ -70,9 +104,13 @@ def test_soft_term_is_t_squared_times_kl(temperature):
     gen = torch.Generator().manual_seed(2)
     logits = torch.randn(6, 3, generator=gen, dtype=torch.float64)
     teacher = torch.softmax(3 * torch.randn(6, 3, generator=gen, dtype=torch.float64), dim=-1)
-    loss = distillation_loss(logits, teacher, torch.zeros(6, dtype=torch.long), temperature=temperature, alpha=1.0)
+    loss = distillation_loss(
+        logits, teacher, torch.zeros(6, dtype=torch.long), temperature=temperature, alpha=1.0
+    )
     # Independent implementation: torch's kl_div on the softened teacher.
-    kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), soften(teacher, temperature), reduction="batchmean")
+    kl = F.kl_div(
+        F.log_softmax(logits / temperature, dim=-1), soften(teacher, temperature), reduction="batchmean"
+    )
     torch.testing.assert_close(loss, temperature**2 * kl)
 
 
@@ -133,14 +171,21 @@ def test_sample_weights_make_a_weighted_mean_of_the_per_example_losses():
     torch.manual_seed(0)
     logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
     probs = torch.softmax(torch.randn(4, 3), dim=-1)
-    per_example = torch.stack([distillation_loss(logits[i:i + 1], probs[i:i + 1], labels[i:i + 1],
-                                                 temperature=2.0, alpha=0.5) for i in range(4)])
+    per_example = torch.stack(
+        [
+            distillation_loss(
+                logits[i : i + 1], probs[i : i + 1], labels[i : i + 1], temperature=2.0, alpha=0.5
+            )
+            for i in range(4)
+        ]
+    )
     weights = torch.tensor([1.0, 3.0, 0.5, 0.0])
     weighted = distillation_loss(logits, probs, labels, temperature=2.0, alpha=0.5, sample_weights=weights)
     assert weighted == pytest.approx(float((weights * per_example).sum() / weights.sum()), rel=1e-5)
     unweighted = distillation_loss(logits, probs, labels, temperature=2.0, alpha=0.5)
     assert unweighted == pytest.approx(float(per_example.mean()), rel=1e-5)
-    assert distillation_loss(logits, probs, labels, temperature=2.0, alpha=0.5,
-                             sample_weights=torch.ones(4)) == pytest.approx(float(unweighted), rel=1e-6)
+    assert distillation_loss(
+        logits, probs, labels, temperature=2.0, alpha=0.5, sample_weights=torch.ones(4)
+    ) == pytest.approx(float(unweighted), rel=1e-6)
     with pytest.raises(ValueError, match="sample_weights shape"):
         distillation_loss(logits, probs, labels, temperature=2.0, alpha=0.5, sample_weights=torch.ones(3))

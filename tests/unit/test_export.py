@@ -13,8 +13,12 @@ from ml.export import OnnxClassifier, export_onnx, quantize_int8, quantize_onnx_
 from ml.train.student import build_student
 
 LABELS = ["billing", "login", "shipping"]
-TEXTS = ["I was charged twice for order 1234567, please refund me.", "reset password",
-         "Where is my parcel? The tracking page has said 'in transit' since Monday and nobody answers.", "x"]
+TEXTS = [
+    "I was charged twice for order 1234567, please refund me.",
+    "reset password",
+    "Where is my parcel? The tracking page has said 'in transit' since Monday and nobody answers.",
+    "x",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,9 @@ def torch_logits(model, tokenizer, texts, max_length=64):
         return model(**batch).logits.numpy()
 
 
-@pytest.mark.parametrize("texts", [TEXTS[:1], TEXTS[3:], TEXTS], ids=["batch 1", "one token", "mixed lengths"])
+@pytest.mark.parametrize(
+    "texts", [TEXTS[:1], TEXTS[3:], TEXTS], ids=["batch 1", "one token", "mixed lengths"]
+)
 def test_onnxruntime_logits_match_torch(classifier, exported, texts):
     model, tokenizer = classifier
     expected = torch_logits(model, tokenizer, texts)
@@ -45,8 +51,12 @@ def test_onnxruntime_logits_match_torch(classifier, exported, texts):
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     # A different batch size and a truncation length other than the export sample's.
-    np.testing.assert_allclose(exported.logits(texts, max_length=8, batch_size=1),
-                               torch_logits(model, tokenizer, texts, max_length=8), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        exported.logits(texts, max_length=8, batch_size=1),
+        torch_logits(model, tokenizer, texts, max_length=8),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_onnx_probabilities_and_parameter_count(classifier, exported):
@@ -81,7 +91,9 @@ def test_int8_quantizes_a_copy(classifier):
 
 def test_measure_latency_reports_percentiles_in_order():
     calls = []
-    figures = measure_latency(lambda batch: calls.append(len(batch)), ["a", "b", "c"], n_single=20, n_batches=2)
+    figures = measure_latency(
+        lambda batch: calls.append(len(batch)), ["a", "b", "c"], n_single=20, n_batches=2
+    )
     assert figures["latency_p50_ms"] <= figures["latency_p95_ms"] <= figures["latency_p99_ms"]
     assert figures["throughput_calls_per_s"] > 0
     assert calls == [3] + [1] * 20 + [32, 32]  # warm-up, batch-1 calls, batch-32 calls
@@ -93,7 +105,9 @@ def test_onnx_int8_is_smaller_and_close_to_the_fp32_graph(classifier, exported, 
         logging.getLogger().info("a line of the caller's own")
         path = quantize_onnx_int8(exported.path, tmp_path / "model.int8.onnx")
     # The quantizer's per-tensor info lines stay out of task logs; the caller's own lines do not.
-    assert [r.getMessage() for r in caplog.records if r.levelno < logging.WARNING] == ["a line of the caller's own"]
+    assert [r.getMessage() for r in caplog.records if r.levelno < logging.WARNING] == [
+        "a line of the caller's own"
+    ]
     assert logging.getLogger().filters == [] and logging.getLogger("onnxruntime").level == logging.NOTSET
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
     assert path.stat().st_size < 0.5 * exported.path.stat().st_size  # int8 weights, the embeddings' too

@@ -30,30 +30,53 @@ ROOT = Path(__file__).resolve().parents[2]
 BOOK = PriceBook.load(ROOT / "infra" / "price_book.yaml")
 
 # focus-validator 1.0.0's rule set "1.0", column by column.
-REQUIRED = ("AvailabilityZone BilledCost BillingAccountId BillingAccountName BillingCurrency BillingPeriodEnd "
-            "BillingPeriodStart ChargeCategory ChargeClass ChargeDescription ChargeFrequency ChargePeriodEnd "
-            "ChargePeriodStart CommitmentDiscountCategory CommitmentDiscountId CommitmentDiscountName "
-            "CommitmentDiscountType CommitmentDiscountStatus ConsumedQuantity ConsumedUnit ContractedCost "
-            "ContractedUnitPrice EffectiveCost InvoiceIssuer ListCost ListUnitPrice PricingCategory PricingQuantity "
-            "PricingUnit Provider Publisher RegionId RegionName ResourceID ResourceName ResourceType ServiceCategory "
-            "ServiceName SkuId SkuPriceId SubAccountId SubAccountName Tags").split()
+REQUIRED = (
+    "AvailabilityZone BilledCost BillingAccountId BillingAccountName BillingCurrency BillingPeriodEnd "
+    "BillingPeriodStart ChargeCategory ChargeClass ChargeDescription ChargeFrequency ChargePeriodEnd "
+    "ChargePeriodStart CommitmentDiscountCategory CommitmentDiscountId CommitmentDiscountName "
+    "CommitmentDiscountType CommitmentDiscountStatus ConsumedQuantity ConsumedUnit ContractedCost "
+    "ContractedUnitPrice EffectiveCost InvoiceIssuer ListCost ListUnitPrice PricingCategory PricingQuantity "
+    "PricingUnit Provider Publisher RegionId RegionName ResourceID ResourceName ResourceType ServiceCategory "
+    "ServiceName SkuId SkuPriceId SubAccountId SubAccountName Tags"
+).split()
 # ... and the final 1.0 specification's names of the columns the validator still calls by older ones.
 REQUIRED_BY_SPEC = ["InvoiceIssuerName", "ProviderName", "PublisherName", "ResourceId"]
-NOT_NULL = ("BilledCost BillingAccountId BillingCurrency BillingPeriodEnd BillingPeriodStart ChargeCategory "
-            "ChargeFrequency ChargePeriodEnd ChargePeriodStart ContractedCost EffectiveCost InvoiceIssuer ListCost "
-            "Provider Publisher ServiceCategory ServiceName").split()
-DECIMAL = ("BilledCost ConsumedQuantity ContractedCost ContractedUnitPrice EffectiveCost ListCost ListUnitPrice "
-           "PricingQuantity").split()
+NOT_NULL = (
+    "BilledCost BillingAccountId BillingCurrency BillingPeriodEnd BillingPeriodStart ChargeCategory "
+    "ChargeFrequency ChargePeriodEnd ChargePeriodStart ContractedCost EffectiveCost InvoiceIssuer ListCost "
+    "Provider Publisher ServiceCategory ServiceName"
+).split()
+DECIMAL = (
+    "BilledCost ConsumedQuantity ContractedCost ContractedUnitPrice EffectiveCost ListCost ListUnitPrice "
+    "PricingQuantity"
+).split()
 DATETIME = "BillingPeriodEnd BillingPeriodStart ChargePeriodEnd ChargePeriodStart".split()
 ENUMS = {
     "ChargeCategory": {"Usage", "Purchase", "Tax", "Credit", "Adjustment"},
     "ChargeClass": {"", "Correction"},
     "ChargeFrequency": {"One-Time", "Recurring", "Usage-Based"},
     "PricingCategory": {"", "Standard", "Dynamic", "Committed", "Other"},
-    "ServiceCategory": {"AI and Machine Learning", "Analytics", "Business Applications", "Compute", "Databases",
-                        "Developer Tools", "Multicloud", "Identity", "Integration", "Internet of Things",
-                        "Management and Governance", "Media", "Migration", "Mobile", "Networking", "Security",
-                        "Storage", "Web", "Other"},
+    "ServiceCategory": {
+        "AI and Machine Learning",
+        "Analytics",
+        "Business Applications",
+        "Compute",
+        "Databases",
+        "Developer Tools",
+        "Multicloud",
+        "Identity",
+        "Integration",
+        "Internet of Things",
+        "Management and Governance",
+        "Media",
+        "Migration",
+        "Mobile",
+        "Networking",
+        "Security",
+        "Storage",
+        "Web",
+        "Other",
+    },
 }
 # FOCUS's unit format: plural units, optionally after a power-of-ten multiplier.
 FOCUS_UNITS = {"Hours", "Months", "GB-Months", "1000000 Tokens"}
@@ -65,20 +88,63 @@ def export(tmp_path) -> Path:
     over a month boundary, people's hours, a tool's month, and a reversal."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     t0 = datetime(2026, 10, 30, 23, 50, tzinfo=timezone.utc)
-    capture.book_task_run(url, tmp_path / "spool", dag_id="distill__ticket_routing", run_id="r1",
-                          task_id="train_student", try_number=1, map_index=-1, queue="gpu", pool=None, resource=None,
-                          started_at=t0, ended_at=t0 + timedelta(minutes=25), workflow="ticket_routing",
-                          category="training_compute", price_book=BOOK)
+    capture.book_task_run(
+        url,
+        tmp_path / "spool",
+        dag_id="distill__ticket_routing",
+        run_id="r1",
+        task_id="train_student",
+        try_number=1,
+        map_index=-1,
+        queue="gpu",
+        pool=None,
+        resource=None,
+        started_at=t0,
+        ended_at=t0 + timedelta(minutes=25),
+        workflow="ticket_routing",
+        category="training_compute",
+        price_book=BOOK,
+    )
     with Ledger(url) as ledger:
-        rows = [{"ts": "2026-10-29T10:00:00Z", "model": "frontier-large", "tokens_in": 800, "tokens_out": 60,
-                 "status": "ok", "call_id": f"c{i}"} for i in range(3)]
+        rows = [
+            {
+                "ts": "2026-10-29T10:00:00Z",
+                "model": "frontier-large",
+                "tokens_in": 800,
+                "tokens_out": 60,
+                "status": "ok",
+                "call_id": f"c{i}",
+            }
+            for i in range(3)
+        ]
         capture.book_frontier_calls(ledger, rows, BOOK, "ticket_routing")
-        capture.book_storage(ledger, 3_000_000, workflow="ticket_routing", price_book=BOOK,
-                             period_start=date(2026, 10, 28), period_end=date(2026, 11, 2), resource="storage:datasets")
-        hours = capture.book_manual(ledger, price_book=BOOK, workflow="ticket_routing", on=date(2026, 11, 3),
-                                    quantity="6", person="ana", role="ml_engineer")
-        capture.book_manual(ledger, price_book=BOOK, workflow="ticket_routing", on=date(2026, 11, 1), quantity="1",
-                            person="ana", tooling="mlflow_server")
+        capture.book_storage(
+            ledger,
+            3_000_000,
+            workflow="ticket_routing",
+            price_book=BOOK,
+            period_start=date(2026, 10, 28),
+            period_end=date(2026, 11, 2),
+            resource="storage:datasets",
+        )
+        hours = capture.book_manual(
+            ledger,
+            price_book=BOOK,
+            workflow="ticket_routing",
+            on=date(2026, 11, 3),
+            quantity="6",
+            person="ana",
+            role="ml_engineer",
+        )
+        capture.book_manual(
+            ledger,
+            price_book=BOOK,
+            workflow="ticket_routing",
+            on=date(2026, 11, 1),
+            quantity="1",
+            person="ana",
+            tooling="mlflow_server",
+        )
         ledger.reverse(hours.id, "booked on the wrong workflow", "ana")
         return write_focus_csv(ledger.entries(), tmp_path / "costs_focus.csv")
 
@@ -120,17 +186,27 @@ def test_the_export_follows_the_focus_1_0_rules(export):
     task = by_unit["task"]
     assert (_when(task["ChargePeriodEnd"]) - _when(task["ChargePeriodStart"])) == timedelta(minutes=25)
     storage = by_unit["storage"]
-    assert (storage["ChargePeriodStart"], storage["ChargePeriodEnd"]) == ("2026-10-28T00:00:00Z", "2026-11-02T00:00:00Z")
+    assert (storage["ChargePeriodStart"], storage["ChargePeriodEnd"]) == (
+        "2026-10-28T00:00:00Z",
+        "2026-11-02T00:00:00Z",
+    )
     reversal = next(r for r in rows if r["x_ReversesEntryId"])
     assert reversal["ChargeClass"] == "Correction" and Decimal(reversal["BilledCost"]) < 0
 
 
-@pytest.mark.skipif(not os.environ.get("FOCUS_VALIDATOR"),
-                    reason="set FOCUS_VALIDATOR to focus-validator's executable (see this module's docstring)")
+@pytest.mark.skipif(
+    not os.environ.get("FOCUS_VALIDATOR"),
+    reason="set FOCUS_VALIDATOR to focus-validator's executable (see this module's docstring)",
+)
 def test_focus_validator_finds_no_failure(export):
     validator = Path(os.environ["FOCUS_VALIDATOR"])
     # It reads its currency list by a path relative to the working folder: its site-packages.
     site = next(validator.parent.parent.glob("lib/python3*/site-packages"))
-    result = subprocess.run([str(validator), "--data-file", str(export), "--validate-version", "1.0"],
-                            cwd=site, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(validator), "--data-file", str(export), "--validate-version", "1.0"],
+        cwd=site,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0 and "Validation succeeded." in result.stdout, result.stdout + result.stderr

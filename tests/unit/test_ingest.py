@@ -14,8 +14,12 @@ from ml.data.contract import ContractError
 from ml.data.ingest import IngestError, PiiMasker, mask_pii, read_batch, safe_drop_path, sha256_file
 from ml.workflows import Validation
 
-LABELED = pd.DataFrame({"text": ["my parcel is late", "refund my order please", "cannot log in at all"],
-                        "label": ["shipping", "billing", "login"]})
+LABELED = pd.DataFrame(
+    {
+        "text": ["my parcel is late", "refund my order please", "cannot log in at all"],
+        "label": ["shipping", "billing", "login"],
+    }
+)
 
 
 def write_csv(path: Path, df: pd.DataFrame = LABELED) -> Path:
@@ -30,9 +34,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def write_bytes(data: bytes | str):
     """A maker that writes these bytes (or UTF-8 text) and returns the path."""
+
     def make(path: Path) -> Path:
         path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         return path
+
     return make
 
 
@@ -49,14 +55,31 @@ BAD_FILES = [
     ("empty.jsonl", write_bytes(b""), IngestError, "empty"),
     ("header_only.csv", write_bytes("text,label\n"), IngestError, "header but no rows"),
     ("truncated.parquet", truncated_parquet, IngestError, "truncated"),
-    ("latin1.csv", write_bytes("text,label\ncafé crème brûlée,billing\n".encode("latin-1")),
-     IngestError, "not UTF-8"),
-    ("broken.jsonl", write_bytes('{"text": "a", "label": "b"}\n{"text": "unclosed\n'),
-     IngestError, "cannot be parsed as jsonl"),
+    (
+        "latin1.csv",
+        write_bytes("text,label\ncafé crème brûlée,billing\n".encode("latin-1")),
+        IngestError,
+        "not UTF-8",
+    ),
+    (
+        "broken.jsonl",
+        write_bytes('{"text": "a", "label": "b"}\n{"text": "unclosed\n'),
+        IngestError,
+        "cannot be parsed as jsonl",
+    ),
     ("notes.txt", write_bytes("text,label\na,b\n"), IngestError, "unsupported file type '.txt'"),
-    ("missing_label.csv", lambda p: write_csv(p, LABELED[["text"]]), ContractError, "missing column(s) ['label']"),
-    ("renamed.csv", lambda p: write_csv(p, LABELED.rename(columns={"text": "body", "label": "queue"})),
-     ContractError, "the file has ['body', 'queue']"),
+    (
+        "missing_label.csv",
+        lambda p: write_csv(p, LABELED[["text"]]),
+        ContractError,
+        "missing column(s) ['label']",
+    ),
+    (
+        "renamed.csv",
+        lambda p: write_csv(p, LABELED.rename(columns={"text": "body", "label": "queue"})),
+        ContractError,
+        "the file has ['body', 'queue']",
+    ),
 ]
 
 
@@ -102,8 +125,13 @@ def test_an_extra_column_is_accepted_and_dropped(tmp_path, suffix):
 def _validate(frame: pd.DataFrame):
     from ml.validation.suite import validate_batch
 
-    return validate_batch(frame, labels=["billing", "login", "shipping"], rules=Validation(min_rows=1, min_per_class=0),
-                          reference_label_counts=None, batch_id="dtype")
+    return validate_batch(
+        frame,
+        labels=["billing", "login", "shipping"],
+        rules=Validation(min_rows=1, min_per_class=0),
+        reference_label_counts=None,
+        batch_id="dtype",
+    )
 
 
 def test_a_numeric_text_column_is_still_a_batch_and_the_gate_rejects_it(tmp_path):
@@ -113,12 +141,16 @@ def test_a_numeric_text_column_is_still_a_batch_and_the_gate_rejects_it(tmp_path
     assert batch.frame[contract.TEXT].tolist() == [10_000 + i for i in range(5)]
     report = _validate(batch.frame)
     assert not report.success
-    assert [f.expectation for f in report.failures if f.column == contract.TEXT] == ["expect_column_values_to_be_of_type"]
+    assert [f.expectation for f in report.failures if f.column == contract.TEXT] == [
+        "expect_column_values_to_be_of_type"
+    ]
 
 
 def test_numeric_labels_become_strings_the_gate_names_as_unknown(tmp_path):
-    path = write_jsonl(tmp_path / "label_ids.jsonl", [{"text": "my parcel is late", "label": 3},
-                                                      {"text": "refund my order", "label": 1}])
+    path = write_jsonl(
+        tmp_path / "label_ids.jsonl",
+        [{"text": "my parcel is late", "label": 3}, {"text": "refund my order", "label": 1}],
+    )
     batch = read_batch(path)
     assert batch.frame[contract.LABEL].tolist() == ["3", "1"]
     report = _validate(batch.frame)
@@ -127,8 +159,10 @@ def test_numeric_labels_become_strings_the_gate_names_as_unknown(tmp_path):
 
 
 def test_a_few_numeric_texts_among_strings_become_strings(tmp_path):
-    path = write_jsonl(tmp_path / "mixed.jsonl", [{"text": "my parcel is late", "label": "shipping"},
-                                                  {"text": 12345, "label": "billing"}])
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [{"text": "my parcel is late", "label": "shipping"}, {"text": 12345, "label": "billing"}],
+    )
     assert read_batch(path).frame[contract.TEXT].tolist() == ["my parcel is late", "12345"]
 
 
@@ -139,7 +173,8 @@ def test_an_all_null_column_stays_null_for_the_gate_to_see(tmp_path, column):
     assert batch.frame[column].isna().all() and len(batch.frame) == 3
     report = _validate(batch.frame)
     assert f"{column}_not_null" in report.summary() or any(
-        f.column == column and "null" in f.expectation for f in report.failures)
+        f.column == column and "null" in f.expectation for f in report.failures
+    )
 
 
 def test_a_single_ten_megabyte_text_is_read_and_masked(tmp_path):
@@ -149,16 +184,21 @@ def test_a_single_ten_megabyte_text_is_read_and_masked(tmp_path):
     words = "the parcel arrived damaged and I want a refund " * 180_000
     text = "write to ana@example.com " + blob + " " + words + " or call +1 (415) 555-0100"
     assert len(text) > 10_000_000
-    path = write_csv(tmp_path / "huge.csv", pd.DataFrame({"text": [text, "a short one"], "label": ["billing"] * 2}))
+    path = write_csv(
+        tmp_path / "huge.csv", pd.DataFrame({"text": [text, "a short one"], "label": ["billing"] * 2})
+    )
     before = sha256_file(path)
     batch = read_batch(path)
     stored = batch.frame[contract.TEXT][0]
     assert stored.startswith("write to <EMAIL> QmFzZTY0") and stored.endswith("or call <PHONE>")
-    assert len(stored) == len(text) - len("ana@example.com") - len("+1 (415) 555-0100") + len("<EMAIL><PHONE>")
+    assert len(stored) == len(text) - len("ana@example.com") - len("+1 (415) 555-0100") + len(
+        "<EMAIL><PHONE>"
+    )
     assert sha256_file(path) == before
 
 
 # The drop folder ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def drop(tmp_path) -> Path:
@@ -181,16 +221,19 @@ def test_files_inside_the_drop_folder_resolve(drop, name):
     assert path.is_file() and path.resolve().is_relative_to(drop.resolve())
 
 
-@pytest.mark.parametrize("name, words", [
-    ("../outside/secret.csv", "without '..'"),
-    ("eval/../../outside/secret.csv", "without '..'"),
-    ("..", "without '..'"),
-    ("link.csv", "is a link or leaves the drop folder"),
-    ("linked_dir/secret.csv", "is a link or leaves the drop folder"),
-    ("inner_link.csv", "is a link"),  # even a link inside: the archive keeps the real bytes only
-    ("absent.csv", "no such file"),
-    ("eval", "no such file"),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("../outside/secret.csv", "without '..'"),
+        ("eval/../../outside/secret.csv", "without '..'"),
+        ("..", "without '..'"),
+        ("link.csv", "is a link or leaves the drop folder"),
+        ("linked_dir/secret.csv", "is a link or leaves the drop folder"),
+        ("inner_link.csv", "is a link"),  # even a link inside: the archive keeps the real bytes only
+        ("absent.csv", "no such file"),
+        ("eval", "no such file"),
+    ],
+)
 def test_paths_that_leave_the_drop_folder_are_refused(drop, name, words):
     with pytest.raises(IngestError, match=words):
         safe_drop_path(drop, name)
@@ -205,10 +248,20 @@ def test_an_absolute_path_is_refused_even_inside_the_drop_folder(drop):
 
 # Call logs ---------------------------------------------------------------------------------
 
+
 def call(text, label, status="ok", **extra) -> dict:
-    return {"request_text": text, "response_label": label if status == "ok" else None, "model": "frontier-large",
-            "model_version": "2026-06", "latency_ms": 800.0, "tokens_in": 100, "tokens_out": 5, "status": status,
-            "error": None if status == "ok" else "Timeout", **extra}
+    return {
+        "request_text": text,
+        "response_label": label if status == "ok" else None,
+        "model": "frontier-large",
+        "model_version": "2026-06",
+        "latency_ms": 800.0,
+        "tokens_in": 100,
+        "tokens_out": 5,
+        "status": status,
+        "error": None if status == "ok" else "Timeout",
+        **extra,
+    }
 
 
 CALL_LOG = [
@@ -255,31 +308,36 @@ def test_masking_can_be_turned_off_for_a_preview(call_log):
     assert "ana.lima@example.com" in texts[0] and "4111 1111 1111 1111" in texts[1]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("write to ana.lima+tickets@mail.example.co.uk today", "write to <EMAIL> today"),
-    ("card 4111 1111 1111 1111", "card <CARD>"),
-    ("card 4111-1111-1111-1111.", "card <CARD>."),
-    ("call +1 (415) 555-0100 now", "call <PHONE> now"),
-    ("call (212) 555-0188", "call <PHONE>"),
-    ("call 415-555-0100", "call <PHONE>"),
-    ("ring 07700 900123", "ring <PHONE>"),
-    ("ring +44 20 7946 0958", "ring <PHONE>"),
-    # Not personal data: order numbers, dates, amounts, small counts stay for the model to learn from.
-    ("order 12345", "order 12345"),
-    ("order #1234567 is missing", "order #1234567 is missing"),
-    ("ORD-7654321", "ORD-7654321"),
-    ("shipped on 2026-01-15 at 10:30", "shipped on 2026-01-15 at 10:30"),
-    ("due 15/01/2026", "due 15/01/2026"),
-    ("charged $129.99 twice", "charged $129.99 twice"),
-    ("steps 1 2 3 4 5 6 failed", "steps 1 2 3 4 5 6 failed"),
-    ("version 3.14.159", "version 3.14.159"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("write to ana.lima+tickets@mail.example.co.uk today", "write to <EMAIL> today"),
+        ("card 4111 1111 1111 1111", "card <CARD>"),
+        ("card 4111-1111-1111-1111.", "card <CARD>."),
+        ("call +1 (415) 555-0100 now", "call <PHONE> now"),
+        ("call (212) 555-0188", "call <PHONE>"),
+        ("call 415-555-0100", "call <PHONE>"),
+        ("ring 07700 900123", "ring <PHONE>"),
+        ("ring +44 20 7946 0958", "ring <PHONE>"),
+        # Not personal data: order numbers, dates, amounts, small counts stay for the model to learn from.
+        ("order 12345", "order 12345"),
+        ("order #1234567 is missing", "order #1234567 is missing"),
+        ("ORD-7654321", "ORD-7654321"),
+        ("shipped on 2026-01-15 at 10:30", "shipped on 2026-01-15 at 10:30"),
+        ("due 15/01/2026", "due 15/01/2026"),
+        ("charged $129.99 twice", "charged $129.99 twice"),
+        ("steps 1 2 3 4 5 6 failed", "steps 1 2 3 4 5 6 failed"),
+        ("version 3.14.159", "version 3.14.159"),
+    ],
+)
 def test_mask_pii(text, expected):
     assert mask_pii(text) == expected
 
 
 def test_a_call_log_with_only_failed_calls_is_an_empty_batch(tmp_path):
-    path = write_jsonl(tmp_path / "down.jsonl", [call("x", None, status="error"), call("y", None, status="timeout")])
+    path = write_jsonl(
+        tmp_path / "down.jsonl", [call("x", None, status="error"), call("y", None, status="timeout")]
+    )
     batch = read_batch(path)
     assert batch.stats["rows"] == 0 and batch.stats["failed_excluded"] == 2 and len(batch.frame) == 0
     assert list(batch.frame.columns) == list(contract.COLUMNS)

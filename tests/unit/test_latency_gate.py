@@ -18,8 +18,12 @@ from ml.evaluate.latency import measure_isolated, percentile_ms, time_rounds
 from ml.workflows import Gate
 
 LABELS = ["billing", "login", "shipping"]
-TEXTS = ["I was charged twice for my order", "where is my parcel?", "reset my password please",
-         "the invoice shows the wrong address"]
+TEXTS = [
+    "I was charged twice for my order",
+    "where is my parcel?",
+    "reset my password please",
+    "the invoice shows the wrong address",
+]
 SLA_MS = 40.0  # the good tiny model takes about a millisecond a call; the slowed one at least 50
 # A tiny model in numpy (a few ms of real compute a call), so the child process starts in a second
 # under load; ml/evaluate/latency.py builds the platform's torch and ONNX predictors the same way.
@@ -43,18 +47,24 @@ def tiny_model(sleep_s=0.0):
 
 def latency_check(p99_ms: float):
     challenger = {"macro_f1": 1.0, "per_class_f1": dict.fromkeys(LABELS, 1.0), "latency_p99_ms": p99_ms}
-    decision = decide(challenger, None, Gate(min_macro_f1=0.0, per_class_f1_floor=0.0), latency_sla_p99_ms=SLA_MS)
+    decision = decide(
+        challenger, None, Gate(min_macro_f1=0.0, per_class_f1_floor=0.0), latency_sla_p99_ms=SLA_MS
+    )
     return next(c for c in decision.checks if c.name == "latency_sla")
 
 
 def test_the_gate_passes_a_good_model_and_fails_a_slow_one_while_two_processes_burn_the_cpus(tmp_path):
     (tmp_path / "tiny_model.py").write_text(textwrap.dedent(TINY_MODEL))
-    variants = {"good": {"factory": "tiny_model:tiny_model"},
-                "slow": {"factory": "tiny_model:tiny_model", "kwargs": {"sleep_s": 0.05}}}
+    variants = {
+        "good": {"factory": "tiny_model:tiny_model"},
+        "slow": {"factory": "tiny_model:tiny_model", "kwargs": {"sleep_s": 0.05}},
+    }
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        figures = measure_isolated(variants, TEXTS, rounds=3, calls_per_round=20, extra_env={"PYTHONPATH": path})
+        figures = measure_isolated(
+            variants, TEXTS, rounds=3, calls_per_round=20, extra_env={"PYTHONPATH": path}
+        )
         assert all(b.poll() is None for b in burners), "a burner stopped: the host was not busy throughout"
     finally:
         for burner in burners:
@@ -86,7 +96,15 @@ def test_the_best_round_is_kept_and_a_sleep_counts():
     assert always["latency_p99_ms"] >= 20
 
 
-@pytest.mark.parametrize("values, q, expected", [([], 0.5, None), ([3.0], 0.99, 3.0), ([1, 2, 3, 4], 0.5, 2.0),
-                                                 (list(range(1, 101)), 0.99, 99.0), (list(range(1, 51)), 0.99, 50.0)])
+@pytest.mark.parametrize(
+    "values, q, expected",
+    [
+        ([], 0.5, None),
+        ([3.0], 0.99, 3.0),
+        ([1, 2, 3, 4], 0.5, 2.0),
+        (list(range(1, 101)), 0.99, 99.0),
+        (list(range(1, 51)), 0.99, 50.0),
+    ],
+)
 def test_nearest_rank_percentile(values, q, expected):
     assert percentile_ms(values, q) == expected

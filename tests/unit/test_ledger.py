@@ -29,9 +29,18 @@ AUG = datetime(2026, 8, 3, 9, 30, tzinfo=timezone.utc)
 
 
 def new(key: str = "k1", **overrides) -> NewEntry:
-    values = dict(idempotency_key=key, occurred_at=AUG, category="training_compute", workflow="ticket_routing",
-                  resource="gpu_a10g", quantity=Decimal("1.5"), unit="hour", unit_price=Decimal("1.006"),
-                  source_kind="task", source="distill__ticket_routing/run1/train_student/-1/1")
+    values = dict(
+        idempotency_key=key,
+        occurred_at=AUG,
+        category="training_compute",
+        workflow="ticket_routing",
+        resource="gpu_a10g",
+        quantity=Decimal("1.5"),
+        unit="hour",
+        unit_price=Decimal("1.006"),
+        source_kind="task",
+        source="distill__ticket_routing/run1/train_student/-1/1",
+    )
     return NewEntry(**(values | overrides))
 
 
@@ -52,6 +61,7 @@ def ledger(tmp_path, migrated_file):
 
 # Appending and idempotency ---------------------------------------------------------------
 
+
 def test_append_returns_the_stored_entry_with_an_exact_amount(ledger):
     entry = ledger.append(new())
     assert entry.id == 1
@@ -61,18 +71,21 @@ def test_append_returns_the_stored_entry_with_an_exact_amount(ledger):
     assert ledger.entries() == [entry]
 
 
-@pytest.mark.parametrize("second, same_entry", [
-    (new(), True),  # a re-delivery: same key, same payload
-    (new(quantity="1.500000000"), True),  # the same number written differently is the same payload
-    (new(occurred_at=AUG.astimezone(timezone(timedelta(hours=2)))), True),  # the same instant elsewhere
-    (new(quantity=Decimal("1.6")), False),
-    (new(unit_price=Decimal("1.2")), False),
-    (new(category="evaluation"), False),
-    (new(workflow="contract_clauses"), False),
-    (new(description="another note"), False),
-    (new(occurred_at=AUG + timedelta(seconds=1)), False),
-    (new(model="ticket_routing_student"), False),
-])
+@pytest.mark.parametrize(
+    "second, same_entry",
+    [
+        (new(), True),  # a re-delivery: same key, same payload
+        (new(quantity="1.500000000"), True),  # the same number written differently is the same payload
+        (new(occurred_at=AUG.astimezone(timezone(timedelta(hours=2)))), True),  # the same instant elsewhere
+        (new(quantity=Decimal("1.6")), False),
+        (new(unit_price=Decimal("1.2")), False),
+        (new(category="evaluation"), False),
+        (new(workflow="contract_clauses"), False),
+        (new(description="another note"), False),
+        (new(occurred_at=AUG + timedelta(seconds=1)), False),
+        (new(model="ticket_routing_student"), False),
+    ],
+)
 def test_same_key_books_once_and_a_different_payload_is_a_conflict(ledger, second, same_entry):
     first = ledger.append(new())
     if same_entry:
@@ -90,39 +103,45 @@ def test_different_keys_are_different_entries(ledger):
     assert ledger.total() == Decimal("3.018")
 
 
-@pytest.mark.parametrize("overrides, error, message", [
-    ({"quantity": 1.5}, TypeError, "Decimal('1.5')"),
-    ({"unit_price": 0.1}, TypeError, "float"),
-    ({"quantity": "one"}, ValueError, "not a finite decimal"),
-    ({"quantity": "NaN"}, ValueError, "not a finite decimal"),
-    ({"unit_price": Decimal("-1")}, ValueError, "Ledger.reverse"),
-    ({"quantity": Decimal("1e12"), "unit_price": Decimal("100")}, ValueError, "too large"),
-    ({"category": "marketing"}, ValueError, "data_curation"),
-    ({"source_kind": "robot"}, ValueError, "task, person, system"),
-    ({"currency": "usd"}, ValueError, "3-letter"),
-    ({"occurred_at": datetime(2026, 8, 3, 9, 30)}, ValueError, "timezone-aware"),
-    ({"idempotency_key": ""}, ValueError, "idempotency_key"),
-    ({"idempotency_key": "k" * 201}, ValueError, "200"),
-    ({"workflow": " "}, ValueError, "workflow"),
-    ({"source": ""}, ValueError, "source"),
-])
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        ({"quantity": 1.5}, TypeError, "Decimal('1.5')"),
+        ({"unit_price": 0.1}, TypeError, "float"),
+        ({"quantity": "one"}, ValueError, "not a finite decimal"),
+        ({"quantity": "NaN"}, ValueError, "not a finite decimal"),
+        ({"unit_price": Decimal("-1")}, ValueError, "Ledger.reverse"),
+        ({"quantity": Decimal("1e12"), "unit_price": Decimal("100")}, ValueError, "too large"),
+        ({"category": "marketing"}, ValueError, "data_curation"),
+        ({"source_kind": "robot"}, ValueError, "task, person, system"),
+        ({"currency": "usd"}, ValueError, "3-letter"),
+        ({"occurred_at": datetime(2026, 8, 3, 9, 30)}, ValueError, "timezone-aware"),
+        ({"idempotency_key": ""}, ValueError, "idempotency_key"),
+        ({"idempotency_key": "k" * 201}, ValueError, "200"),
+        ({"workflow": " "}, ValueError, "workflow"),
+        ({"source": ""}, ValueError, "source"),
+    ],
+)
 def test_invalid_entries_are_refused_before_the_database(overrides, error, message):
     with pytest.raises(error) as err:
         new(**overrides)
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("quantity, unit_price, amount", [
-    ("2", "0.1008", "0.2016"),
-    ("0.333333333", "0.10", "0.03333333"),
-    # Half-even at the 8th place: ties go to the even digit, so rounding has no drift.
-    ("2.5", "0.00000001", "0.00000002"),
-    ("3.5", "0.00000001", "0.00000004"),
-    ("123456789012345.123456789", "0.00001234", "1523456776.41233882"),
-    # Rounded once, from the exact product: 32 digits, where Decimal's default 28 would first
-    # round to ...0050000 and then half-even down to ...00.
-    ("100000000000000.000000005", "1.00000001", "100000001000000.00000001"),
-])
+@pytest.mark.parametrize(
+    "quantity, unit_price, amount",
+    [
+        ("2", "0.1008", "0.2016"),
+        ("0.333333333", "0.10", "0.03333333"),
+        # Half-even at the 8th place: ties go to the even digit, so rounding has no drift.
+        ("2.5", "0.00000001", "0.00000002"),
+        ("3.5", "0.00000001", "0.00000004"),
+        ("123456789012345.123456789", "0.00001234", "1523456776.41233882"),
+        # Rounded once, from the exact product: 32 digits, where Decimal's default 28 would first
+        # round to ...0050000 and then half-even down to ...00.
+        ("100000000000000.000000005", "1.00000001", "100000001000000.00000001"),
+    ],
+)
 def test_amount_is_quantity_times_price_rounded_half_even(quantity, unit_price, amount):
     assert amount_of(Decimal(quantity), Decimal(unit_price)) == Decimal(amount)
     if Decimal(amount) < MAX_AMOUNT:
@@ -147,6 +166,7 @@ def test_times_are_stored_and_returned_in_utc(ledger):
 
 
 # Reversal --------------------------------------------------------------------------------
+
 
 def test_a_reversal_nets_the_entry_to_zero_in_the_month_it_happened(ledger):
     original = ledger.append(new())
@@ -193,35 +213,68 @@ BOOKED = [
 @pytest.fixture
 def booked(ledger):
     for key, when, category, workflow, quantity, price in BOOKED:
-        ledger.append(new(key, occurred_at=when, category=category, workflow=workflow, quantity=quantity,
-                          unit_price=price))
+        ledger.append(
+            new(
+                key,
+                occurred_at=when,
+                category=category,
+                workflow=workflow,
+                quantity=quantity,
+                unit_price=price,
+            )
+        )
     return ledger
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({}, {"evaluation": "0.0504", "frontier_api": "3.703701", "people": "331.92", "training_compute": "3.018"}),
-    ({"group_by": ("workflow",)}, {"contracts": "335.623701", "tickets": "3.0684"}),
-    ({"group_by": ("month", "category")}, {
-        ("2026-07", "training_compute"): "2.012", ("2026-08", "evaluation"): "0.0504",
-        ("2026-08", "people"): "331.92", ("2026-08", "training_compute"): "1.006",
-        ("2026-09", "frontier_api"): "3.703701"}),
-    ({"group_by": ("day",), "workflow": "tickets"}, {"2026-07-31": "2.012", "2026-08-01": "1.006", "2026-08-02": "0.0504"}),
-    ({"group_by": ("category",), "since": date(2026, 8, 1), "until": date(2026, 9, 1)},
-     {"evaluation": "0.0504", "people": "331.92", "training_compute": "1.006"}),
-    ({"group_by": ("currency",), "category": "people"}, {"USD": "331.92"}),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        (
+            {},
+            {
+                "evaluation": "0.0504",
+                "frontier_api": "3.703701",
+                "people": "331.92",
+                "training_compute": "3.018",
+            },
+        ),
+        ({"group_by": ("workflow",)}, {"contracts": "335.623701", "tickets": "3.0684"}),
+        (
+            {"group_by": ("month", "category")},
+            {
+                ("2026-07", "training_compute"): "2.012",
+                ("2026-08", "evaluation"): "0.0504",
+                ("2026-08", "people"): "331.92",
+                ("2026-08", "training_compute"): "1.006",
+                ("2026-09", "frontier_api"): "3.703701",
+            },
+        ),
+        (
+            {"group_by": ("day",), "workflow": "tickets"},
+            {"2026-07-31": "2.012", "2026-08-01": "1.006", "2026-08-02": "0.0504"},
+        ),
+        (
+            {"group_by": ("category",), "since": date(2026, 8, 1), "until": date(2026, 9, 1)},
+            {"evaluation": "0.0504", "people": "331.92", "training_compute": "1.006"},
+        ),
+        ({"group_by": ("currency",), "category": "people"}, {"USD": "331.92"}),
+    ],
+)
 def test_totals(booked, kwargs, expected):
     assert booked.totals(**kwargs) == {k: Decimal(v) for k, v in expected.items()}
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({}, "338.692101"),
-    ({"workflow": "tickets"}, "3.0684"),
-    ({"category": "training_compute"}, "3.018"),
-    ({"workflow": "contracts", "category": "training_compute"}, "0"),
-    ({"since": datetime(2026, 8, 1, tzinfo=timezone.utc)}, "336.680101"),
-    ({"until": datetime(2026, 8, 1, tzinfo=timezone.utc)}, "2.012"),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({}, "338.692101"),
+        ({"workflow": "tickets"}, "3.0684"),
+        ({"category": "training_compute"}, "3.018"),
+        ({"workflow": "contracts", "category": "training_compute"}, "0"),
+        ({"since": datetime(2026, 8, 1, tzinfo=timezone.utc)}, "336.680101"),
+        ({"until": datetime(2026, 8, 1, tzinfo=timezone.utc)}, "2.012"),
+    ],
+)
 def test_total(booked, kwargs, expected):
     assert booked.total(**kwargs) == Decimal(expected)
 
@@ -229,7 +282,9 @@ def test_total(booked, kwargs, expected):
 def test_entries_filter_by_workflow_category_and_time(booked):
     assert [e.idempotency_key for e in booked.entries(workflow="tickets")] == ["a", "b", "c"]
     assert [e.idempotency_key for e in booked.entries(category="people")] == ["d"]
-    assert [e.idempotency_key for e in booked.entries(since=date(2026, 8, 1), until=date(2026, 8, 2))] == ["b"]
+    assert [e.idempotency_key for e in booked.entries(since=date(2026, 8, 1), until=date(2026, 8, 2))] == [
+        "b"
+    ]
     assert booked.find("e").idempotency_key == "e" and booked.find("zz") is None
 
 
@@ -248,12 +303,16 @@ def test_reading_mistakes_are_clear(booked):
 
 # Append-only, enforced by the database -----------------------------------------------------
 
-@pytest.mark.parametrize("sql", [
-    "UPDATE ledger_entries SET amount = '0' WHERE id = 1",
-    "UPDATE ledger_entries SET description = 'edited'",
-    "DELETE FROM ledger_entries WHERE id = 1",
-    "DELETE FROM ledger_entries",  # SQLite's truncate shortcut is off when triggers exist
-])
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE ledger_entries SET amount = '0' WHERE id = 1",
+        "UPDATE ledger_entries SET description = 'edited'",
+        "DELETE FROM ledger_entries WHERE id = 1",
+        "DELETE FROM ledger_entries",  # SQLite's truncate shortcut is off when triggers exist
+    ],
+)
 def test_the_database_refuses_update_and_delete(tmp_path, sql):
     path = tmp_path / "ledger.db"
     with Ledger(f"sqlite:///{path}") as ledger:
@@ -271,14 +330,18 @@ def test_the_database_refuses_update_and_delete(tmp_path, sql):
 
 # Schema and migrations ---------------------------------------------------------------------
 
+
 def test_the_migrated_schema_matches_the_table_the_code_uses(ledger):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
     with ledger._engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        diff = [d for d in compare_metadata(context, metadata)
-                if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)]
+        diff = [
+            d
+            for d in compare_metadata(context, metadata)
+            if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)
+        ]
     assert diff == []
 
 
@@ -295,10 +358,13 @@ def test_opening_again_migrates_nothing_and_a_newer_schema_is_refused(tmp_path):
         Ledger(f"sqlite:///{path}")
 
 
-@pytest.mark.parametrize("url, message", [
-    ("not a url", "not a SQLAlchemy URL"),
-    ("mysql://root@localhost/ledger", "only sqlite and postgresql"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("not a url", "not a SQLAlchemy URL"),
+        ("mysql://root@localhost/ledger", "only sqlite and postgresql"),
+    ],
+)
 def test_unsupported_urls_are_refused(url, message):
     with pytest.raises(LedgerError, match=message):
         Ledger(url)
@@ -317,9 +383,19 @@ WRITERS, OWN_ENTRIES, SHARED_ENTRIES = 8, 40, 10
 
 def writer_entries(writer: int) -> list[NewEntry]:
     """Each writer's own entries, plus shared ones that every writer books (the same facts)."""
-    own = [new(f"w{writer}-{i}", quantity=Decimal(i + 1) / 7, unit_price=Decimal("0.1008"),
-               occurred_at=AUG + timedelta(minutes=i)) for i in range(OWN_ENTRIES)]
-    shared = [new(f"shared-{i}", quantity=Decimal(i + 1), unit_price=Decimal("1.006")) for i in range(SHARED_ENTRIES)]
+    own = [
+        new(
+            f"w{writer}-{i}",
+            quantity=Decimal(i + 1) / 7,
+            unit_price=Decimal("0.1008"),
+            occurred_at=AUG + timedelta(minutes=i),
+        )
+        for i in range(OWN_ENTRIES)
+    ]
+    shared = [
+        new(f"shared-{i}", quantity=Decimal(i + 1), unit_price=Decimal("1.006"))
+        for i in range(SHARED_ENTRIES)
+    ]
     return shared + own + shared[::-1]  # the shared ones first and last, to collide with the others
 
 
@@ -357,17 +433,28 @@ def test_eight_concurrent_writers_on_sqlite_book_every_entry_once(tmp_path):
 
 # Properties ------------------------------------------------------------------------------
 
-money = st.decimals(min_value=Decimal("0"), max_value=Decimal("5000"), places=8, allow_nan=False, allow_infinity=False)
-quantities = st.decimals(min_value=Decimal("0"), max_value=Decimal("10000"), places=9, allow_nan=False,
-                         allow_infinity=False)
+money = st.decimals(
+    min_value=Decimal("0"), max_value=Decimal("5000"), places=8, allow_nan=False, allow_infinity=False
+)
+quantities = st.decimals(
+    min_value=Decimal("0"), max_value=Decimal("10000"), places=9, allow_nan=False, allow_infinity=False
+)
 entry_facts = st.tuples(
-    st.sampled_from(CATEGORIES), st.sampled_from(["tickets", "contracts"]), quantities, money,
-    st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(timezone.utc)))
+    st.sampled_from(CATEGORIES),
+    st.sampled_from(["tickets", "contracts"]),
+    quantities,
+    money,
+    st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(timezone.utc)
+    ),
+)
 
 
 def entries_from(facts) -> list[NewEntry]:
-    return [new(f"p{i}", category=c, workflow=w, quantity=q, unit_price=p, occurred_at=t)
-            for i, (c, w, q, p, t) in enumerate(facts)]
+    return [
+        new(f"p{i}", category=c, workflow=w, quantity=q, unit_price=p, occurred_at=t)
+        for i, (c, w, q, p, t) in enumerate(facts)
+    ]
 
 
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -414,7 +501,10 @@ def test_reversing_everything_leaves_zero_everywhere(facts):
 
 
 @PROPERTY_SETTINGS
-@given(entry_facts, st.sampled_from(["quantity", "unit_price", "category", "workflow", "occurred_at", "description"]))
+@given(
+    entry_facts,
+    st.sampled_from(["quantity", "unit_price", "category", "workflow", "occurred_at", "description"]),
+)
 def test_any_change_under_the_same_key_is_a_conflict(fact, field):
     original = entries_from([fact])[0]
     changed = {

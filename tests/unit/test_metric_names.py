@@ -7,8 +7,25 @@ from mlflow.utils.validation import _validate_metric_name, _validate_param_name
 
 from ml.evaluate.metrics import label_of_metric, macro_f1, metric_key, per_class_metrics
 
-AWKWARD = ["billing_refund", "what is this?", "billing / invoices", "Réclamation", "UPPER case", "日本語", "..", "/",
-           "a.b", "a_b", "a-b", "$5 off", "50%", "x" * 200, "card:lost", "is it?", "is it!"]
+AWKWARD = [
+    "billing_refund",
+    "what is this?",
+    "billing / invoices",
+    "Réclamation",
+    "UPPER case",
+    "日本語",
+    "..",
+    "/",
+    "a.b",
+    "a_b",
+    "a-b",
+    "$5 off",
+    "50%",
+    "x" * 200,
+    "card:lost",
+    "is it?",
+    "is it!",
+]
 
 
 @pytest.mark.parametrize("label", AWKWARD)
@@ -33,10 +50,13 @@ def test_names_map_back_to_their_labels_for_display():
     assert label_of_metric("eval.accuracy", "eval.f1.", AWKWARD) is None
 
 
-@pytest.mark.parametrize("y_true, y_pred, n, expected", [
-    ([0, 0, 1, 1], [0, 0, 1, 1], 3, 1.0),  # class 2 absent from the split: not counted as 0
-    ([0, 0, 1, 1], [0, 0, 0, 0], 2, (2 / 3 + 0) / 2),
-    ([], [], 2, 0.0),
-])
+@pytest.mark.parametrize(
+    "y_true, y_pred, n, expected",
+    [
+        ([0, 0, 1, 1], [0, 0, 1, 1], 3, 1.0),  # class 2 absent from the split: not counted as 0
+        ([0, 0, 1, 1], [0, 0, 0, 0], 2, (2 / 3 + 0) / 2),
+        ([], [], 2, 0.0),
+    ],
+)
 def test_macro_f1_counts_the_classes_present(y_true, y_pred, n, expected):
     assert macro_f1(y_true, y_pred, n) == pytest.approx(expected)

@@ -43,12 +43,15 @@ def test_per_class_f1_by_hand():
     assert f1 == pytest.approx([1 / 2, 4 / 5, 2 / 3])
 
 
-@pytest.mark.parametrize("y_true, y_pred, n, expected_f1", [
-    ([0, 1], [0, 1], 2, [1.0, 1.0]),                 # perfect
-    ([0, 1], [1, 0], 2, [0.0, 0.0]),                 # all wrong
-    ([0, 0, 0], [0, 0, 0], 2, [1.0, 0.0]),           # class 1 never seen nor predicted: 0, not NaN
-    ([0, 0, 1, 1], [0, 0, 0, 0], 2, [2 / 3, 0.0]),   # class 1 never predicted
-])
+@pytest.mark.parametrize(
+    "y_true, y_pred, n, expected_f1",
+    [
+        ([0, 1], [0, 1], 2, [1.0, 1.0]),  # perfect
+        ([0, 1], [1, 0], 2, [0.0, 0.0]),  # all wrong
+        ([0, 0, 0], [0, 0, 0], 2, [1.0, 0.0]),  # class 1 never seen nor predicted: 0, not NaN
+        ([0, 0, 1, 1], [0, 0, 0, 0], 2, [2 / 3, 0.0]),  # class 1 never predicted
+    ],
+)
 def test_per_class_f1_edge_tables(y_true, y_pred, n, expected_f1):
     assert per_class_f1(confusion_matrix(y_true, y_pred, n)) == pytest.approx(expected_f1)
 
@@ -65,18 +68,21 @@ def test_classification_report_by_hand():
     json.dumps(report, allow_nan=False)  # JSON-safe: no numpy types, no NaN
 
 
-@pytest.mark.parametrize("probs, y_true, expected", [
-    # one row per bin: (|1-0.9| + |0-0.8| + |1-0.7| + |1-0.6|) / 4
-    ([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], [0, 1, 1, 0], (0.1 + 0.8 + 0.3 + 0.4) / 4),
-    # two rows in bin 9: accuracy 1/2, mean confidence 0.94
-    ([[0.92, 0.08], [0.96, 0.04]], [0, 1], abs(0.5 - 0.94)),
-    # confidence exactly 1 falls in the last bin; right and sure is perfectly calibrated
-    ([[1.0, 0.0], [0.0, 1.0]], [0, 1], 0.0),
-    # sure and wrong is the worst there is
-    ([[1.0, 0.0], [0.0, 1.0]], [1, 0], 1.0),
-    # bins weight by their share of the rows: 3/4 * |1 - 0.95| + 1/4 * |0 - 0.55|
-    ([[0.95, 0.05]] * 3 + [[0.55, 0.45]], [0, 0, 0, 1], 0.75 * 0.05 + 0.25 * 0.55),
-])
+@pytest.mark.parametrize(
+    "probs, y_true, expected",
+    [
+        # one row per bin: (|1-0.9| + |0-0.8| + |1-0.7| + |1-0.6|) / 4
+        ([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], [0, 1, 1, 0], (0.1 + 0.8 + 0.3 + 0.4) / 4),
+        # two rows in bin 9: accuracy 1/2, mean confidence 0.94
+        ([[0.92, 0.08], [0.96, 0.04]], [0, 1], abs(0.5 - 0.94)),
+        # confidence exactly 1 falls in the last bin; right and sure is perfectly calibrated
+        ([[1.0, 0.0], [0.0, 1.0]], [0, 1], 0.0),
+        # sure and wrong is the worst there is
+        ([[1.0, 0.0], [0.0, 1.0]], [1, 0], 1.0),
+        # bins weight by their share of the rows: 3/4 * |1 - 0.95| + 1/4 * |0 - 0.55|
+        ([[0.95, 0.05]] * 3 + [[0.55, 0.45]], [0, 0, 0, 1], 0.75 * 0.05 + 0.25 * 0.55),
+    ],
+)
 def test_expected_calibration_error_by_hand(probs, y_true, expected):
     assert expected_calibration_error(np.array(probs), y_true) == pytest.approx(expected)
 
@@ -86,13 +92,19 @@ def test_empty_inputs_score_zero_rather_than_crash():
     assert (report["n_examples"], report["accuracy"], report["macro_f1"], report["ece"]) == (0, 0.0, 0.0, 0.0)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: classification_report(np.ones((2, 3)) / 3, [0, 1], ["a", "b"]), r"shape \(2, 3\); expected \(n, 2\)"),
-    (lambda: classification_report(np.ones(4) / 4, [0], ["a", "b"]), "expected"),
-    (lambda: confusion_matrix([0, 1, 2], [0, 1], 3), "3 true labels but 2 predictions"),
-    (lambda: confusion_matrix([0, -1], [0, 1], 2), r"outside 0..1"),   # -1 must not count as class 1
-    (lambda: confusion_matrix([0, 2], [0, 1], 2), r"\[2\] are outside"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: classification_report(np.ones((2, 3)) / 3, [0, 1], ["a", "b"]),
+            r"shape \(2, 3\); expected \(n, 2\)",
+        ),
+        (lambda: classification_report(np.ones(4) / 4, [0], ["a", "b"]), "expected"),
+        (lambda: confusion_matrix([0, 1, 2], [0, 1], 3), "3 true labels but 2 predictions"),
+        (lambda: confusion_matrix([0, -1], [0, 1], 2), r"outside 0..1"),  # -1 must not count as class 1
+        (lambda: confusion_matrix([0, 2], [0, 1], 2), r"\[2\] are outside"),
+    ],
+)
 def test_bad_arguments_raise_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -111,13 +123,24 @@ def test_nan_probabilities_give_nan_scores_so_the_gate_fails():
 # The gate -------------------------------------------------------------------------------
 
 GATE = Gate(min_macro_f1=0.6, max_macro_f1_drop=0.02, per_class_f1_floor=0.3)
-GOOD = {"macro_f1": 0.8, "per_class_f1": {"a": 0.7, "b": 0.9}, "latency_p99_ms": 20.0, "cost_per_1k_calls_usd": 0.01}
+GOOD = {
+    "macro_f1": 0.8,
+    "per_class_f1": {"a": 0.7, "b": 0.9},
+    "latency_p99_ms": 20.0,
+    "cost_per_1k_calls_usd": 0.01,
+}
 
 
 def run(challenger=None, champion=None, *, sla=50.0, max_cost=None, **changes):
     challenger = {**(challenger or GOOD), **changes}
-    return decide(challenger, champion, GATE, latency_sla_p99_ms=sla, max_cost_per_1k_calls_usd=max_cost,
-                  champion_version="3" if champion is not None else None)
+    return decide(
+        challenger,
+        champion,
+        GATE,
+        latency_sla_p99_ms=sla,
+        max_cost_per_1k_calls_usd=max_cost,
+        champion_version="3" if champion is not None else None,
+    )
 
 
 def failed(decision) -> set[str]:
@@ -130,22 +153,25 @@ def test_a_good_challenger_with_no_champion_passes_on_absolute_thresholds_only()
     assert [c.name for c in decision.checks] == ["min_macro_f1", "per_class_f1_floor", "latency_sla"]
 
 
-@pytest.mark.parametrize("changes, check", [
-    ({"macro_f1": 0.59}, "min_macro_f1"),
-    ({"per_class_f1": {"a": 0.29, "b": 0.9}}, "per_class_f1_floor"),
-    ({"latency_p99_ms": 50.01}, "latency_sla"),
-    # a figure we cannot measure fails its check
-    ({"macro_f1": float("nan")}, "min_macro_f1"),
-    ({"macro_f1": None}, "min_macro_f1"),
-    ({"macro_f1": "0.9"}, "min_macro_f1"),
-    ({"macro_f1": True}, "min_macro_f1"),
-    ({"macro_f1": float("inf")}, "min_macro_f1"),
-    ({"per_class_f1": {"a": float("nan"), "b": 0.9}}, "per_class_f1_floor"),
-    ({"per_class_f1": {"a": None, "b": 0.9}}, "per_class_f1_floor"),
-    ({"per_class_f1": {}}, "per_class_f1_floor"),
-    ({"latency_p99_ms": float("nan")}, "latency_sla"),
-    ({"latency_p99_ms": None}, "latency_sla"),
-])
+@pytest.mark.parametrize(
+    "changes, check",
+    [
+        ({"macro_f1": 0.59}, "min_macro_f1"),
+        ({"per_class_f1": {"a": 0.29, "b": 0.9}}, "per_class_f1_floor"),
+        ({"latency_p99_ms": 50.01}, "latency_sla"),
+        # a figure we cannot measure fails its check
+        ({"macro_f1": float("nan")}, "min_macro_f1"),
+        ({"macro_f1": None}, "min_macro_f1"),
+        ({"macro_f1": "0.9"}, "min_macro_f1"),
+        ({"macro_f1": True}, "min_macro_f1"),
+        ({"macro_f1": float("inf")}, "min_macro_f1"),
+        ({"per_class_f1": {"a": float("nan"), "b": 0.9}}, "per_class_f1_floor"),
+        ({"per_class_f1": {"a": None, "b": 0.9}}, "per_class_f1_floor"),
+        ({"per_class_f1": {}}, "per_class_f1_floor"),
+        ({"latency_p99_ms": float("nan")}, "latency_sla"),
+        ({"latency_p99_ms": None}, "latency_sla"),
+    ],
+)
 def test_each_check_fails_on_its_own(changes, check):
     decision = run(**changes)
     assert not decision.passed
@@ -168,13 +194,16 @@ def test_the_worst_class_is_named_in_the_reason():
     assert "refunds" in decision.reasons[0] and "0.1000" in decision.reasons[0]
 
 
-@pytest.mark.parametrize("champion_f1, challenger_f1, passes", [
-    (0.80, 0.80, True),     # as good
-    (0.80, 0.781, True),    # within the margin 0.02
-    (0.80, 0.779, False),   # below champion - margin
-    (0.70, 0.95, True),     # better
-    (0.95, 0.90, False),    # better than the absolute floor, worse than the champion
-])
+@pytest.mark.parametrize(
+    "champion_f1, challenger_f1, passes",
+    [
+        (0.80, 0.80, True),  # as good
+        (0.80, 0.781, True),  # within the margin 0.02
+        (0.80, 0.779, False),  # below champion - margin
+        (0.70, 0.95, True),  # better
+        (0.95, 0.90, False),  # better than the absolute floor, worse than the champion
+    ],
+)
 def test_with_a_champion_the_margin_applies(champion_f1, challenger_f1, passes):
     decision = run(champion={"macro_f1": champion_f1}, macro_f1=challenger_f1)
     assert decision.passed is passes
@@ -196,14 +225,17 @@ def test_a_champion_without_a_figure_blocks_automatic_promotion(champion):
     assert failed(decision) == {"vs_champion_macro_f1"}
 
 
-@pytest.mark.parametrize("max_cost, cost, passes", [
-    (None, 99.0, True),        # no frontier price known: the check is left out
-    (0.05, 0.01, True),
-    (0.05, 0.05, True),
-    (0.05, 0.051, False),
-    (0.05, None, False),
-    (0.05, float("nan"), False),
-])
+@pytest.mark.parametrize(
+    "max_cost, cost, passes",
+    [
+        (None, 99.0, True),  # no frontier price known: the check is left out
+        (0.05, 0.01, True),
+        (0.05, 0.05, True),
+        (0.05, 0.051, False),
+        (0.05, None, False),
+        (0.05, float("nan"), False),
+    ],
+)
 def test_the_cost_check_is_optional(max_cost, cost, passes):
     decision = run(max_cost=max_cost, cost_per_1k_calls_usd=cost)
     assert decision.passed is passes
@@ -211,19 +243,38 @@ def test_the_cost_check_is_optional(max_cost, cost, passes):
 
 
 def test_every_failing_check_is_reported_at_once():
-    decision = run(champion={"macro_f1": 0.9}, max_cost=0.001, macro_f1=0.5,
-                   per_class_f1={"a": 0.0, "b": 1.0}, latency_p99_ms=900.0)
-    assert failed(decision) == {"min_macro_f1", "vs_champion_macro_f1", "per_class_f1_floor", "latency_sla",
-                                "cost_per_1k_calls"}
+    decision = run(
+        champion={"macro_f1": 0.9},
+        max_cost=0.001,
+        macro_f1=0.5,
+        per_class_f1={"a": 0.0, "b": 1.0},
+        latency_p99_ms=900.0,
+    )
+    assert failed(decision) == {
+        "min_macro_f1",
+        "vs_champion_macro_f1",
+        "per_class_f1_floor",
+        "latency_sla",
+        "cost_per_1k_calls",
+    }
     assert len(decision.reasons) == 5
 
 
 def test_numpy_figures_are_accepted_and_the_decision_is_json():
-    challenger = {"macro_f1": np.float32(0.8), "per_class_f1": {"a": np.float64(0.7), "b": np.float32(0.9)},
-                  "latency_p99_ms": np.float64(20.0), "cost_per_1k_calls_usd": np.float32(0.01)}
+    challenger = {
+        "macro_f1": np.float32(0.8),
+        "per_class_f1": {"a": np.float64(0.7), "b": np.float32(0.9)},
+        "latency_p99_ms": np.float64(20.0),
+        "cost_per_1k_calls_usd": np.float32(0.01),
+    }
     decision = run(challenger, champion={"macro_f1": np.float32(0.79)}, max_cost=0.05)
     assert decision.passed, decision.reasons
     replayed = json.loads(json.dumps(decision.to_dict()))
     assert replayed["passed"] is True and replayed["champion_version"] == "3"
-    assert {c["name"] for c in replayed["checks"]} == {"min_macro_f1", "vs_champion_macro_f1", "per_class_f1_floor",
-                                                        "latency_sla", "cost_per_1k_calls"}
+    assert {c["name"] for c in replayed["checks"]} == {
+        "min_macro_f1",
+        "vs_champion_macro_f1",
+        "per_class_f1_floor",
+        "latency_sla",
+        "cost_per_1k_calls",
+    }

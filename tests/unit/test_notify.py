@@ -24,22 +24,31 @@ def load(tmp_path: Path, notify: str):
 
 
 def test_notify_section_reads_on_email_and_webhook(tmp_path):
-    wf = load(tmp_path, "{on: [approval_waiting, run_failed], email: [owner@example.com], "
-                        "webhook: 'https://hooks.example.com/x'}")
+    wf = load(
+        tmp_path,
+        "{on: [approval_waiting, run_failed], email: [owner@example.com], "
+        "webhook: 'https://hooks.example.com/x'}",
+    )
     # `on` is a YAML 1.1 boolean key; it must still be read as the event list.
-    assert wf.notify == Notify(on=("approval_waiting", "run_failed"), email=("owner@example.com",),
-                               webhook="https://hooks.example.com/x")
+    assert wf.notify == Notify(
+        on=("approval_waiting", "run_failed"),
+        email=("owner@example.com",),
+        webhook="https://hooks.example.com/x",
+    )
     assert load(tmp_path, "{email: one@example.com}").notify.email == ("one@example.com",)
     assert load(tmp_path, "{}").notify.on == EVENTS  # every event, sent nowhere until a channel is set
 
 
-@pytest.mark.parametrize("notify, names", [
-    ("{on: [approval_wait]}", "'approval_wait' is not an event"),
-    ("{email: [owner.example.com]}", "'owner.example.com' is not an email address"),
-    ("{webhook: 'ftp://x'}", "must be an http:// or https:// URL"),
-    ("{on: run_failed, mail: [a@b.c]}", "unknown key 'mail'"),
-    ("{on: {run_failed: true}}", "expected a list"),
-])
+@pytest.mark.parametrize(
+    "notify, names",
+    [
+        ("{on: [approval_wait]}", "'approval_wait' is not an event"),
+        ("{email: [owner.example.com]}", "'owner.example.com' is not an email address"),
+        ("{webhook: 'ftp://x'}", "must be an http:// or https:// URL"),
+        ("{on: run_failed, mail: [a@b.c]}", "unknown key 'mail'"),
+        ("{on: {run_failed: true}}", "expected a list"),
+    ],
+)
 def test_bad_notify_section_names_key_and_fix(tmp_path, notify, names):
     with pytest.raises(WorkflowError, match="notify") as err:
         load(tmp_path, notify)
@@ -47,27 +56,45 @@ def test_bad_notify_section_names_key_and_fix(tmp_path, notify, names):
 
 
 def test_notice_subject_message_and_escaped_html():
-    notice = compose("rejected", "tickets", model="tickets_student", version=7, run_key="distill__tickets/manual_1",
-                     message="too slow <script>alert(1)</script>")
+    notice = compose(
+        "rejected",
+        "tickets",
+        model="tickets_student",
+        version=7,
+        run_key="distill__tickets/manual_1",
+        message="too slow <script>alert(1)</script>",
+    )
     assert notice.subject == "[mlops] tickets_student v7 was rejected"
     assert notice.payload()["event"] == "rejected" and notice.payload()["version"] == "7"
     assert "<script>" not in notice.html() and "&lt;script&gt;" in notice.html()
     assert "distill__tickets/manual_1" in notice.html()
-    assert compose("run_failed", "tickets", run_key="distill__tickets/r9").subject == "[mlops] tickets: run r9 failed"
+    assert (
+        compose("run_failed", "tickets", run_key="distill__tickets/r9").subject
+        == "[mlops] tickets: run r9 failed"
+    )
     with pytest.raises(ValueError, match="unknown notification event"):
         compose("exploded", "tickets")
 
 
 def test_webhook_posts_the_notice_as_json():
-    notice = compose("approval_waiting", "tickets", model="tickets_student", version="3",
-                     message="mlops models approve 3 --reason TEXT")
+    notice = compose(
+        "approval_waiting",
+        "tickets",
+        model="tickets_student",
+        version="3",
+        message="mlops models approve 3 --reason TEXT",
+    )
     with WebhookReceiver() as hook:
         assert post_webhook(hook.url, notice) == 204
         got = hook.wait_for(1)
     assert len(got) == 1 and got[0]["content_type"] == "application/json"
     body = got[0]["json"]
     assert (body["event"], body["workflow"], body["model"], body["version"]) == (
-        "approval_waiting", "tickets", "tickets_student", "3")
+        "approval_waiting",
+        "tickets",
+        "tickets_student",
+        "3",
+    )
     assert body["message"] == "mlops models approve 3 --reason TEXT" and body["source"] == "mlops-posttrain"
 
 

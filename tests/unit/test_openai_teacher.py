@@ -32,8 +32,13 @@ KEY = "sk-test-teacher-3b1f"
 def frame(n: int = 40, *, gold: tuple[int, ...] = ()) -> pd.DataFrame:
     words = list(WORDS)
     texts = [f"{words[i % 3]} problem, ticket {i}" for i in range(n)]
-    return pd.DataFrame({contract.TEXT: texts, contract.LABEL: [WORDS[words[i % 3]] for i in range(n)],
-                         contract.SOURCE: ["gold" if i in gold else "teacher" for i in range(n)]})
+    return pd.DataFrame(
+        {
+            contract.TEXT: texts,
+            contract.LABEL: [WORDS[words[i % 3]] for i in range(n)],
+            contract.SOURCE: ["gold" if i in gold else "teacher" for i in range(n)],
+        }
+    )
 
 
 def user_text(body: dict) -> str:
@@ -54,14 +59,20 @@ def topical_logprobs(body: dict) -> list[dict]:
     answer = answer_of(body)
     others = [label for label in LABELS if label != answer]
     alternatives = [(answer, 0.8), (others[0], 0.15), (others[1][:4], 0.04)]  # "ship": a label's first token
-    return [{"token": answer, "logprob": math.log(0.8),
-             "top_logprobs": [{"token": " " + t, "logprob": math.log(p)} for t, p in alternatives]},
-            {"token": "\n", "logprob": 0.0, "top_logprobs": []}]
+    return [
+        {
+            "token": answer,
+            "logprob": math.log(0.8),
+            "top_logprobs": [{"token": " " + t, "logprob": math.log(p)} for t, p in alternatives],
+        },
+        {"token": "\n", "logprob": 0.0, "top_logprobs": []},
+    ]
 
 
 def label(df, fake, **kwargs):
-    return openai_targets(df, LABELS, model="frontier-large", base_url=fake.url, api_key=KEY, max_retries=0,
-                          **kwargs)
+    return openai_targets(
+        df, LABELS, model="frontier-large", base_url=fake.url, api_key=KEY, max_retries=0, **kwargs
+    )
 
 
 def test_answers_and_logprobs_become_soft_targets():
@@ -74,9 +85,16 @@ def test_answers_and_logprobs_become_soft_targets():
     np.testing.assert_allclose(targets.probs.sum(axis=1), 1.0)
     # Row 0 ("refund"): billing 0.8, login 0.15, shipping 0.04 from "ship"; renormalised over 0.99.
     np.testing.assert_allclose(targets.probs[0], np.array([0.8, 0.15, 0.04]) / 0.99, rtol=1e-9)
-    assert targets.teacher == {"kind": "openai", "model": "frontier-large", "version": "fake-2026-06-01",
-                               "n_calls": 40, "n_unusable": 0, "n_with_logprobs": 40,
-                               "tokens_in": targets.teacher["tokens_in"], "tokens_out": 40}
+    assert targets.teacher == {
+        "kind": "openai",
+        "model": "frontier-large",
+        "version": "fake-2026-06-01",
+        "n_calls": 40,
+        "n_unusable": 0,
+        "n_with_logprobs": 40,
+        "tokens_in": targets.teacher["tokens_in"],
+        "tokens_out": 40,
+    }
     # What the API was asked: every text once, the label set in the prompt, logprobs on, our key.
     request = fake.requests[0]
     assert len(fake.requests) == 40 and request["authorization"] == f"Bearer {KEY}"
@@ -89,14 +107,20 @@ def test_answers_and_logprobs_become_soft_targets():
 def test_without_logprobs_the_answer_is_a_one_hot_target():
     with FakeOpenAI(answer=topical) as fake:  # a provider that ignores the logprobs request
         targets = label(frame(9), fake)
-    assert targets.probs.tolist() == np.eye(3)[[0, 1, 2, 1, 1, 2, 0, 1, 2]].tolist()  # row 3: the teacher's login
+    assert (
+        targets.probs.tolist() == np.eye(3)[[0, 1, 2, 1, 1, 2, 0, 1, 2]].tolist()
+    )  # row 3: the teacher's login
     assert targets.teacher["n_with_logprobs"] == 0
 
 
 def test_a_few_unusable_answers_keep_their_recorded_label():
     df = frame(40)  # 5 % of 40: two may be unusable
-    with FakeOpenAI(answer=lambda body: "no idea" if "ticket 7" in user_text(body) else topical(body)) as fake:
-        fake.script = ["ok"] * 4 + ["error500"]  # and the call for ticket 4 fails (one call at a time: in order)
+    with FakeOpenAI(
+        answer=lambda body: "no idea" if "ticket 7" in user_text(body) else topical(body)
+    ) as fake:
+        fake.script = ["ok"] * 4 + [
+            "error500"
+        ]  # and the call for ticket 4 fails (one call at a time: in order)
         targets = label(df, fake, concurrency=1)
     assert targets.teacher["n_unusable"] == 2
     recorded = [LABELS.index(lab) for lab in df[contract.LABEL]]
@@ -108,7 +132,9 @@ def test_a_few_unusable_answers_keep_their_recorded_label():
 def test_a_teacher_answering_outside_the_label_set_stops_early_with_a_named_error():
     df = frame(200)
     with FakeOpenAI(answer=" refund_request\n") as fake:
-        with pytest.raises(TeacherMismatchError, match=r"answered outside the workflow's labels.*'refund_request'"):
+        with pytest.raises(
+            TeacherMismatchError, match=r"answered outside the workflow's labels.*'refund_request'"
+        ):
             label(df, fake, concurrency=4)
     assert len(fake.requests) < 40  # it stopped once more than 10 (5 %) were off the label set
 
@@ -140,24 +166,43 @@ def test_a_training_set_with_labels_the_student_lacks_stops_before_any_call():
 SIXTEEN = ["billing_refund", "billing_invoice", "shipping_delay", "password_reset"]
 
 
-@pytest.mark.parametrize("alternatives, expected", [
-    # a first token that starts one label only counts for it
-    ([("ship", 0.1)], {"billing_refund": 0.7, "shipping_delay": 0.1}),
-    # one that starts two labels cannot be split between them: left out
-    ([("billing", 0.2)], {"billing_refund": 0.7}),
-    # the answer's own first token is not counted twice; case and spaces do not matter
-    ([(" BILLING_", 0.7), (" Pass", 0.05)], {"billing_refund": 0.7, "password_reset": 0.05}),
-], ids=["unique prefix", "ambiguous prefix", "own token, case"])
+@pytest.mark.parametrize(
+    "alternatives, expected",
+    [
+        # a first token that starts one label only counts for it
+        ([("ship", 0.1)], {"billing_refund": 0.7, "shipping_delay": 0.1}),
+        # one that starts two labels cannot be split between them: left out
+        ([("billing", 0.2)], {"billing_refund": 0.7}),
+        # the answer's own first token is not counted twice; case and spaces do not matter
+        ([(" BILLING_", 0.7), (" Pass", 0.05)], {"billing_refund": 0.7, "password_reset": 0.05}),
+    ],
+    ids=["unique prefix", "ambiguous prefix", "own token, case"],
+)
 def test_logprobs_of_multi_token_labels(alternatives, expected):
     # The answer "billing_refund" as two tokens whose joint probability is 0.7.
-    data = {"choices": [{"logprobs": {"content": [
-        {"token": "billing_", "logprob": math.log(0.875),
-         "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives]},
-        {"token": "refund", "logprob": math.log(0.8), "top_logprobs": []}]}}]}
+    data = {
+        "choices": [
+            {
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": "billing_",
+                            "logprob": math.log(0.875),
+                            "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives],
+                        },
+                        {"token": "refund", "logprob": math.log(0.8), "top_logprobs": []},
+                    ]
+                }
+            }
+        ]
+    }
     got = _answer_probs(data, "billing_refund", SIXTEEN)
     assert got.keys() == expected.keys()
     assert all(got[k] == pytest.approx(v) for k, v in expected.items())
 
 
 def test_a_response_without_logprobs_gives_no_probabilities():
-    assert _answer_probs(json.loads('{"choices": [{"message": {"content": "x"}}]}'), "billing_refund", SIXTEEN) == {}
+    assert (
+        _answer_probs(json.loads('{"choices": [{"message": {"content": "x"}}]}'), "billing_refund", SIXTEEN)
+        == {}
+    )

@@ -19,11 +19,20 @@ from ml.validation.quarantine import (
     show,
 )
 
-REPORT = {"batch_id": "tickets.csv", "success": False,
-          "failures": [{"expectation": "expect_column_values_to_be_in_set", "column": "label",
-                        "observed": "labels not in the known set: ['foo']", "fix": "add them"}]}
+REPORT = {
+    "batch_id": "tickets.csv",
+    "success": False,
+    "failures": [
+        {
+            "expectation": "expect_column_values_to_be_in_set",
+            "column": "label",
+            "observed": "labels not in the known set: ['foo']",
+            "fix": "add them",
+        }
+    ],
+}
 # Every byte value, CRLFs and a NUL: a text-mode copy or re-encoding would change the hash.
-PAYLOAD = b"text,label\r\n\"caf\xc3\xa9 \x00 refund\",billing\n" + bytes(range(256)) * 64
+PAYLOAD = b'text,label\r\n"caf\xc3\xa9 \x00 refund",billing\n' + bytes(range(256)) * 64
 
 
 def sha256(path: Path) -> str:
@@ -54,7 +63,11 @@ def test_quarantine_moves_the_file_byte_for_byte(dirs):
     assert json.loads((entry / "report.json").read_text()) == REPORT
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["original_path"] == str(batch.resolve())
-    assert (meta["sha256"], meta["size_bytes"], meta["reason"]) == (before, len(PAYLOAD), "validation failed: 1 check")
+    assert (meta["sha256"], meta["size_bytes"], meta["reason"]) == (
+        before,
+        len(PAYLOAD),
+        "validation failed: 1 check",
+    )
     assert meta["quarantined_at"].endswith("+00:00")
     # Temp files were all renamed into place.
     assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "report.json", "tickets.csv"]
@@ -102,13 +115,23 @@ def test_a_batch_fixed_in_quarantine_is_released_with_its_new_hash(dirs):
 
 
 RELEASE_ERRORS = [
-    ("unknown id", lambda qdir, qid, drop: release(qdir, "20990101T000000.000000Z-deadbeef", drop), "known ids: {qid}"),
+    (
+        "unknown id",
+        lambda qdir, qid, drop: release(qdir, "20990101T000000.000000Z-deadbeef", drop),
+        "known ids: {qid}",
+    ),
     ("path traversal id", lambda qdir, qid, drop: show(qdir, "../drop"), "unknown quarantine id '../drop'"),
-    ("released twice", lambda qdir, qid, drop: (release(qdir, qid, drop), release(qdir, qid, drop.parent / "again")),
-     "already released"),
+    (
+        "released twice",
+        lambda qdir, qid, drop: (release(qdir, qid, drop), release(qdir, qid, drop.parent / "again")),
+        "already released",
+    ),
     ("drop folder missing", lambda qdir, qid, drop: release(qdir, qid, drop / "nope"), "does not exist"),
-    ("name taken in drop folder", lambda qdir, qid, drop: ((drop / "tickets.csv").write_bytes(b"new"),
-                                                           release(qdir, qid, drop)), "already exists"),
+    (
+        "name taken in drop folder",
+        lambda qdir, qid, drop: ((drop / "tickets.csv").write_bytes(b"new"), release(qdir, qid, drop)),
+        "already exists",
+    ),
 ]
 
 
@@ -140,7 +163,9 @@ QUARANTINE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("case, path, reason, words", QUARANTINE_ERRORS, ids=[c[0] for c in QUARANTINE_ERRORS])
+@pytest.mark.parametrize(
+    "case, path, reason, words", QUARANTINE_ERRORS, ids=[c[0] for c in QUARANTINE_ERRORS]
+)
 def test_quarantine_refuses_bad_input_and_moves_nothing(dirs, case, path, reason, words):
     batch, drop, qdir = dirs
     with pytest.raises(QuarantineError, match=words):
@@ -154,8 +179,13 @@ def test_a_report_object_and_a_reserved_file_name_are_handled(tmp_path):
 
     batch = tmp_path / "report.json"  # same name as the entry's own report file
     batch.write_bytes(b'{"rows": []}')
-    report = ValidationReport("report.json", False, [Failure("row_count", None, "0 rows", "send rows")], 0,
-                              {"evaluated_expectations": 1})
+    report = ValidationReport(
+        "report.json",
+        False,
+        [Failure("row_count", None, "0 rows", "send rows")],
+        0,
+        {"evaluated_expectations": 1},
+    )
     qid = quarantine(batch, report, tmp_path / "q", reason="empty")
     entry = show(tmp_path / "q", qid)
     assert entry.report["failures"][0]["observed"] == "0 rows"
@@ -179,8 +209,10 @@ def test_an_interrupted_quarantine_shows_as_incomplete_and_keeps_the_batch(dirs)
 SHM = Path("/dev/shm")
 
 
-@pytest.mark.skipif(not SHM.is_dir() or os.stat(SHM).st_dev == os.stat(Path(__file__)).st_dev,
-                    reason="needs a second filesystem (/dev/shm) to exercise the copy-verify-unlink move")
+@pytest.mark.skipif(
+    not SHM.is_dir() or os.stat(SHM).st_dev == os.stat(Path(__file__)).st_dev,
+    reason="needs a second filesystem (/dev/shm) to exercise the copy-verify-unlink move",
+)
 def test_moves_across_filesystems_copy_verify_then_unlink(dirs, tmp_path):
     batch, drop, _ = dirs
     qdir = SHM / f"quarantine-test-{os.getpid()}-{tmp_path.name}"

@@ -38,8 +38,13 @@ def registry(tiny_base_model, tmp_path_factory):
     tokenizer.save_pretrained(folder)
     experiment = mlflow.create_experiment("bases", artifact_location=(root / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        mlflow.pyfunc.log_model(name="model", python_model=str(SERVING_MODEL), artifacts={"model_dir": str(folder)},
-                                registered_model_name="ticket_base", pip_requirements=[])
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(SERVING_MODEL),
+            artifacts={"model_dir": str(folder)},
+            registered_model_name="ticket_base",
+            pip_requirements=[],
+        )
     MlflowClient().set_registered_model_alias("ticket_base", "champion", "1")
     yield {"folder": folder, "root": root}
     mlflow.set_tracking_uri(before[0])  # process-wide: leave them as other modules found them
@@ -70,13 +75,16 @@ def test_a_half_downloaded_version_is_fetched_again(registry, tmp_path):
     assert (path / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("spec, error, message", [
-    ("models:/ticket_base@nobody", FileNotFoundError, "no such model version or alias.*set the alias"),
-    ("models:/ticket_base/9", FileNotFoundError, "no such model version or alias"),
-    ("models:/no_such_model/1", FileNotFoundError, "register the model"),
-    ("models:/ticket_base", ValueError, r"write models:/NAME@ALIAS"),
-    ("models:/a/b/c", ValueError, r"or models:/NAME/VERSION"),
-])
+@pytest.mark.parametrize(
+    "spec, error, message",
+    [
+        ("models:/ticket_base@nobody", FileNotFoundError, "no such model version or alias.*set the alias"),
+        ("models:/ticket_base/9", FileNotFoundError, "no such model version or alias"),
+        ("models:/no_such_model/1", FileNotFoundError, "register the model"),
+        ("models:/ticket_base", ValueError, r"write models:/NAME@ALIAS"),
+        ("models:/a/b/c", ValueError, r"or models:/NAME/VERSION"),
+    ],
+)
 def test_bad_registered_specs_name_the_fix(registry, tmp_path, spec, error, message):
     with pytest.raises(error, match=message):
         resolve_base_model(spec, cache_dir=tmp_path)
@@ -86,14 +94,26 @@ def test_the_student_trains_from_a_registered_base(registry, tmp_path):
     base = resolve_base_model("models:/ticket_base@champion", cache_dir=tmp_path / "cache")
     texts = [f"{w} problem {i}" for i, w in enumerate(["refund", "password", "parcel"] * 8)]
     hard = np.array([i % 3 for i in range(len(texts))])
-    result = train_student(base_dir=base, texts=texts, teacher_probs=np.eye(3)[hard], hard_labels=hard,
-                           label_names=LABELS, cfg=Training(max_epochs=1, batch_size=8, max_length=16, learning_rate=1e-3),
-                           out_dir=tmp_path / "run", device="cpu", seed=1, threads=1, log=lambda m: None)
+    result = train_student(
+        base_dir=base,
+        texts=texts,
+        teacher_probs=np.eye(3)[hard],
+        hard_labels=hard,
+        label_names=LABELS,
+        cfg=Training(max_epochs=1, batch_size=8, max_length=16, learning_rate=1e-3),
+        out_dir=tmp_path / "run",
+        device="cpu",
+        seed=1,
+        threads=1,
+        log=lambda m: None,
+    )
     assert result.steps == 3
     trained = load_file(result.model_dir / "model.safetensors")
     base_weights = load_file(base / "model.safetensors")
     layer = "bert.encoder.layer.0.attention.self.query.weight"
-    assert trained[layer].shape == base_weights[layer].shape and not torch.equal(trained[layer], base_weights[layer])
+    assert trained[layer].shape == base_weights[layer].shape and not torch.equal(
+        trained[layer], base_weights[layer]
+    )
 
 
 def test_a_registered_classifier_keeps_its_head_only_for_the_same_labels(registry, tmp_path):
@@ -104,11 +124,14 @@ def test_a_registered_classifier_keeps_its_head_only_for_the_same_labels(registr
     assert torch.equal(same.classifier.weight, trained_head)  # a warm start from the registered classifier
 
     torch.manual_seed(0)
-    reordered, _ = build_student(base, ["login", "billing", "shipping"])  # rows would map to the wrong classes
+    reordered, _ = build_student(
+        base, ["login", "billing", "shipping"]
+    )  # rows would map to the wrong classes
     assert not torch.equal(reordered.classifier.weight, trained_head)
     assert reordered.config.id2label == {0: "login", 1: "billing", 2: "shipping"}
 
     more, _ = build_student(base, [*LABELS, "spam"])  # another number of labels: a fresh, bigger head
     assert more.classifier.weight.shape == (4, trained_head.shape[1])
-    torch.testing.assert_close(more.bert.encoder.layer[0].output.dense.weight,
-                               same.bert.encoder.layer[0].output.dense.weight)
+    torch.testing.assert_close(
+        more.bert.encoder.layer[0].output.dense.weight, same.bert.encoder.layer[0].output.dense.weight
+    )

@@ -18,7 +18,7 @@ from ml.config import load_settings
 from ml.registry import CHALLENGER, CHAMPION, PromotionConflict, RegistryError
 
 # A models-from-code pyfunc small enough to log in a second: MLflow runs this file to load it.
-TINY_MODEL = '''
+TINY_MODEL = """
 import mlflow
 from mlflow.pyfunc import PythonModel
 
@@ -29,7 +29,7 @@ class Echo(PythonModel):
 
 
 mlflow.models.set_model(Echo())
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,13 @@ def store(tmp_path_factory):
     code.write_text(TINY_MODEL)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=str(code), pip_requirements=[])
-    yield {"settings": settings, "client": client, "model_uri": info.model_uri, "run_id": run.info.run_id,
-           "experiment_id": experiment_id}
+    yield {
+        "settings": settings,
+        "client": client,
+        "model_uri": info.model_uri,
+        "run_id": run.info.run_id,
+        "experiment_id": experiment_id,
+    }
     mlflow.set_tracking_uri(before[0])  # the URIs are process-wide: leave them as other modules found them
     mlflow.set_registry_uri(before[1])
 
@@ -65,8 +70,14 @@ def name(request) -> str:
 
 
 def register(store, client, name, key, **tags) -> str:
-    return registry.register(client, name, store["model_uri"], store["run_id"], idempotency_key=key,
-                             tags={"workflow": "tickets", **tags})
+    return registry.register(
+        client,
+        name,
+        store["model_uri"],
+        store["run_id"],
+        idempotency_key=key,
+        tags={"workflow": "tickets", **tags},
+    )
 
 
 def test_the_experiment_is_created_once_under_the_artifact_root(store, client):
@@ -75,12 +86,17 @@ def test_the_experiment_is_created_once_under_the_artifact_root(store, client):
     assert location == (Path(store["settings"].mlflow_artifact_root) / "tickets").as_uri()
 
 
-@pytest.mark.parametrize("root, expected", [
-    ("s3://bucket/mlflow/", "s3://bucket/mlflow/{wf}"),
-    ("mlflow-artifacts:/", "mlflow-artifacts:/{wf}"),   # what docker-compose sets: a proxied root
-])
+@pytest.mark.parametrize(
+    "root, expected",
+    [
+        ("s3://bucket/mlflow/", "s3://bucket/mlflow/{wf}"),
+        ("mlflow-artifacts:/", "mlflow-artifacts:/{wf}"),  # what docker-compose sets: a proxied root
+    ],
+)
 def test_a_remote_artifact_root_is_used_as_is(store, client, root, expected):
-    settings = load_settings({"MLOPS_STATE_DIR": str(store["settings"].state_dir), "MLOPS_MLFLOW_ARTIFACT_ROOT": root})
+    settings = load_settings(
+        {"MLOPS_STATE_DIR": str(store["settings"].state_dir), "MLOPS_MLFLOW_ARTIFACT_ROOT": root}
+    )
     workflow = "remote_" + str(abs(hash(root)))[:8]
     experiment_id = registry.ensure_experiment(settings, workflow)
     assert client.get_experiment(experiment_id).artifact_location == expected.format(wf=workflow)
@@ -92,7 +108,10 @@ def test_register_is_idempotent_per_key(store, client, name):
     second = register(store, client, name, "run-2")
     assert second == "2"
     versions = client.search_model_versions(f"name='{name}'")
-    assert sorted(v.version for v in versions) == ["1", "2"] or sorted(int(v.version) for v in versions) == [1, 2]
+    assert sorted(v.version for v in versions) == ["1", "2"] or sorted(int(v.version) for v in versions) == [
+        1,
+        2,
+    ]
     tags = client.get_model_version(name, first).tags
     assert tags["idempotency_key"] == "run-1" and tags["dataset_version"] == "abc"
     assert client.get_registered_model(name).tags["workflow"] == "tickets"
@@ -110,8 +129,11 @@ def register_in_child(uri, model_uri, run_id, name, barrier, results):
     client = MlflowClient()
     client.search_registered_models(max_results=1)  # connect before the race, not during it
     barrier.wait()
-    results.put(registry.register(client, name, model_uri, run_id, idempotency_key="same-run",
-                                  tags={"workflow": "tickets"}))
+    results.put(
+        registry.register(
+            client, name, model_uri, run_id, idempotency_key="same-run", tags={"workflow": "tickets"}
+        )
+    )
 
 
 def test_concurrent_registrations_of_one_key_leave_exactly_one_version(store, tmp_path):
@@ -120,9 +142,13 @@ def test_concurrent_registrations_of_one_key_leave_exactly_one_version(store, tm
     race_uri = f"sqlite:///{shutil.copy(db, tmp_path / 'race.db')}"
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(RACERS), context.Queue()
-    racers = [context.Process(target=register_in_child,
-                              args=(race_uri, store["model_uri"], store["run_id"], "raced_student", barrier, results))
-              for _ in range(RACERS)]
+    racers = [
+        context.Process(
+            target=register_in_child,
+            args=(race_uri, store["model_uri"], store["run_id"], "raced_student", barrier, results),
+        )
+        for _ in range(RACERS)
+    ]
     for p in racers:
         p.start()
     for p in racers:
@@ -143,7 +169,9 @@ def test_concurrent_registrations_of_one_key_leave_exactly_one_version(store, tm
 def test_move_alias_is_compare_and_set(client, store, name):
     v1, v2, v3 = (register(store, client, name, f"k{i}") for i in (1, 2, 3))
     registry.move_alias(client, name, CHAMPION, v1, expected_from=None, why="first", who="ada")
-    registry.move_alias(client, name, CHAMPION, v2, expected_from=int(v1), why="better", who="ada")  # int or str
+    registry.move_alias(
+        client, name, CHAMPION, v2, expected_from=int(v1), why="better", who="ada"
+    )  # int or str
     for stale in (None, v1, v3):
         with pytest.raises(PromotionConflict, match=f"@champion of {name} is now v{v2}"):
             registry.move_alias(client, name, CHAMPION, v3, expected_from=stale, why="stale gate", who="bob")
@@ -156,7 +184,9 @@ def test_every_move_is_recorded_with_who_why_from_to_and_seq(client, store, name
     monkeypatch.setenv("MLOPS_USER", "airflow-worker")
     registry.move_alias(client, name, CHALLENGER, v1, expected_from=None, why="new candidate")
     registry.move_alias(client, name, CHAMPION, v1, expected_from=None, why="gate passed", who="ada")
-    entry = registry.move_alias(client, name, CHAMPION, v2, expected_from=v1, why="gate passed again", who="ada")
+    entry = registry.move_alias(
+        client, name, CHAMPION, v2, expected_from=v1, why="gate passed again", who="ada"
+    )
     history = registry.alias_history(client, name)
     assert history[-1] == entry
     assert [(e["seq"], e["alias"], e["from"], e["to"], e["who"], e["why"]) for e in history] == [
@@ -179,11 +209,14 @@ def test_rollback_restores_the_previous_champion_and_records_it(client, store, n
     assert registry.alias_history(client, name)[-1] == entry and entry["seq"] == 4
 
 
-@pytest.mark.parametrize("moves, refusal", [
-    ([], "no version is @champion, so there is nothing to roll back"),                 # never promoted
-    ([(CHAMPION, None, "first")], "v1 has no previous version to roll back to"),      # nothing before it
-    ([(CHALLENGER, None, "cand")], "no version is @champion"),                         # only the challenger moved
-])
+@pytest.mark.parametrize(
+    "moves, refusal",
+    [
+        ([], "no version is @champion, so there is nothing to roll back"),  # never promoted
+        ([(CHAMPION, None, "first")], "v1 has no previous version to roll back to"),  # nothing before it
+        ([(CHALLENGER, None, "cand")], "no version is @champion"),  # only the challenger moved
+    ],
+)
 def test_rollback_without_a_previous_champion_is_refused(client, store, name, moves, refusal):
     v1 = register(store, client, name, "k1")
     for alias, expected, why in moves:
@@ -196,16 +229,23 @@ def test_rollback_without_a_previous_champion_is_refused(client, store, name, mo
 def test_rolling_back_twice_goes_two_champions_back_then_says_there_is_nothing_left(client, store, name):
     v1, v2, v3 = (register(store, client, name, f"k{i}") for i in (1, 2, 3))
     for expected, to in ((None, v1), (v1, v2), (v2, v3)):
-        registry.move_alias(client, name, CHAMPION, to, expected_from=expected, why="promoted", kind="promote")
+        registry.move_alias(
+            client, name, CHAMPION, to, expected_from=expected, why="promoted", kind="promote"
+        )
     first = registry.rollback(client, name, why="v3 misroutes refunds", who="ada")
     second = registry.rollback(client, name, why="v2 too", who="ada")
     assert (first["from"], first["to"], second["from"], second["to"]) == (v3, v2, v2, v1)  # not back to v3
     assert str(registry.version_by_alias(client, name, CHAMPION).version) == v1
-    with pytest.raises(RegistryError, match=r"v1 has no previous version.*rolled back from are not rollback "
-                                            r"targets \(v2, v3\)"):
+    with pytest.raises(
+        RegistryError,
+        match=r"v1 has no previous version.*rolled back from are not rollback "
+        r"targets \(v2, v3\)",
+    ):
         registry.rollback(client, name, why="once more")
     # A new promotion is a champion to fall back from again.
-    registry.move_alias(client, name, CHAMPION, v3, expected_from=v1, why="fixed and re-approved", kind="promote")
+    registry.move_alias(
+        client, name, CHAMPION, v3, expected_from=v1, why="fixed and re-approved", kind="promote"
+    )
     assert registry.rollback(client, name, why="no, still bad")["to"] == v1
 
 
@@ -235,20 +275,46 @@ def _moves(*moves) -> list[dict]:
 STACKS = {
     "nothing": ([], []),
     "promotions": (_moves((CHAMPION, None, "1", "promote"), (CHAMPION, "1", "2", "promote")), ["1", "2"]),
-    "challenger moves do not count": (_moves((CHALLENGER, None, "1", "challenger"),
-                                             (CHAMPION, None, "1", "promote")), ["1"]),
-    "a rollback pops": (_moves((CHAMPION, None, "1", "promote"), (CHAMPION, "1", "2", "promote"),
-                               (CHAMPION, "2", "1", "rollback")), ["1"]),
-    "promoted again after a rollback": (_moves((CHAMPION, None, "1", "promote"), (CHAMPION, "1", "2", "promote"),
-                                               (CHAMPION, "2", "1", "rollback"), (CHAMPION, "1", "3", "promote")),
-                                        ["1", "3"]),
+    "challenger moves do not count": (
+        _moves((CHALLENGER, None, "1", "challenger"), (CHAMPION, None, "1", "promote")),
+        ["1"],
+    ),
+    "a rollback pops": (
+        _moves(
+            (CHAMPION, None, "1", "promote"),
+            (CHAMPION, "1", "2", "promote"),
+            (CHAMPION, "2", "1", "rollback"),
+        ),
+        ["1"],
+    ),
+    "promoted again after a rollback": (
+        _moves(
+            (CHAMPION, None, "1", "promote"),
+            (CHAMPION, "1", "2", "promote"),
+            (CHAMPION, "2", "1", "rollback"),
+            (CHAMPION, "1", "3", "promote"),
+        ),
+        ["1", "3"],
+    ),
     # Entries written before `kind` existed: the reason says rollback.
-    "an old rollback entry": ([{"alias": CHAMPION, "from": None, "to": "1", "why": "gate passed"},
-                               {"alias": CHAMPION, "from": "1", "to": "2", "why": "gate passed"},
-                               {"alias": CHAMPION, "from": "2", "to": "1", "why": "rollback: bad"}], ["1"]),
+    "an old rollback entry": (
+        [
+            {"alias": CHAMPION, "from": None, "to": "1", "why": "gate passed"},
+            {"alias": CHAMPION, "from": "1", "to": "2", "why": "gate passed"},
+            {"alias": CHAMPION, "from": "2", "to": "1", "why": "rollback: bad"},
+        ],
+        ["1"],
+    ),
     # The old rollback flipped back to the version it had left: both were rolled back from.
-    "an old flip": (_moves((CHAMPION, None, "1", "promote"), (CHAMPION, "1", "2", "promote"),
-                           (CHAMPION, "2", "1", "rollback"), (CHAMPION, "1", "2", "rollback")), ["2"]),
+    "an old flip": (
+        _moves(
+            (CHAMPION, None, "1", "promote"),
+            (CHAMPION, "1", "2", "promote"),
+            (CHAMPION, "2", "1", "rollback"),
+            (CHAMPION, "1", "2", "rollback"),
+        ),
+        ["2"],
+    ),
 }
 
 
@@ -265,9 +331,13 @@ def test_a_model_that_does_not_exist_gives_registry_errors(client):
 
 def test_a_move_to_where_the_alias_points_already_is_done_and_recorded_once(client, store, name):
     v1 = register(store, client, name, "k1")
-    first = registry.move_alias(client, name, CHAMPION, v1, expected_from=None, why="approved", kind="promote")
+    first = registry.move_alias(
+        client, name, CHAMPION, v1, expected_from=None, why="approved", kind="promote"
+    )
     # The same decision carried out a second time (a retry, or the CLI and the DAG both): no move.
-    again = registry.move_alias(client, name, CHAMPION, v1, expected_from=None, why="approved", kind="promote")
+    again = registry.move_alias(
+        client, name, CHAMPION, v1, expected_from=None, why="approved", kind="promote"
+    )
     assert again == {**first, "unchanged": True}
     assert registry.alias_history(client, name) == [first]
 
@@ -279,7 +349,9 @@ def test_a_decision_and_a_wait_are_kept_on_the_version(client, store, name, monk
     assert registry.decision_of(client, name, v1) is None and registry.wait_of(client, name, v1) is None
     wait = registry.open_wait(client, name, v1, run_key="distill__t/run-1", timeout_s=3600)
     assert registry.is_waiting(wait) and wait["state"] == "waiting"
-    assert datetime.fromisoformat(wait["deadline"]) - datetime.fromisoformat(wait["since"]) == timedelta(hours=1)
+    assert datetime.fromisoformat(wait["deadline"]) - datetime.fromisoformat(wait["since"]) == timedelta(
+        hours=1
+    )
     # A later look of the same run keeps its deadline; nothing is decided yet.
     # (only the look that opened it says so: the notifier tells the model owners once)
     assert wait.pop("opened") is True
@@ -288,7 +360,11 @@ def test_a_decision_and_a_wait_are_kept_on_the_version(client, store, name, monk
     monkeypatch.setenv("MLOPS_USER", "ada")
     record = registry.record_decision(client, name, v1, "approved", why="  reviewed the confusion matrix ")
     assert registry.decision_of(client, name, v1) == record
-    assert (record["decision"], record["who"], record["why"]) == ("approved", "ada", "reviewed the confusion matrix")
+    assert (record["decision"], record["who"], record["why"]) == (
+        "approved",
+        "ada",
+        "reviewed the confusion matrix",
+    )
     with pytest.raises(RegistryError, match="needs a reason"):
         registry.record_decision(client, name, v1, "rejected", why=" ")
     with pytest.raises(ValueError, match="not one of approved, rejected"):
@@ -298,7 +374,9 @@ def test_a_decision_and_a_wait_are_kept_on_the_version(client, store, name, monk
     assert registry.wait_of(client, name, v1) == ended and ended["outcome"] == "approved"
     assert not registry.is_waiting(ended)
     # A run cleared after its wait ended waits anew.
-    assert registry.open_wait(client, name, v1, run_key="distill__t/run-1", timeout_s=60)["state"] == "waiting"
+    assert (
+        registry.open_wait(client, name, v1, run_key="distill__t/run-1", timeout_s=60)["state"] == "waiting"
+    )
     # A wait whose deadline is long past was left by a run that stopped: nobody waits.
     past = datetime.now(timezone.utc) + timedelta(seconds=60 + 2 * registry.WAIT_POLL_MAX_S + 1)
     assert not registry.is_waiting(registry.wait_of(client, name, v1), now=past)

@@ -19,16 +19,19 @@ LABELS = ["billing", "login", "shipping"]
 
 def frame(rows: list[tuple], source: str = "teacher") -> pd.DataFrame:
     """rows: (text, label, probs dict or None[, teacher version])."""
-    return pd.DataFrame({
-        contract.TEXT: [r[0] for r in rows],
-        contract.LABEL: [r[1] for r in rows],
-        contract.SOURCE: source,
-        contract.TEACHER_VERSION: [r[3] if len(r) > 3 else "2026-06" for r in rows],
-        contract.TEACHER_PROBS: [json.dumps(r[2]) if r[2] is not None else "" for r in rows],
-    })
+    return pd.DataFrame(
+        {
+            contract.TEXT: [r[0] for r in rows],
+            contract.LABEL: [r[1] for r in rows],
+            contract.SOURCE: source,
+            contract.TEACHER_VERSION: [r[3] if len(r) > 3 else "2026-06" for r in rows],
+            contract.TEACHER_PROBS: [json.dumps(r[2]) if r[2] is not None else "" for r in rows],
+        }
+    )
 
 
 # Recorded answers ----------------------------------------------------------------------
+
 
 def test_answers_without_probabilities_are_one_hot():
     targets = recorded_targets(frame([("refund", "billing", None), ("parcel", "shipping", None)]), LABELS)
@@ -38,18 +41,25 @@ def test_answers_without_probabilities_are_one_hot():
     assert targets.teacher == {"kind": "call_log", "version": "2026-06"}
 
 
-@pytest.mark.parametrize("label, probs, expected", [
-    # every label given: taken as is
-    ("login", {"billing": 0.1, "login": 0.7, "shipping": 0.2}, [0.1, 0.7, 0.2]),
-    # top two only (the log keeps the top few): the rest of the mass goes to the others
-    ("billing", {"billing": 0.8, "shipping": 0.15}, [0.8, 0.05, 0.15]),
-    # the answer alone: the remaining 0.4 is spread over the two others
-    ("shipping", {"shipping": 0.6}, [0.2, 0.2, 0.6]),
-    # floored values that sum a little short of 1 are renormalised
-    ("billing", {"billing": 0.4999, "login": 0.2999, "shipping": 0.1999}, [0.4999 / 0.9997, 0.2999 / 0.9997, 0.1999 / 0.9997]),
-    # labels the student does not have are ignored; nothing known left means one-hot
-    ("login", {"refund": 0.9}, [0.0, 1.0, 0.0]),
-])
+@pytest.mark.parametrize(
+    "label, probs, expected",
+    [
+        # every label given: taken as is
+        ("login", {"billing": 0.1, "login": 0.7, "shipping": 0.2}, [0.1, 0.7, 0.2]),
+        # top two only (the log keeps the top few): the rest of the mass goes to the others
+        ("billing", {"billing": 0.8, "shipping": 0.15}, [0.8, 0.05, 0.15]),
+        # the answer alone: the remaining 0.4 is spread over the two others
+        ("shipping", {"shipping": 0.6}, [0.2, 0.2, 0.6]),
+        # floored values that sum a little short of 1 are renormalised
+        (
+            "billing",
+            {"billing": 0.4999, "login": 0.2999, "shipping": 0.1999},
+            [0.4999 / 0.9997, 0.2999 / 0.9997, 0.1999 / 0.9997],
+        ),
+        # labels the student does not have are ignored; nothing known left means one-hot
+        ("login", {"refund": 0.9}, [0.0, 1.0, 0.0]),
+    ],
+)
 def test_recorded_probabilities_are_soft_targets(label, probs, expected):
     targets = recorded_targets(frame([("some text", label, probs)]), LABELS)
     assert targets.probs[0] == pytest.approx(expected)
@@ -94,7 +104,9 @@ def test_an_empty_frame_gives_empty_targets():
 
 def test_an_answer_the_student_does_not_have_is_a_mismatch():
     df = frame([("a", "billing", None), ("b", "refund", None), ("c", "fraud", None)])
-    with pytest.raises(TeacherMismatchError, match=r"\['fraud', 'refund'\]; add them to the workflow's labels"):
+    with pytest.raises(
+        TeacherMismatchError, match=r"\['fraud', 'refund'\]; add them to the workflow's labels"
+    ):
         recorded_targets(df, LABELS)
 
 
@@ -109,7 +121,10 @@ def test_unreadable_probabilities_name_the_value(raw):
 def test_teacher_targets_dispatches_on_the_kind():
     df = frame([("a", "billing", None)])
     assert teacher_targets("call_log", "frontier-large", df, LABELS).teacher == {
-        "kind": "call_log", "version": "2026-06", "model": "frontier-large"}
+        "kind": "call_log",
+        "version": "2026-06",
+        "model": "frontier-large",
+    }
     # openai asks the live API (tests/unit/test_openai_teacher.py); with none configured it says what to set.
     with pytest.raises(ValueError, match="MLOPS_FRONTIER_BASE_URL"):
         teacher_targets("openai", "frontier-large", df, LABELS, base_url="", api_key="")
@@ -138,8 +153,14 @@ def local_teacher(tiny_base_model, tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-TEXTS = ["my parcel never arrived", "I was charged twice", "cannot log in", "where is my order",
-         "refund please", "reset my password"]
+TEXTS = [
+    "my parcel never arrived",
+    "I was charged twice",
+    "cannot log in",
+    "where is my order",
+    "refund please",
+    "reset my password",
+]
 
 
 def test_a_local_teacher_gives_soft_targets_in_the_students_column_order(local_teacher):
@@ -154,23 +175,34 @@ def test_a_local_teacher_gives_soft_targets_in_the_students_column_order(local_t
     assert targets.probs.sum(axis=1) == pytest.approx(np.ones(len(TEXTS)), abs=1e-5)
     assert (targets.hard == targets.probs.argmax(axis=1)).all()  # teacher rows: the teacher's answer
     assert not np.allclose(targets.probs, raw)  # the reordering did something
-    assert targets.teacher == {"kind": "local_model", "model": str(local_teacher),
-                               "version": fingerprint_model_dir(local_teacher)[:16]}
+    assert targets.teacher == {
+        "kind": "local_model",
+        "model": str(local_teacher),
+        "version": fingerprint_model_dir(local_teacher)[:16],
+    }
 
 
 def test_gold_rows_keep_their_label_as_the_hard_target(local_teacher):
-    df = pd.concat([frame([(t, "login", None) for t in TEXTS[:3]], source="gold"),
-                    frame([(t, "login", None) for t in TEXTS[3:]])], ignore_index=True)
+    df = pd.concat(
+        [
+            frame([(t, "login", None) for t in TEXTS[:3]], source="gold"),
+            frame([(t, "login", None) for t in TEXTS[3:]]),
+        ],
+        ignore_index=True,
+    )
     targets = local_model_targets(df, LABELS, local_teacher)
     assert targets.hard[:3].tolist() == [LABELS.index("login")] * 3
     assert (targets.hard[3:] == targets.probs[3:].argmax(axis=1)).all()
 
 
-@pytest.mark.parametrize("student_labels, words", [
-    (["billing", "login"], "extra ['shipping']"),
-    (["billing", "login", "shipping", "refund"], "missing ['refund']"),
-    (["billing", "login", "refund"], "missing ['refund'], extra ['shipping']"),
-])
+@pytest.mark.parametrize(
+    "student_labels, words",
+    [
+        (["billing", "login"], "extra ['shipping']"),
+        (["billing", "login", "shipping", "refund"], "missing ['refund']"),
+        (["billing", "login", "refund"], "missing ['refund'], extra ['shipping']"),
+    ],
+)
 def test_a_local_teacher_with_other_labels_is_a_mismatch(local_teacher, student_labels, words):
     with pytest.raises(TeacherMismatchError, match=re.escape(words)):
         local_model_targets(frame([("a", "billing", None)]), student_labels, local_teacher)
@@ -188,10 +220,15 @@ def test_a_teacher_folder_without_a_model_names_the_setting(tmp_path):
 
 # The data's own labels as teacher ------------------------------------------------------------
 
+
 def test_labels_teacher_gives_one_hot_targets_for_any_label_text():
     labels = ["what is this?", "billing / invoices", "Réclamation"]
-    df = pd.DataFrame({contract.TEXT: ["a", "b", "c", "d"],
-                       contract.LABEL: ["Réclamation", "what is this?", "Réclamation", "billing / invoices"]})
+    df = pd.DataFrame(
+        {
+            contract.TEXT: ["a", "b", "c", "d"],
+            contract.LABEL: ["Réclamation", "what is this?", "Réclamation", "billing / invoices"],
+        }
+    )
     targets = teacher_targets("labels", "", df, labels)
     assert targets.hard.tolist() == [2, 0, 2, 1]
     assert np.array_equal(targets.probs, np.eye(3)[[2, 0, 2, 1]])

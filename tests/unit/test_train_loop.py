@@ -59,13 +59,28 @@ def toy_dataset(n: int = 60):
 
 TEXTS, PROBS, LABELS = toy_dataset()
 # 60 examples / batch 8 = 8 steps per epoch; 2 epochs = 16 steps, checkpoints at 4, 8, 12, 16.
-CFG = Training(max_epochs=2, batch_size=8, max_length=16, learning_rate=3e-3, checkpoint_every=4,
-               validation_fraction=0.0, class_weight_power=0.0)
+CFG = Training(
+    max_epochs=2,
+    batch_size=8,
+    max_length=16,
+    learning_rate=3e-3,
+    checkpoint_every=4,
+    validation_fraction=0.0,
+    class_weight_power=0.0,
+)
 
 
 def run(base_dir, out_dir, cfg=CFG, **kwargs):
-    kwargs = {"texts": TEXTS, "teacher_probs": PROBS, "hard_labels": LABELS, "label_names": LABEL_NAMES,
-              "seed": 42, "threads": 1, "log": lambda message: None, **kwargs}
+    kwargs = {
+        "texts": TEXTS,
+        "teacher_probs": PROBS,
+        "hard_labels": LABELS,
+        "label_names": LABEL_NAMES,
+        "seed": 42,
+        "threads": 1,
+        "log": lambda message: None,
+        **kwargs,
+    }
     return train_student(base_dir=base_dir, cfg=cfg, out_dir=out_dir, device="cpu", **kwargs)
 
 
@@ -103,8 +118,14 @@ def reference(tiny_base_model, tmp_path_factory):
 
 def test_loss_decreases_and_the_saved_model_learned_the_task(tiny_base_model, tmp_path):
     logged = []
-    cfg = Training(max_epochs=10, batch_size=8, max_length=16, learning_rate=5e-3, checkpoint_every=1000,
-                   validation_fraction=0.0)
+    cfg = Training(
+        max_epochs=10,
+        batch_size=8,
+        max_length=16,
+        learning_rate=5e-3,
+        checkpoint_every=1000,
+        validation_fraction=0.0,
+    )
     result = run(tiny_base_model, tmp_path, cfg=cfg, log=logged.append)
 
     assert logged[0].startswith("training on 60 examples, validating on 0")
@@ -134,7 +155,9 @@ def test_seeded_cpu_runs_are_bit_identical(tiny_base_model, tmp_path, reference)
     assert_same_weights(weights(again.model_dir), reference_weights)
 
     other_seed = run(tiny_base_model, tmp_path / "other", seed=7)
-    assert not torch.equal(weights(other_seed.model_dir)["classifier.weight"], reference_weights["classifier.weight"])
+    assert not torch.equal(
+        weights(other_seed.model_dir)["classifier.weight"], reference_weights["classifier.weight"]
+    )
 
 
 @pytest.mark.parametrize("stop_at", [6, 8], ids=["mid-epoch, off the checkpoint grid", "epoch boundary"])
@@ -151,13 +174,20 @@ def test_resume_after_stop_ends_with_the_same_weights(tiny_base_model, tmp_path,
     assert resumed.mean_loss_last_epoch == reference_result.mean_loss_last_epoch
 
 
-def test_checkpoints_are_complete_and_a_folder_without_marker_is_ignored(tiny_base_model, tmp_path, reference):
+def test_checkpoints_are_complete_and_a_folder_without_marker_is_ignored(
+    tiny_base_model, tmp_path, reference
+):
     _, reference_weights = reference
     run(tiny_base_model, tmp_path, max_steps=4)
     ckpt_root = tmp_path / "checkpoints"
     step4 = ckpt_root / "step-000004"
     assert sorted(p.name for p in step4.iterdir()) == [
-        "COMPLETE", "config.json", "model.safetensors", "progress.json", "training_state.pt"]
+        "COMPLETE",
+        "config.json",
+        "model.safetensors",
+        "progress.json",
+        "training_state.pt",
+    ]
     state = torch.load(step4 / "training_state.pt", weights_only=True)  # no pickle needed
     assert {"optimizer", "scheduler", "rng"} <= state.keys()
     assert json.loads((step4 / "progress.json").read_text())["step"] == 4
@@ -193,17 +223,25 @@ print("finished", flush=True)
 """
 
 
-def test_sigkill_mid_training_then_a_new_run_resumes_and_matches_uninterrupted(tiny_base_model, tmp_path,
-                                                                              reference):
+def test_sigkill_mid_training_then_a_new_run_resumes_and_matches_uninterrupted(
+    tiny_base_model, tmp_path, reference
+):
     # Checkpoints keyed by the inputs (as the distill DAG keys them): the run after the kill is a
     # new DAG run with its own folder, and still resumes where the killed one stopped (issue 16.5).
     _, reference_weights = reference
     out_dir, root = tmp_path / "run", tmp_path / "checkpoints"
-    code = CHILD.format(tests_dir=str(Path(__file__).parent), base=str(tiny_base_model), out=str(out_dir),
-                        root=str(root))
+    code = CHILD.format(
+        tests_dir=str(Path(__file__).parent), base=str(tiny_base_model), out=str(out_dir), root=str(root)
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, env=env, cwd=REPO_ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
     try:
         lines = []
         deadline = time.monotonic() + 120
@@ -254,8 +292,14 @@ def test_weights_stepped_to_inf_are_never_checkpointed(tiny_base_model, tmp_path
         return out
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_then_overflow)
-    cfg = Training(max_epochs=2, batch_size=8, max_length=16, learning_rate=3e-3, checkpoint_every=1,
-                   validation_fraction=0.0)
+    cfg = Training(
+        max_epochs=2,
+        batch_size=8,
+        max_length=16,
+        learning_rate=3e-3,
+        checkpoint_every=1,
+        validation_fraction=0.0,
+    )
     with pytest.raises(NonFiniteLossError, match=r"weight \S+ is not finite after step 3;.*learning_rate"):
         run(tiny_base_model, tmp_path, cfg=cfg)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-000001", "step-000002"]
@@ -313,22 +357,35 @@ def test_teacher_label_mismatch_is_caught_before_step_one(tiny_base_model, tmp_p
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when there is no GPU")
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tiny_base_model, tmp_path):
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
-        train_student(base_dir=tiny_base_model, texts=TEXTS, teacher_probs=PROBS, hard_labels=LABELS,
-                      label_names=LABEL_NAMES, cfg=CFG, out_dir=tmp_path, device="cuda")
+        train_student(
+            base_dir=tiny_base_model,
+            texts=TEXTS,
+            teacher_probs=PROBS,
+            hard_labels=LABELS,
+            label_names=LABEL_NAMES,
+            cfg=CFG,
+            out_dir=tmp_path,
+            device="cuda",
+        )
 
 
 # -- teacher compatibility -------------------------------------------------------------------------
 
 LABEL_MISMATCHES = [
     ("missing", ["billing", "login"], r"missing from the teacher \['shipping'\], extra in the teacher \[\]"),
-    ("extra", ["billing", "login", "shipping", "spam"],
-     r"missing from the teacher \[\], extra in the teacher \['spam'\]"),
+    (
+        "extra",
+        ["billing", "login", "shipping", "spam"],
+        r"missing from the teacher \[\], extra in the teacher \['spam'\]",
+    ),
     ("renamed", ["billing", "sign_in", "shipping"], r"\['login'\].*\['sign_in'\]"),
     ("order", ["login", "billing", "shipping"], "different order"),
 ]
 
 
-@pytest.mark.parametrize("teacher, message", [c[1:] for c in LABEL_MISMATCHES], ids=[c[0] for c in LABEL_MISMATCHES])
+@pytest.mark.parametrize(
+    "teacher, message", [c[1:] for c in LABEL_MISMATCHES], ids=[c[0] for c in LABEL_MISMATCHES]
+)
 def test_teacher_label_mismatches_name_the_difference(teacher, message):
     with pytest.raises(TeacherMismatchError, match=message):
         check_teacher_compatible(LABEL_NAMES, teacher)
@@ -347,15 +404,19 @@ def test_teacher_vocabularies_are_compared_when_both_tokenizers_are_given(tiny_b
 
 # -- the student model ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n_base, keep, expected", [
-    (6, 3, [0, 2, 4]),
-    (6, 2, [0, 3]),
-    (12, 6, [0, 2, 4, 6, 8, 10]),
-    (6, 4, [0, 1, 3, 4]),
-    (6, 0, [0, 1, 2, 3, 4, 5]),
-    (6, 6, [0, 1, 2, 3, 4, 5]),
-    (6, 9, [0, 1, 2, 3, 4, 5]),
-])
+
+@pytest.mark.parametrize(
+    "n_base, keep, expected",
+    [
+        (6, 3, [0, 2, 4]),
+        (6, 2, [0, 3]),
+        (12, 6, [0, 2, 4, 6, 8, 10]),
+        (6, 4, [0, 1, 3, 4]),
+        (6, 0, [0, 1, 2, 3, 4, 5]),
+        (6, 6, [0, 1, 2, 3, 4, 5]),
+        (6, 9, [0, 1, 2, 3, 4, 5]),
+    ],
+)
 def test_kept_layer_indices(n_base, keep, expected):
     assert kept_layer_indices(n_base, keep) == expected
 
@@ -382,15 +443,20 @@ def test_student_layers_keep_evenly_spaced_base_layers(six_layer_base, tmp_path)
     for student_idx, base_idx in enumerate([0, 2, 4]):
         kept = student.bert.encoder.layer[student_idx].state_dict()
         original = base.encoder.layer[base_idx].state_dict()
-        assert all(torch.equal(kept[k], original[k]) for k in original), f"layer {student_idx} != base {base_idx}"
-    torch.testing.assert_close(student.bert.embeddings.word_embeddings.weight, base.embeddings.word_embeddings.weight)
+        assert all(torch.equal(kept[k], original[k]) for k in original), (
+            f"layer {student_idx} != base {base_idx}"
+        )
+    torch.testing.assert_close(
+        student.bert.embeddings.word_embeddings.weight, base.embeddings.word_embeddings.weight
+    )
 
     # Saved and reloaded, it is a plain 3-layer model.
     student.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, local_files_only=True)
     assert len(reloaded.bert.encoder.layer) == 3
-    torch.testing.assert_close(reloaded.bert.encoder.layer[1].output.dense.weight,
-                               base.encoder.layer[2].output.dense.weight)
+    torch.testing.assert_close(
+        reloaded.bert.encoder.layer[1].output.dense.weight, base.encoder.layer[2].output.dense.weight
+    )
 
 
 def test_real_minilm_builds_as_a_classifier():
@@ -444,12 +510,15 @@ def test_fingerprint_follows_content_not_location(tiny_base_model, tmp_path):
 from ml.train.loop import class_weights, stratified_split  # noqa: E402
 
 
-@pytest.mark.parametrize("counts, fraction, held", [
-    ({0: 50, 1: 10, 2: 3}, 0.1, {0: 5, 1: 1, 2: 0}),  # a class of 3 stays whole in training
-    ({0: 4, 1: 4}, 0.1, {0: 1, 1: 1}),  # at least one where a class can spare it
-    ({0: 20, 1: 20}, 0.0, {0: 0, 1: 0}),  # no validation split asked for
-    ({0: 100, 1: 1}, 0.25, {0: 25, 1: 0}),
-])
+@pytest.mark.parametrize(
+    "counts, fraction, held",
+    [
+        ({0: 50, 1: 10, 2: 3}, 0.1, {0: 5, 1: 1, 2: 0}),  # a class of 3 stays whole in training
+        ({0: 4, 1: 4}, 0.1, {0: 1, 1: 1}),  # at least one where a class can spare it
+        ({0: 20, 1: 20}, 0.0, {0: 0, 1: 0}),  # no validation split asked for
+        ({0: 100, 1: 1}, 0.25, {0: 25, 1: 0}),
+    ],
+)
 def test_stratified_split_holds_out_each_class_in_proportion(counts, fraction, held):
     labels = np.concatenate([np.full(n, c) for c, n in counts.items()])
     train, val = stratified_split(labels, fraction, seed=1)
@@ -469,8 +538,15 @@ def test_class_weights_lift_rare_classes_and_average_one():
     assert np.allclose(class_weights(labels, 2, power=0.0), 1.0)
 
 
-EARLY = Training(max_epochs=40, patience=3, validation_fraction=0.2, batch_size=4, max_length=16,
-                 learning_rate=5e-3, checkpoint_every=1000)
+EARLY = Training(
+    max_epochs=40,
+    patience=3,
+    validation_fraction=0.2,
+    batch_size=4,
+    max_length=16,
+    learning_rate=5e-3,
+    checkpoint_every=1000,
+)
 
 
 def test_early_stopping_keeps_the_best_epoch_and_reports_progress(tiny_base_model, tmp_path, monkeypatch):
@@ -484,7 +560,9 @@ def test_early_stopping_keeps_the_best_epoch_and_reports_progress(tiny_base_mode
     scores = [h["val_macro_f1"] for h in result.history]
     assert [h["epoch"] for h in result.history] == list(range(1, len(scores) + 1))
     assert result.best_val_macro_f1 == max(scores) and scores[result.best_epoch - 1] == max(scores)
-    assert len(scores) - result.best_epoch == EARLY.patience  # stopped exactly `patience` epochs after the best
+    assert (
+        len(scores) - result.best_epoch == EARLY.patience
+    )  # stopped exactly `patience` epochs after the best
     assert max(scores) >= 0.9, scores
     # The saved model is the best epoch's weights, not the last epoch's.
     best = weights(result.checkpoint_dir / "best")
@@ -496,8 +574,9 @@ def test_early_stopping_keeps_the_best_epoch_and_reports_progress(tiny_base_mode
     assert {"epoch", "samples_per_s", "eta_s"} <= set(snapshot)
 
 
-def test_a_new_run_of_the_same_inputs_resumes_and_cleans_superseded_checkpoints(tiny_base_model, tmp_path,
-                                                                                  reference):
+def test_a_new_run_of_the_same_inputs_resumes_and_cleans_superseded_checkpoints(
+    tiny_base_model, tmp_path, reference
+):
     root = tmp_path / "checkpoints"
     (root / "0123456789abcdef01234567" / "step-000004").mkdir(parents=True)  # another inputs' leftovers
     run(tiny_base_model, tmp_path / "dag-run-1", checkpoint_root=root, max_steps=6)  # "killed" at step 6
@@ -514,10 +593,16 @@ def test_one_hot_targets_train_with_plain_cross_entropy_whatever_alpha_says(tiny
     one_hot = np.eye(3)[LABELS]
     logged = []
     mixed = run(tiny_base_model, tmp_path / "a", teacher_probs=one_hot, max_steps=4, log=logged.append)
-    plain = run(tiny_base_model, tmp_path / "b", teacher_probs=one_hot, max_steps=4,
-                cfg=Training(**{**CFG.__dict__, "alpha": 0.0}))
+    plain = run(
+        tiny_base_model,
+        tmp_path / "b",
+        teacher_probs=one_hot,
+        max_steps=4,
+        cfg=Training(**{**CFG.__dict__, "alpha": 0.0}),
+    )
     assert_same_weights(weights(mixed.model_dir), weights(plain.model_dir))
     assert "one-hot targets: plain cross-entropy" in logged[0]
     soft = run(tiny_base_model, tmp_path / "c", max_steps=4)  # PROBS are soft: alpha applies
-    assert not all(torch.equal(a, b) for a, b in zip(weights(soft.model_dir).values(),
-                                                     weights(plain.model_dir).values()))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(weights(soft.model_dir).values(), weights(plain.model_dir).values())
+    )

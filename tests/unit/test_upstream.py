@@ -39,6 +39,7 @@ workflows:
 
 # Fixtures: a model directory and accepted call logs ------------------------------------------
 
+
 def model_dir(path: Path, weights: bytes = b"weights-v1") -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text('{"model_type": "bert"}')
@@ -55,16 +56,36 @@ def accept_call_log(data_root: Path, name: str, rows: list[dict]) -> Path:
     raw = data_root / "raw" / f"{sha[:16]}_{name}"
     raw.write_bytes(body)
     with open(data_root / "versions.jsonl", "a") as f:
-        f.write(json.dumps({"role": "train", "kind": "call_log", "batch": name, "batch_sha256": sha,
-                            "version": sha[:32], "rows": len(rows)}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "role": "train",
+                    "kind": "call_log",
+                    "batch": name,
+                    "batch_sha256": sha,
+                    "version": sha[:32],
+                    "rows": len(rows),
+                }
+            )
+            + "\n"
+        )
     return raw
 
 
-def calls(version: str, answers: dict[str, str], *, model: str = "frontier-large", day: int = 1,
-          status: str = "ok") -> list[dict]:
-    return [{"request_text": text, "response_label": label, "model": model, "model_version": version,
-             "status": status, "ts": f"2026-08-{day:02d}T10:00:{i % 60:02d}Z"}
-            for i, (text, label) in enumerate(answers.items())]
+def calls(
+    version: str, answers: dict[str, str], *, model: str = "frontier-large", day: int = 1, status: str = "ok"
+) -> list[dict]:
+    return [
+        {
+            "request_text": text,
+            "response_label": label,
+            "model": model,
+            "model_version": version,
+            "status": status,
+            "ts": f"2026-08-{day:02d}T10:00:{i % 60:02d}Z",
+        }
+        for i, (text, label) in enumerate(answers.items())
+    ]
 
 
 TEXTS = [f"ticket number {i} about my account" for i in range(40)]
@@ -90,11 +111,16 @@ def platform(tmp_path, monkeypatch) -> dict:
     monkeypatch.setenv("MLOPS_WORKFLOWS_FILE", str(tmp_path / "workflows.yaml"))
     data_root = tmp_path / "state" / "data" / WF
     accept_call_log(data_root, "v1.jsonl", calls("v1", answers()))
-    return {"base": base, "data": data_root, "store": UpstreamStore(tmp_path / "state" / "upstream", WF),
-            "workflows": tmp_path / "workflows.yaml"}
+    return {
+        "base": base,
+        "data": data_root,
+        "store": UpstreamStore(tmp_path / "state" / "upstream", WF),
+        "workflows": tmp_path / "workflows.yaml",
+    }
 
 
 # The decision, as a pure function ----------------------------------------------------------
+
 
 def fps(base: str | None, teacher: str | None) -> dict:
     return {"base_model": {"value": base}, "teacher": {"value": teacher}}
@@ -104,16 +130,25 @@ def ack(base, teacher, ack_id="a0") -> dict:
     return {"id": ack_id, "fingerprints": fps(base, teacher)}
 
 
-@pytest.mark.parametrize("acknowledged, current, emitted, outcome, changed", [
-    (None, fps("A", "T1"), (), "baseline", ()),
-    (ack("A", "T1"), fps("A", "T1"), (), "unchanged", ()),
-    (ack("A", None), fps("A", "T1"), (), "unchanged", ()),  # a teacher seen for the first time
-    (ack("A", "T1"), fps("A", None), (), "unchanged", ()),  # the teacher's calls are gone: nothing to compare
-    (ack("A", "T1"), fps("B", "T1"), (), "changed", ("base_model",)),
-    (ack("A", "T1"), fps("A", "T2"), (), "changed", ("teacher",)),
-    (ack("A", "T1"), fps("B", "T2"), (), "changed", ("base_model", "teacher")),
-    (ack("A", "T1"), fps("B", "T1"), ("some-other-change",), "changed", ("base_model",)),
-])
+@pytest.mark.parametrize(
+    "acknowledged, current, emitted, outcome, changed",
+    [
+        (None, fps("A", "T1"), (), "baseline", ()),
+        (ack("A", "T1"), fps("A", "T1"), (), "unchanged", ()),
+        (ack("A", None), fps("A", "T1"), (), "unchanged", ()),  # a teacher seen for the first time
+        (
+            ack("A", "T1"),
+            fps("A", None),
+            (),
+            "unchanged",
+            (),
+        ),  # the teacher's calls are gone: nothing to compare
+        (ack("A", "T1"), fps("B", "T1"), (), "changed", ("base_model",)),
+        (ack("A", "T1"), fps("A", "T2"), (), "changed", ("teacher",)),
+        (ack("A", "T1"), fps("B", "T2"), (), "changed", ("base_model", "teacher")),
+        (ack("A", "T1"), fps("B", "T1"), ("some-other-change",), "changed", ("base_model",)),
+    ],
+)
 def test_observe(acknowledged, current, emitted, outcome, changed):
     obs = observe(acknowledged, current, emitted)
     assert (obs.outcome, obs.changed) == (outcome, changed)
@@ -146,6 +181,7 @@ def test_a_source_seen_first_does_not_change_the_key():
 
 # Base model fingerprints -------------------------------------------------------------------
 
+
 def test_base_dir_fingerprint_follows_content_not_location(tmp_path):
     one = base_model_fingerprint(str(model_dir(tmp_path / "one")))
     copy = base_model_fingerprint(str(model_dir(tmp_path / "copy")))
@@ -170,11 +206,14 @@ def weights_on_a_lost_volume(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make, expected", [
-    (missing, "neither"),
-    (without_config, "no config.json"),
-    (weights_on_a_lost_volume, "cannot read"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (missing, "neither"),
+        (without_config, "no config.json"),
+        (weights_on_a_lost_volume, "cannot read"),
+    ],
+)
 def test_missing_or_unreadable_base_raises_a_clear_error(tmp_path, make, expected):
     spec = str(make(tmp_path))
     with pytest.raises(UpstreamError) as err:
@@ -184,7 +223,9 @@ def test_missing_or_unreadable_base_raises_a_clear_error(tmp_path, make, expecte
 
 
 def test_pinned_hub_revision_is_its_own_fingerprint():
-    fp = base_model_fingerprint("sentence-transformers/all-MiniLM-L6-v2@c9745ed1d9f207416be6d2e6f8de32d1f16199bf")
+    fp = base_model_fingerprint(
+        "sentence-transformers/all-MiniLM-L6-v2@c9745ed1d9f207416be6d2e6f8de32d1f16199bf"
+    )
     assert fp.value == "hub:sentence-transformers/all-MiniLM-L6-v2@c9745ed1d9f207416be6d2e6f8de32d1f16199bf"
 
 
@@ -209,6 +250,7 @@ def test_registered_base_follows_its_alias(tmp_path):
 
 # Teacher fingerprints from the accepted call logs ------------------------------------------
 
+
 def test_newest_call_of_the_declared_model_is_the_teacher(tmp_path):
     root = tmp_path / "data"
     accept_call_log(root, "june.jsonl", calls("2026-06-01", answers(), day=1))
@@ -221,13 +263,21 @@ def test_newest_call_of_the_declared_model_is_the_teacher(tmp_path):
     assert fp.detail["calls"] == len(TEXTS)
 
 
-@pytest.mark.parametrize("rows, expected_version", [
-    (calls("v1", answers(), status="error"), None),  # failed calls teach nothing: no teacher yet
-    ([{k: v for k, v in r.items() if k != "ts"} for r in calls("v2", answers())], "v2"),  # no ts: order accepted
-])
+@pytest.mark.parametrize(
+    "rows, expected_version",
+    [
+        (calls("v1", answers(), status="error"), None),  # failed calls teach nothing: no teacher yet
+        (
+            [{k: v for k, v in r.items() if k != "ts"} for r in calls("v2", answers())],
+            "v2",
+        ),  # no ts: order accepted
+    ],
+)
 def test_teacher_edge_cases(tmp_path, rows, expected_version):
     root = tmp_path / "data"
-    accept_call_log(root, "first.jsonl", [{k: v for k, v in r.items() if k != "ts"} for r in calls("v0", answers())])
+    accept_call_log(
+        root, "first.jsonl", [{k: v for k, v in r.items() if k != "ts"} for r in calls("v0", answers())]
+    )
     accept_call_log(root, "second.jsonl", rows)
     current = current_call_log_teacher(call_log_teachers(root), "frontier-large")
     assert current["version"] == (expected_version or "v0")
@@ -258,6 +308,7 @@ def test_each_accepted_log_is_read_once(tmp_path):
 
 
 # The watcher's steps (what the DAG's tasks call) ---------------------------------------------
+
 
 def test_check_baseline_then_unchanged_then_one_change(platform):
     assert watch_upstream.check(WF, "watch/run1", []) is None  # the baseline
@@ -312,12 +363,16 @@ def test_a_missing_base_fails_the_check_and_records_nothing(platform):
 
 # The teacher probe and the relabelling -----------------------------------------------------
 
-@pytest.mark.parametrize("old, new, sample, expected", [
-    ({"a": "x", "b": "y"}, {"a": "x", "b": "y"}, 10, (0.0, 2)),
-    ({"a": "x", "b": "y"}, {"a": "x", "b": "z"}, 10, (0.5, 2)),
-    ({"a": "x", "b": "y"}, {"c": "x"}, 10, (None, 0)),
-    ({t: "x" for t in "abcdefgh"}, {t: "y" for t in "abcdefgh"}, 3, (1.0, 3)),
-])
+
+@pytest.mark.parametrize(
+    "old, new, sample, expected",
+    [
+        ({"a": "x", "b": "y"}, {"a": "x", "b": "y"}, 10, (0.0, 2)),
+        ({"a": "x", "b": "y"}, {"a": "x", "b": "z"}, 10, (0.5, 2)),
+        ({"a": "x", "b": "y"}, {"c": "x"}, 10, (None, 0)),
+        ({t: "x" for t in "abcdefgh"}, {t: "y" for t in "abcdefgh"}, 3, (1.0, 3)),
+    ],
+)
 def test_disagreement(old, new, sample, expected):
     assert redistill.disagreement(old, new, sample=sample) == expected
 
@@ -331,11 +386,14 @@ def change_event(platform, base_changed: bool = False) -> dict:
     return event
 
 
-@pytest.mark.parametrize("flip_every, base_changed, redistills", [
-    (None, False, False),  # the new teacher answers every text as the old one did: skipped
-    (2, False, True),  # half of them differently: re-distil
-    (None, True, True),  # teachers agree but the base moved: re-distil anyway
-])
+@pytest.mark.parametrize(
+    "flip_every, base_changed, redistills",
+    [
+        (None, False, False),  # the new teacher answers every text as the old one did: skipped
+        (2, False, True),  # half of them differently: re-distil
+        (None, True, True),  # teachers agree but the base moved: re-distil anyway
+    ],
+)
 def test_probe_teachers(platform, flip_every, base_changed, redistills):
     watch_upstream.check(WF, "watch/base", [])
     accept_call_log(platform["data"], "v2.jsonl", calls("v2", answers(flip_every), day=9))
@@ -351,11 +409,21 @@ def test_probe_falls_back_to_the_training_labels(platform):
     watch_upstream.check(WF, "watch/base", [])
     fresh = {f"a brand new ticket {i}": "login" for i in range(10)}
     accept_call_log(platform["data"], "v2.jsonl", calls("v2", fresh, day=9))
-    pd.DataFrame({contract.TEXT: list(fresh), contract.LABEL: ["login"] * 9 + ["billing"],
-                  contract.SOURCE: "teacher", contract.TEACHER_VERSION: "v1", contract.TEACHER_PROBS: ""}
-                 ).to_parquet(platform["data"] / "train.parquet")
+    pd.DataFrame(
+        {
+            contract.TEXT: list(fresh),
+            contract.LABEL: ["login"] * 9 + ["billing"],
+            contract.SOURCE: "teacher",
+            contract.TEACHER_VERSION: "v1",
+            contract.TEACHER_PROBS: "",
+        }
+    ).to_parquet(platform["data"] / "train.parquet")
     result = redistill.probe_teachers(WF, "distill/r1", [watch_upstream.check(WF, "watch/change", [])])
-    assert (result["compared_with"], result["n_compared"], result["disagreement"]) == ("training labels", 10, 0.1)
+    assert (result["compared_with"], result["n_compared"], result["disagreement"]) == (
+        "training labels",
+        10,
+        0.1,
+    )
     assert result["redistill"] is True  # 10% is not below min_disagreement 0.1
 
 
@@ -365,24 +433,37 @@ def test_probe_without_an_upstream_event_redistils(platform):
 
 
 def test_the_newest_teacher_relabels_what_it_answered():
-    train = pd.DataFrame({
-        contract.TEXT: ["a", "a", "b", "c", "c"],
-        contract.LABEL: ["x", "y", "x", "x", "z"],
-        contract.SOURCE: ["teacher", "teacher", "teacher", "gold", "teacher"],
-        contract.TEACHER_VERSION: ["v1", "v2", "v1", "", "v2"],
-        contract.TEACHER_PROBS: "",
-    })
+    train = pd.DataFrame(
+        {
+            contract.TEXT: ["a", "a", "b", "c", "c"],
+            contract.LABEL: ["x", "y", "x", "x", "z"],
+            contract.SOURCE: ["teacher", "teacher", "teacher", "gold", "teacher"],
+            contract.TEACHER_VERSION: ["v1", "v2", "v1", "", "v2"],
+            contract.TEACHER_PROBS: "",
+        }
+    )
     out = redistill.prefer_teacher_version(train, "v2")
     # a: v1's answer gives way to v2's; b: only v1 answered, kept; c: gold stays next to v2.
-    assert list(zip(out[contract.TEXT], out[contract.LABEL])) == [("a", "y"), ("b", "x"), ("c", "x"), ("c", "z")]
+    assert list(zip(out[contract.TEXT], out[contract.LABEL])) == [
+        ("a", "y"),
+        ("b", "x"),
+        ("c", "x"),
+        ("c", "z"),
+    ]
     assert list(out.index) == [1, 2, 3, 4]  # positions in the stored training set, for train() to select
 
 
 def test_relabel_for_current_teacher_reads_the_call_logs(platform):
     accept_call_log(platform["data"], "v2.jsonl", calls("v2", {TEXTS[0]: "shipping"}, day=9))
-    train = pd.DataFrame({contract.TEXT: [TEXTS[0], TEXTS[0]], contract.LABEL: ["billing", "shipping"],
-                          contract.SOURCE: "teacher", contract.TEACHER_VERSION: ["v1", "v2"],
-                          contract.TEACHER_PROBS: ""})
+    train = pd.DataFrame(
+        {
+            contract.TEXT: [TEXTS[0], TEXTS[0]],
+            contract.LABEL: ["billing", "shipping"],
+            contract.SOURCE: "teacher",
+            contract.TEACHER_VERSION: ["v1", "v2"],
+            contract.TEACHER_PROBS: "",
+        }
+    )
     out, info = redistill.relabel_for_current_teacher(WF, train)
     assert list(out[contract.LABEL]) == ["shipping"]
     assert info == {"teacher": "call_log:frontier-large@v2", "rows_before": 2, "rows_after": 1}

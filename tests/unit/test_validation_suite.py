@@ -13,24 +13,33 @@ from ml.validation.suite import ValidationReport, build_suite, validate_batch
 from ml.workflows import Validation
 
 LABELS = ("billing", "bug", "account", "other")
-RULES = Validation(min_rows=50, min_per_class=3, max_duplicate_ratio=0.2, min_text_chars=3,
-                   max_text_chars=2000, drift_p_value=0.001)
+RULES = Validation(
+    min_rows=50,
+    min_per_class=3,
+    max_duplicate_ratio=0.2,
+    min_text_chars=3,
+    max_text_chars=2000,
+    drift_p_value=0.001,
+)
 ROWS = 200  # 50 per label
 
 
 def good_batch(rows: int = ROWS) -> pd.DataFrame:
-    return pd.DataFrame({
-        "text": [f"ticket {i}: customer writes about order {i * 7}" for i in range(rows)],
-        "label": [LABELS[i % len(LABELS)] for i in range(rows)],
-        "source": "gold",
-        "teacher_version": "",
-        "teacher_probs": "",
-    })
+    return pd.DataFrame(
+        {
+            "text": [f"ticket {i}: customer writes about order {i * 7}" for i in range(rows)],
+            "label": [LABELS[i % len(LABELS)] for i in range(rows)],
+            "source": "gold",
+            "teacher_version": "",
+            "teacher_probs": "",
+        }
+    )
 
 
 def run(df, *, reference=None, rules=RULES, docs_dir=None, batch_id="batch-001") -> ValidationReport:
-    return validate_batch(df, labels=LABELS, rules=rules, reference_label_counts=reference,
-                          batch_id=batch_id, docs_dir=docs_dir)
+    return validate_batch(
+        df, labels=LABELS, rules=rules, reference_label_counts=reference, batch_id=batch_id, docs_dir=docs_dir
+    )
 
 
 def found(report: ValidationReport) -> set[tuple[str, str | None]]:
@@ -71,27 +80,57 @@ def _few_other(df):
 
 # (case, broken batch, [(expectation, column, words the observed value must contain)])
 FAILING = [
-    ("unknown labels", lambda df: relabel(df, df.index[:5], "foo"),
-     [("expect_column_values_to_be_in_set", "label", "['foo']")]),
-    ("too few rows", lambda df: df.head(20),
-     [("expect_table_row_count_to_be_between", None, "20 rows")]),
-    ("class below min_per_class", _few_other,
-     [("label_min_per_class", "label", "'other': 2")]),
-    ("duplicate ratio too high", lambda df: with_text(df, range(60), "same complaint, again"),
-     [("expect_column_proportion_of_unique_values_to_be_between", "text", "ratio 0.295")]),
-    ("empty text", lambda df: with_text(df, [3], ""),
-     [("expect_column_values_to_match_regex", "text", "empty or whitespace"),
-      ("expect_column_value_lengths_to_be_between", "text", "shorter than 3")]),
-    ("whitespace-only text", lambda df: with_text(df, [3, 4], " \t \n "),
-     [("expect_column_values_to_match_regex", "text", "2 of 200 texts are empty or whitespace")]),
-    ("null text", lambda df: with_text(df, [7], None),
-     [("expect_column_values_to_not_be_null", "text", "1 of 200 texts are null (rows [7])")]),
-    ("null label", lambda df: relabel(df, df.index[:2], None),
-     [("expect_column_values_to_not_be_null", "label", "2 of 200 rows have no label")]),
-    ("text too short", lambda df: with_text(df, [9], "ok"),
-     [("expect_column_value_lengths_to_be_between", "text", "shorter than 3 chars (rows [9])")]),
-    ("text too long (10 MB)", lambda df: with_text(df, [0], "x" * 10_000_000),
-     [("expect_column_value_lengths_to_be_between", "text", "longer than 2000 chars (rows [0]), e.g. lengths [10000000]")]),
+    (
+        "unknown labels",
+        lambda df: relabel(df, df.index[:5], "foo"),
+        [("expect_column_values_to_be_in_set", "label", "['foo']")],
+    ),
+    ("too few rows", lambda df: df.head(20), [("expect_table_row_count_to_be_between", None, "20 rows")]),
+    ("class below min_per_class", _few_other, [("label_min_per_class", "label", "'other': 2")]),
+    (
+        "duplicate ratio too high",
+        lambda df: with_text(df, range(60), "same complaint, again"),
+        [("expect_column_proportion_of_unique_values_to_be_between", "text", "ratio 0.295")],
+    ),
+    (
+        "empty text",
+        lambda df: with_text(df, [3], ""),
+        [
+            ("expect_column_values_to_match_regex", "text", "empty or whitespace"),
+            ("expect_column_value_lengths_to_be_between", "text", "shorter than 3"),
+        ],
+    ),
+    (
+        "whitespace-only text",
+        lambda df: with_text(df, [3, 4], " \t \n "),
+        [("expect_column_values_to_match_regex", "text", "2 of 200 texts are empty or whitespace")],
+    ),
+    (
+        "null text",
+        lambda df: with_text(df, [7], None),
+        [("expect_column_values_to_not_be_null", "text", "1 of 200 texts are null (rows [7])")],
+    ),
+    (
+        "null label",
+        lambda df: relabel(df, df.index[:2], None),
+        [("expect_column_values_to_not_be_null", "label", "2 of 200 rows have no label")],
+    ),
+    (
+        "text too short",
+        lambda df: with_text(df, [9], "ok"),
+        [("expect_column_value_lengths_to_be_between", "text", "shorter than 3 chars (rows [9])")],
+    ),
+    (
+        "text too long (10 MB)",
+        lambda df: with_text(df, [0], "x" * 10_000_000),
+        [
+            (
+                "expect_column_value_lengths_to_be_between",
+                "text",
+                "longer than 2000 chars (rows [0]), e.g. lengths [10000000]",
+            )
+        ],
+    ),
 ]
 
 
@@ -101,8 +140,11 @@ def test_each_broken_rule_fails_with_its_own_failure(case, breaker, expected):
     assert not report.success
     assert len(report.failures) == len(expected), report.summary()
     for expectation, column, words in expected:
-        matching = [f for f in report.failures
-                    if f.expectation == expectation and f.column == column and words in f.observed]
+        matching = [
+            f
+            for f in report.failures
+            if f.expectation == expectation and f.column == column and words in f.observed
+        ]
         assert matching, f"{case}: no {expectation}[{column}] with {words!r} in\n{report.summary()}"
         assert all(f.fix for f in matching)
     # The report never carries a long text whole: observed values are cut.
@@ -152,22 +194,38 @@ def _duplicated_columns(df):
 
 # Batches GX cannot check as they are: a failed report naming the problem, never an exception.
 STRUCTURAL = [
-    ("missing text column", lambda df: df.drop(columns=["text"]),
-     ("expect_column_to_exist", "text", "column 'text' is missing")),
-    ("missing label column", lambda df: df.drop(columns=["label"]),
-     ("expect_column_to_exist", "label", "column 'label' is missing")),
-    ("all-null text column", lambda df: df.assign(text=None),
-     ("expect_column_values_to_not_be_null", "text", "every text is null (200 rows)")),
-    ("all-NaN text column", lambda df: df.assign(text=np.nan),
-     ("expect_column_values_to_be_of_type", "text", "dtype is float64")),
-    ("numeric label column", lambda df: df.assign(label=np.arange(len(df)) % 4),
-     ("expect_column_values_to_be_of_type", "label", "dtype is int64")),
-    ("one number among the texts", lambda df: with_text(df, [11], 12345),
-     ("expect_column_values_to_be_of_type", "text", "1 of 200 values are not strings")),
-    ("no rows", lambda df: df.head(0),
-     ("expect_table_row_count_to_be_between", None, "0 rows")),
-    ("repeated column names", _duplicated_columns,
-     ("unique_column_names", None, "['text']")),
+    (
+        "missing text column",
+        lambda df: df.drop(columns=["text"]),
+        ("expect_column_to_exist", "text", "column 'text' is missing"),
+    ),
+    (
+        "missing label column",
+        lambda df: df.drop(columns=["label"]),
+        ("expect_column_to_exist", "label", "column 'label' is missing"),
+    ),
+    (
+        "all-null text column",
+        lambda df: df.assign(text=None),
+        ("expect_column_values_to_not_be_null", "text", "every text is null (200 rows)"),
+    ),
+    (
+        "all-NaN text column",
+        lambda df: df.assign(text=np.nan),
+        ("expect_column_values_to_be_of_type", "text", "dtype is float64"),
+    ),
+    (
+        "numeric label column",
+        lambda df: df.assign(label=np.arange(len(df)) % 4),
+        ("expect_column_values_to_be_of_type", "label", "dtype is int64"),
+    ),
+    (
+        "one number among the texts",
+        lambda df: with_text(df, [11], 12345),
+        ("expect_column_values_to_be_of_type", "text", "1 of 200 values are not strings"),
+    ),
+    ("no rows", lambda df: df.head(0), ("expect_table_row_count_to_be_between", None, "0 rows")),
+    ("repeated column names", _duplicated_columns, ("unique_column_names", None, "['text']")),
 ]
 
 
@@ -176,8 +234,9 @@ def test_structural_problems_give_a_failed_report(case, breaker, expected):
     report = run(breaker(good_batch()))
     assert not report.success
     expectation, column, words = expected
-    assert any(f.expectation == expectation and f.column == column and words in f.observed
-               for f in report.failures), report.summary()
+    assert any(
+        f.expectation == expectation and f.column == column and words in f.observed for f in report.failures
+    ), report.summary()
     # Checks that cannot mean anything on a broken column are skipped and said so, not run into errors.
     assert not any("could not be evaluated" in f.observed for f in report.failures), report.summary()
     assert not any(f.expectation == "great_expectations" for f in report.failures), report.summary()
@@ -188,8 +247,13 @@ def test_missing_column_skips_its_content_checks_and_says_so():
     report = run(good_batch().drop(columns=["label"]))
     assert found(report) == {("expect_column_to_exist", "label")}
     skipped = report.statistics["skipped"]
-    assert {s.split(" ")[0] for s in skipped} == {"label_is_string", "label_not_null", "label_known",
-                                                  "label_min_per_class", "label_distribution_drift"}
+    assert {s.split(" ")[0] for s in skipped} == {
+        "label_is_string",
+        "label_not_null",
+        "label_known",
+        "label_min_per_class",
+        "label_distribution_drift",
+    }
     assert all("column is missing" in s for s in skipped)
 
 
@@ -201,7 +265,10 @@ def test_report_round_trips_through_json():
     assert as_dict["success"] is False
     stats = as_dict["statistics"]
     assert stats["unsuccessful_expectations"] == len(as_dict["failures"]) == 2
-    assert stats["evaluated_expectations"] == stats["successful_expectations"] + stats["unsuccessful_expectations"]
+    assert (
+        stats["evaluated_expectations"]
+        == stats["successful_expectations"] + stats["unsuccessful_expectations"]
+    )
 
 
 def test_summary_has_one_line_per_failure():
@@ -220,7 +287,9 @@ def test_data_docs_are_built_into_docs_dir_only(tmp_path, monkeypatch):
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     docs_dir = tmp_path / "docs"
-    report = run(with_text(good_batch(), [0], "y" * 10_000_000), docs_dir=docs_dir, batch_id="drop/2024-05-01.csv")
+    report = run(
+        with_text(good_batch(), [0], "y" * 10_000_000), docs_dir=docs_dir, batch_id="drop/2024-05-01.csv"
+    )
     assert report.docs_index == docs_dir.resolve() / "index.html"
     assert report.docs_index.is_file()
     pages = list((docs_dir / "validations").rglob("*.html"))
@@ -237,6 +306,7 @@ def test_no_docs_without_docs_dir():
 
 
 # --- the suite as code -------------------------------------------------------------------------
+
 
 def test_suite_is_built_from_labels_and_rules():
     rules = replace(RULES, min_rows=7, max_duplicate_ratio=0.25, min_text_chars=4, max_text_chars=99)
@@ -281,10 +351,22 @@ def test_the_per_class_minimum_counts_the_training_set_the_batch_joins():
     assert batch["label"].value_counts()["other"] == 1
     alone = run(batch)
     assert ("label_min_per_class", "label") in found(alone) and "in this batch:" in alone.summary()
-    joined = validate_batch(batch, labels=LABELS, rules=RULES, reference_label_counts=None, batch_id="b",
-                            existing_label_counts={"other": 2, "billing": 40})
+    joined = validate_batch(
+        batch,
+        labels=LABELS,
+        rules=RULES,
+        reference_label_counts=None,
+        batch_id="b",
+        existing_label_counts={"other": 2, "billing": 40},
+    )
     assert joined.success, joined.summary()
     assert joined.statistics["custom_checks"]["label_min_per_class"]["counts"]["other"] == 3
-    short = validate_batch(batch, labels=LABELS, rules=RULES, reference_label_counts=None, batch_id="b",
-                           existing_label_counts={"other": 1})
+    short = validate_batch(
+        batch,
+        labels=LABELS,
+        rules=RULES,
+        reference_label_counts=None,
+        batch_id="b",
+        existing_label_counts={"other": 1},
+    )
     assert "'other': 2" in short.summary() and "plus the training set so far" in short.summary()

@@ -12,7 +12,9 @@ from alembic import context
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("Run ledger migrations through ml.costs.ledger.Ledger(url).migrate(), not the alembic CLI.")
+    raise RuntimeError(
+        "Run ledger migrations through ml.costs.ledger.Ledger(url).migrate(), not the alembic CLI."
+    )
 
 context.configure(connection=connection, version_table=config.attributes["version_table"])
 with context.begin_transaction():

@@ -13,8 +13,10 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-APPEND_ONLY = ("ledger is append-only: {op} of ledger_entries refused; "
-               "correct an entry with a reversing entry (Ledger.reverse)")
+APPEND_ONLY = (
+    "ledger is append-only: {op} of ledger_entries refused; "
+    "correct an entry with a reversing entry (Ledger.reverse)"
+)
 
 
 def upgrade() -> None:
@@ -56,19 +58,23 @@ def upgrade() -> None:
         for verb in ("UPDATE", "DELETE"):
             op.execute(
                 f"CREATE TRIGGER ledger_entries_no_{verb.lower()} BEFORE {verb} ON ledger_entries "
-                f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY.format(op=verb)}'); END")
+                f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY.format(op=verb)}'); END"
+            )
     else:
         op.execute(
             "CREATE FUNCTION ledger_entries_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
             f"BEGIN RAISE EXCEPTION '{APPEND_ONLY.format(op='%')}', TG_OP "
-            "USING ERRCODE = 'restrict_violation'; END $$")
+            "USING ERRCODE = 'restrict_violation'; END $$"
+        )
         op.execute(
             "CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries "
-            "FOR EACH ROW EXECUTE FUNCTION ledger_entries_refuse_change()")
+            "FOR EACH ROW EXECUTE FUNCTION ledger_entries_refuse_change()"
+        )
         # TRUNCATE skips row triggers; refuse it with a statement trigger.
         op.execute(
             "CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON ledger_entries "
-            "FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_refuse_change()")
+            "FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_refuse_change()"
+        )
 
 
 def downgrade() -> None:

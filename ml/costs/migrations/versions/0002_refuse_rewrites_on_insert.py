@@ -19,8 +19,10 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-REFUSED = ("ledger is append-only: an INSERT that replaces an existing entry (same id or idempotency key) "
-           "is refused; correct an entry with a reversing entry (Ledger.reverse)")
+REFUSED = (
+    "ledger is append-only: an INSERT that replaces an existing entry (same id or idempotency key) "
+    "is refused; correct an entry with a reversing entry (Ledger.reverse)"
+)
 
 
 def upgrade() -> None:
@@ -30,7 +32,8 @@ def upgrade() -> None:
         "CREATE TRIGGER ledger_entries_no_replace BEFORE INSERT ON ledger_entries "
         "WHEN EXISTS (SELECT 1 FROM ledger_entries WHERE id = NEW.id OR idempotency_key = NEW.idempotency_key "
         "OR (NEW.reverses_id IS NOT NULL AND reverses_id = NEW.reverses_id)) "
-        f"BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END")
+        f"BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END"
+    )
 
 
 def downgrade() -> None:
