@@ -48,6 +48,26 @@ import importlib
 from types import ModuleType
 
 TASK_TYPES = ("classification", "extraction")
+# The names above, every task module's: tests/unit/test_tasks_seam.py checks each module has them all.
+SEAM = (
+    "METRICS",
+    "PER_PART_METRICS",
+    "default_gate_metrics",
+    "REQUIRED_COLUMNS",
+    "normalise",
+    "expectations",
+    "validate_batch",
+    "teacher_targets",
+    "build_student",
+    "loss",
+    "evaluate",
+    "export_onnx",
+    "quantize_int8",
+    "log_served_model",
+    "SERVING_INPUT",
+    "SERVING_OUTPUT",
+    "score",
+)
 
 
 def task_module(name: str) -> ModuleType:
