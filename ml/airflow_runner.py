@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ml.config import Settings
@@ -178,6 +178,9 @@ def fail_orphaned_runs(settings: Settings, dag_id: str, *, logical_date: str | N
     A `mlops run` killed with its Airflow child (kill -9, a closed terminal) leaves its run
     `running` for ever, which blocks a scheduler with max_active_runs=1. Call it only while
     holding dag_lock(): then no other `mlops run` of this DAG is alive on this state.
+
+    What the killed run left is settled too (settle_orphaned_run): the tries that were running
+    are booked, their MLflow runs marked FAILED. Each marked run's "settled" lists what was done.
     """
     script = settings.project_dir / "infra" / "airflow_fail_orphaned_runs.py"
     args = [dag_id, *(["--logical-date", logical_date] if logical_date else [])]
@@ -189,7 +192,125 @@ def fail_orphaned_runs(settings: Settings, dag_id: str, *, logical_date: str | N
             f"could not check DAG {dag_id} for orphaned runs: "
             f"{_first_error(proc.stderr) or proc.stderr.strip()[-300:]}"
         )
-    return _json_document(proc.stdout) or []
+    marked = _json_document(proc.stdout) or []
+    for orphan in marked:
+        orphan["settled"] = settle_orphaned_run(settings, dag_id, orphan)
+    return marked
+
+
+def run_files(settings: Settings, dag_id: str, logical: datetime) -> tuple[Path, Path]:
+    """The log and the progress file of the `mlops run` of this DAG at this logical date."""
+    stamp = logical.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    run_dir = settings.airflow_home / "logs" / "dags_test" / dag_id
+    return run_dir / f"{stamp}.log", run_dir / f"{stamp}.progress.json"
+
+
+def last_write(settings: Settings, dag_id: str, logical_date: str | None, task_id: str) -> datetime | None:
+    """When the killed run last showed life for this task: the last write of its log, or of its
+    progress snapshot when the snapshot is the task's. None when neither is there."""
+    if not logical_date:
+        return None
+    log_path, progress_path = run_files(settings, dag_id, datetime.fromisoformat(logical_date))
+    found = [log_path] if log_path.is_file() else []
+    snap = progress.read(progress_path)
+    if snap and str(snap.get("task")) == task_id:
+        found.append(progress_path)
+    if not found:
+        return None
+    ns = max(p.stat().st_mtime_ns for p in found)
+    return datetime.fromtimestamp(ns // 10**9, timezone.utc) + timedelta(microseconds=ns % 10**9 // 1000)
+
+
+ORPHANED_REASON = "orphaned: the mlops run that worked on it ended without finishing it"
+
+
+def settle_orphaned_run(settings: Settings, dag_id: str, orphan: dict) -> list[str]:
+    """Book the compute of each try a killed run left running, and mark its MLflow runs FAILED.
+
+    A try ends at its last log (or progress) write, not at the sweep: the process died then. The
+    listener's key (one per try) makes booking idempotent: a second sweep, or a try the listener
+    did book before the kill, books nothing more. Never raises; returns one line per thing done.
+    """
+    notes, ends = [], []
+    for fact in orphan.get("killed_tries", []):
+        try:
+            note, ended = _book_killed_try(settings, dag_id, orphan, fact)
+        except Exception as exc:  # noqa: BLE001 - a cost never stops the next run; the line says it
+            note, ended = f"warning: {fact.get('task_id')} not booked ({_one_line(exc)})", None
+        notes.append(note)
+        ends += [ended] if ended else []
+    try:
+        for mlflow_run in fail_mlflow_runs(settings, f"{dag_id}/{orphan['run_id']}", max(ends, default=None)):
+            notes.append(f"MLflow run {mlflow_run} marked FAILED")
+    except Exception as exc:  # noqa: BLE001 - a tracking server down must not stop the next run
+        notes.append(f"warning: MLflow runs of {orphan['run_id']} not marked failed ({_one_line(exc)})")
+    return notes
+
+
+def _book_killed_try(
+    settings: Settings, dag_id: str, orphan: dict, fact: dict
+) -> tuple[str, datetime | None]:
+    from ml.costs import capture
+
+    label = fact["task_id"] if fact.get("map_index", -1) < 0 else f"{fact['task_id']}[{fact['map_index']}]"
+    label = f"{label} try {fact['try_number']}"
+    started = _utc_or_none(fact.get("start_date"))
+    ended, basis = last_write(settings, dag_id, orphan.get("logical_date"), fact["task_id"]), "last log write"
+    if started is not None and (ended is None or ended < started):
+        ended, basis = _utc_or_none(fact.get("last_heartbeat_at")), "last heartbeat"
+    if started is None or ended is None:
+        return f"{label}: no log write or heartbeat dates its end; not booked", None
+    ended = max(ended, started)
+    entry = capture.book_try(
+        settings,
+        dag_id=dag_id,
+        run_id=orphan["run_id"],
+        task_id=fact["task_id"],
+        try_number=fact["try_number"],
+        map_index=fact.get("map_index", -1),
+        queue=fact.get("queue"),
+        pool=fact.get("pool"),
+        declared={k: fact[k] for k in ("resource_class", "cost_category") if fact.get(k)},
+        started_at=started,
+        ended_at=ended,
+    )
+    if entry is None:
+        return f"{label}: not booked now (spooled, or booked before with other facts; see the log)", ended
+    return (
+        f"{label} booked up to its {basis} ({ended:%H:%M:%S} UTC): {entry.quantity} h on {entry.resource}, "
+        f"{entry.amount} {entry.currency} (ledger entry {entry.id})",
+        ended,
+    )
+
+
+def fail_mlflow_runs(settings: Settings, run_key: str, ended_at: datetime | None = None) -> list[str]:
+    """Mark the RUNNING MLflow runs of a DAG run (tag airflow_run_key, set by the training task)
+    FAILED, ending at ended_at (else now). Returns their ids; a second call finds none."""
+    uri = settings.mlflow_tracking_uri
+    if "'" in run_key or (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()):
+        return []  # not a key a task writes; or no tracking database yet, so no run to fail
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    runs = client.search_runs(
+        experiments, f"tags.airflow_run_key = '{run_key}' and attributes.status = 'RUNNING'", max_results=1000
+    )
+    end_ms = int((ended_at or datetime.now(timezone.utc)).timestamp() * 1000)
+    for run in runs:
+        client.set_tag(run.info.run_id, "mlops.failure", ORPHANED_REASON)
+        client.set_terminated(run.info.run_id, status="FAILED", end_time=end_ms)
+    return [run.info.run_id for run in runs]
+
+
+def _utc_or_none(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value).astimezone(timezone.utc) if value else None
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def task_states(settings: Settings, dag_id: str, run: str) -> dict[str, str]:
@@ -255,15 +376,15 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
                         f"  marked {dag_id} run {orphan['run_id']} failed: an mlops run ended without finishing it "
                         f"(tasks that were running marked failed: {', '.join(orphan['failed_tasks']) or 'none'})"
                     )
+                    for note in orphan.get("settled", []):
+                        echo(f"    {note}")
                 unfinished_marker.unlink()
             except AirflowRunError as exc:  # not worth refusing this run for: the next one tries again
                 echo(f"  warning: {exc}")
         logical = datetime.now(timezone.utc)
-        stamp = logical.strftime("%Y%m%dT%H%M%S.%fZ")
-        run_dir = settings.airflow_home / "logs" / "dags_test" / dag_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_path, progress_path = run_dir / f"{stamp}.log", run_dir / f"{stamp}.progress.json"
-        latest = run_dir.parent / f"{dag_id}.log"
+        log_path, progress_path = run_files(settings, dag_id, logical)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        latest = log_path.parent.parent / f"{dag_id}.log"
         tmp_link = latest.with_name(f".{latest.name}.{os.getpid()}")
         tmp_link.unlink(missing_ok=True)
         tmp_link.symlink_to(log_path.relative_to(latest.parent))
@@ -299,6 +420,8 @@ def test_dag(settings: Settings, dag_id: str, *, echo=print, show_progress: bool
                 else "no Airflow run left running"
             )
             echo(f"interrupted: {dag_id}, {what}; log: {log_path}")
+            for note in failed[0].get("settled", []) if failed else []:
+                echo(f"  {note}")
             raise
         finally:
             watcher.close()

@@ -2,8 +2,8 @@
 
 After each try of each task (success, failure, or failure before a retry) the worker calls
 the hooks below; they read the facts off the task instance and hand them to
-ml.costs.capture.book_task_run, which prices and books them, or spools them when the ledger
-is unreachable. Nothing here may fail a task: every error is logged and swallowed.
+ml.costs.capture.book_try, which prices and books them, or spools them when the ledger
+is unreachable (`mlops` books a try whose process was killed the same way). Nothing here may fail a task: every error is logged and swallowed.
 
 A task can declare what the listener would otherwise infer, in its executor_config:
     @task(queue="gpu", executor_config={"resource_class": "gpu_h100", "cost_category": "evaluation"})
@@ -48,27 +48,13 @@ def _book(ti) -> None:
         from ml.config import load_settings
         from ml.costs import capture
 
-        settings = load_settings()
         # A RuntimeTaskInstance on a worker has .task; the API server's TaskInstance (a state
         # set by hand) may not, so every attribute is read defensively.
         task = getattr(ti, "task", None)
         dag = getattr(task, "dag", None)
         executor_config = getattr(task, "executor_config", None) or getattr(ti, "executor_config", None) or {}
-        declared = executor_config if isinstance(executor_config, dict) else {}
-        redistillation = capture.is_redistillation(_triggering_asset_names(ti))
-        try:
-            category = capture.category_for(
-                ti.dag_id, ti.task_id, declared=declared.get("cost_category"), redistillation=redistillation
-            )
-        except ValueError as exc:  # a typo in the declaration must not lose the cost
-            log.warning("Cost listener: %s Booking by the task's name instead.", exc)
-            category = capture.category_for(ti.dag_id, ti.task_id, redistillation=redistillation)
-        ran_on = (
-            capture.reported_device(settings.state_dir, ti.dag_id, ti.run_id, ti.task_id, ti.try_number) or {}
-        )
-        capture.book_task_run(
-            settings.ledger_url,
-            settings.state_dir / "spool",
+        capture.book_try(
+            load_settings(),
             dag_id=ti.dag_id,
             run_id=ti.run_id,
             task_id=ti.task_id,
@@ -77,16 +63,12 @@ def _book(ti) -> None:
             # The task's own queue first: dag.test() leaves the worker-side ti.queue "default".
             queue=getattr(task, "queue", None) or getattr(ti, "queue", None),
             pool=getattr(task, "pool", None) or getattr(ti, "pool", None),
-            resource=declared.get("resource_class"),
+            declared=executor_config,
             started_at=getattr(ti, "start_date", None),
             ended_at=getattr(ti, "end_date", None),
-            workflow=capture.workflow_for(
-                ti.dag_id, getattr(dag, "params", None), getattr(dag, "tags", None)
-            ),
-            category=category,
-            price_book=settings.price_book_file,
-            device=ran_on.get("device"),
-            device_name=ran_on.get("device_name"),
+            triggering_asset_names=_triggering_asset_names(ti),
+            dag_params=getattr(dag, "params", None),
+            dag_tags=getattr(dag, "tags", None),
         )
     except Exception:  # noqa: BLE001 - the cost of a task is never worth failing it
         log.exception("Cost listener: could not book %s", getattr(ti, "task_id", ti))

@@ -306,11 +306,12 @@ def book_task_run(
     price_book: PriceBook | Path | str,
     device: str | None = None,
     device_name: str | None = None,
-) -> None:
+) -> Entry | None:
     """Book one task try's compute. Never raises: what cannot be booked now is spooled.
 
     A try without a start time never ran and costs nothing; one without an end time (marked
-    failed from outside) is booked up to now.
+    failed from outside) is booked up to now. Returns the ledger entry (new, or the one already
+    booked for this try), None when nothing was booked now.
     """
     try:
         if started_at is None:
@@ -344,16 +345,72 @@ def book_task_run(
                 "Cost capture: cannot price %s (%s); spooled the task run to price at flush.", key, exc
             )
             _spool(spool_dir, key, {"kind": "task_run", "task_run": run.to_json()})
-            return
-        _book_or_spool(ledger_url, spool_dir, entry)
+            return None
+        return _book_or_spool(ledger_url, spool_dir, entry)
     except Exception:  # noqa: BLE001 - capture must never fail the task it measures
         log.exception("Cost capture failed for %s.%s try %s; nothing booked.", dag_id, task_id, try_number)
+        return None
 
 
-def _book_or_spool(ledger_url: str, spool_dir: Path | str, entry: NewEntry) -> None:
+def book_try(
+    settings,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    try_number: int,
+    map_index: int | None,
+    queue: str | None,
+    pool: str | None,
+    declared: dict | None,
+    started_at: datetime | None,
+    ended_at: datetime | None,
+    triggering_asset_names=(),
+    dag_params=None,
+    dag_tags=None,
+) -> Entry | None:
+    """Book a task try from what is known of it: the cost listener at the try's end, `mlops`
+    for a try whose process was killed (ml/airflow_runner.py). Decides its category, workflow and
+    the device it reported, then book_task_run. Never raises.
+
+    declared: the task's executor_config keys resource_class and cost_category, when given.
+    """
+    declared = declared if isinstance(declared, dict) else {}
+    redistillation = is_redistillation(triggering_asset_names)
+    try:
+        category = category_for(
+            dag_id, task_id, declared=declared.get("cost_category"), redistillation=redistillation
+        )
+    except ValueError as exc:  # a typo in the declaration must not lose the cost
+        log.warning("Cost capture: %s Booking by the task's name instead.", exc)
+        category = category_for(dag_id, task_id, redistillation=redistillation)
+    ran_on = reported_device(settings.state_dir, dag_id, run_id, task_id, try_number) or {}
+    return book_task_run(
+        settings.ledger_url,
+        settings.state_dir / "spool",
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=task_id,
+        try_number=try_number,
+        map_index=map_index,
+        queue=queue,
+        pool=pool,
+        resource=declared.get("resource_class"),
+        started_at=started_at,
+        ended_at=ended_at,
+        workflow=workflow_for(dag_id, dag_params, dag_tags),
+        category=category,
+        price_book=settings.price_book_file,
+        device=ran_on.get("device"),
+        device_name=ran_on.get("device_name"),
+    )
+
+
+def _book_or_spool(ledger_url: str, spool_dir: Path | str, entry: NewEntry) -> Entry | None:
+    booked = None
     try:
         with Ledger(ledger_url) as ledger:
-            ledger.append(entry)
+            booked = ledger.append(entry)
             log.info(
                 "Cost capture: booked %s (%s %s x %s).",
                 entry.idempotency_key,
@@ -365,6 +422,7 @@ def _book_or_spool(ledger_url: str, spool_dir: Path | str, entry: NewEntry) -> N
                 _flush_into(ledger, Path(spool_dir), None)
             except Exception as exc:  # noqa: BLE001
                 log.warning("Cost capture: could not flush the spool in %s (%s).", spool_dir, exc)
+        return booked
     except IdempotencyConflict as exc:
         # The same try was already booked with other facts (e.g. the API server and the worker
         # both reported it); the first booking stands and nothing is doubled.
@@ -377,6 +435,7 @@ def _book_or_spool(ledger_url: str, spool_dir: Path | str, entry: NewEntry) -> N
             spool_dir,
         )
         _spool(spool_dir, entry.idempotency_key, {"kind": "entry", "entry": entry.to_json()})
+    return booked
 
 
 # The spool -------------------------------------------------------------------------------

@@ -144,13 +144,21 @@ def test_a_run_left_unfinished_is_marked_failed_before_the_next_one(fake, monkey
         airflow_runner,
         "fail_orphaned_runs",
         lambda s, d, logical_date=None: (
-            asked.append((d, logical_date)) or [{"run_id": "manual__old", "failed_tasks": ["train_student"]}]
+            asked.append((d, logical_date))
+            or [
+                {
+                    "run_id": "manual__old",
+                    "failed_tasks": ["train_student"],
+                    "settled": ["train_student try 1 booked up to its last log write"],
+                }
+            ]
         ),
     )
     lines = []
     airflow_runner.test_dag(settings, DAG, echo=lines.append)
     assert asked == [(DAG, "2026-12-01T10:00:00+00:00")]
     assert any("manual__old failed" in line for line in lines)
+    assert "    train_student try 1 booked up to its last log write" in lines  # what was settled is said
     assert not marker.exists()
 
 
