@@ -34,7 +34,7 @@ from ml.data import contract
 from ml.evaluate import confusion
 from ml.evaluate.gate import decide
 from ml.evaluate.latency import measure_isolated
-from ml.evaluate.metrics import classification_report, metric_key, per_class_metrics
+from ml.evaluate.metrics import metric_key, per_class_metrics
 from ml.evaluate.serving import (
     candidate_variants,
     choose_served_variant,
@@ -46,6 +46,7 @@ from ml.evaluate.serving import (
 )
 from ml.export import ExportError, quantize_int8, state_dict_bytes
 from ml.pipeline.ingest_validate import context, label_set, store_for
+from ml.tasks import task_module
 from ml.workflows import Workflow
 
 
@@ -295,7 +296,7 @@ def _score(
     if model_labels != list(labels):
         return {"error": f"label set differs: {model_labels}"}
     probs = predict_probs(model, tokenizer, texts, max_length=wf.training.max_length, device=device)
-    report = classification_report(probs, y, labels)
+    report = task_module(wf.task).evaluate(probs, y, labels)
     report.update(measure_serving(model, tokenizer, texts, max_length=wf.training.max_length, device=device))
     report["size_on_disk_bytes"] = dir_size_bytes(model_dir)
     report["cost_per_1k_calls_usd"] = _serving_cost_per_1k_usd(settings, wf, report["throughput_calls_per_s"])
@@ -314,7 +315,7 @@ def _score(
 
 def _int8_figures(model, tokenizer, texts, y, labels, wf: Workflow, fp32: dict) -> dict:
     q = quantize_int8(model)
-    q_report = classification_report(
+    q_report = task_module(wf.task).evaluate(
         predict_probs(q, tokenizer, texts, max_length=wf.training.max_length), y, labels
     )
     q_report.update(measure_serving(q, tokenizer, texts, max_length=wf.training.max_length, n_single=50))
@@ -361,7 +362,7 @@ def _onnx_figures(
             if len(texts)
             else np.zeros((0, len(labels)))
         )
-        o_report = classification_report(probs, y, labels)
+        o_report = task_module(wf.task).evaluate(probs, y, labels)
         timing = measure_latency(onnx.probs, texts, n_single=10)  # its throughput; latency: _measure_variants
         figures.append(
             {
@@ -389,7 +390,7 @@ def _bf16_figures(settings: Settings, model_dir: Path, texts, y, labels, wf: Wor
     device = _device(settings)
     model, tokenizer = load_classifier(model_dir, device)
     model = model.to(torch.bfloat16)
-    report = classification_report(
+    report = task_module(wf.task).evaluate(
         predict_probs(model, tokenizer, texts, max_length=wf.training.max_length, device=device), y, labels
     )
     timing = measure_serving(
@@ -496,7 +497,7 @@ def _champion_as_served(
         onnx_path, tokenizer_dir, max_length=wf.training.max_length, threads=settings.torch_threads
     )
     probs = np.concatenate([scorer.probs(texts[i : i + 64]) for i in range(0, len(texts), 64)])
-    report = classification_report(probs, y, labels)
+    report = task_module(wf.task).evaluate(probs, y, labels)
     champion["torch_fp32_macro_f1"] = champion["macro_f1"]
     champion.update({k: report[k] for k in ("macro_f1", "accuracy", "per_class_f1")})
     return {
@@ -573,6 +574,8 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
         + ")"
     )
     frontier_per_call = _frontier_cost_per_call_usd(settings, wf)
+    # The quality checks are the named metrics the workflow's gate declares for its task
+    # (wf.gate.judged_metrics), read from the task's evaluate() figures of the served variant.
     decision = decide(
         served,
         champion,
