@@ -63,6 +63,23 @@ class Teacher:
 
 
 @dataclass(frozen=True)
+class Search:
+    trials: int = field(
+        default=8,
+        metadata={
+            "help": (
+                "Trainings tried (Optuna, seeded): learning_rate and max_epochs, each scored on the validation split; "
+                "the first trial is the declared settings, so the search never ends worse than them."
+            )
+        },
+    )
+    timeout_s: float = field(
+        default=3600.0,
+        metadata={"help": "No trial starts after this many seconds of search (the running one finishes)."},
+    )
+
+
+@dataclass(frozen=True)
 class Training:
     max_epochs: float = field(
         default=10.0,
@@ -111,8 +128,27 @@ class Training:
     alpha: float = field(
         default=0.5, metadata={"help": "Weight of the soft (teacher) loss; 1-alpha goes to hard labels."}
     )
-    student_layers: int = field(
-        default=0, metadata={"help": "Keep this many encoder layers of the base (0 = all)."}
+    student_layers: int | str = field(
+        default=0,
+        metadata={
+            "help": (
+                "Keep this many encoder layers of the base (0 = all), or auto: train the depths the latency SLA "
+                "allows (a third, half, two thirds, all) and keep the smallest within student_layers_tolerance "
+                "of the largest."
+            )
+        },
+    )
+    student_layers_tolerance: float = field(
+        default=0.01,
+        metadata={
+            "help": "student_layers: auto keeps a smaller depth whose validation macro-F1 is at most this below the largest's."
+        },
+    )
+    search: Search | None = field(
+        default=None,
+        metadata={
+            "help": "{trials: N, timeout_s: S}: a budgeted search of learning_rate and max_epochs; absent = none."
+        },
     )
     checkpoint_every: int = field(default=50, metadata={"help": "Write an atomic checkpoint every N steps."})
 
@@ -343,6 +379,7 @@ _NESTED = {
     "teacher": Teacher,
     "schedule": Schedule,
     "training": Training,
+    "search": Search,
     "validation": Validation,
     "gate": Gate,
     "keep_current": KeepCurrent,
@@ -394,7 +431,9 @@ def _build(cls, raw: dict, where: str):
     for key, value in raw.items():
         default = getattr(cls, aliases.get(key, key), None) if key not in _NESTED else None
         try:
-            if key in _NESTED:
+            if cls is Training and key == "search" and value is None:
+                values[key] = None  # search: null is no search, as when absent
+            elif key in _NESTED:
                 values[key] = _build(_NESTED[key], value or {}, f"{where}.{key}")
             elif key == "labels":
                 # A bare string would become one label per character ("billing" → b, i, l, ...).
@@ -438,6 +477,10 @@ def _build(cls, raw: dict, where: str):
                 if not isinstance(value, dict):
                     raise ValueError('expected a mapping {TOKEN: regex}, e.g. {"<ORDER>": "ORD-\\\\d{6}"}')
                 values[key] = tuple((str(k), str(v)) for k, v in value.items())
+            elif cls is Training and key == "student_layers" and isinstance(value, str):
+                if value != "auto":
+                    raise ValueError("expected a whole number of layers (0 = all) or auto")
+                values[key] = value
             elif key == "monthly_budget_usd":
                 values[key] = Decimal(str(value))
             elif isinstance(default, bool):
@@ -476,7 +519,10 @@ _BOUNDS = (
     ("training.learning_rate", 1e-9, 1.0, "e.g. 1e-4"),
     ("training.temperature", 1e-3, 100, "e.g. 2"),
     ("training.alpha", 0.0, 1.0, "e.g. 0.5"),
-    ("training.student_layers", 0, 1000, "e.g. 3, or 0 for all"),
+    ("training.student_layers", 0, 1000, "e.g. 3, 0 for all, or auto"),
+    ("training.student_layers_tolerance", 0.0, 1.0, "e.g. 0.01"),
+    ("training.search.trials", 1, 1000, "e.g. 8"),
+    ("training.search.timeout_s", 1, 1e7, "e.g. 3600"),
     ("training.checkpoint_every", 1, 10**9, "e.g. 50 (steps)"),
     ("validation.min_rows", 1, 10**12, "e.g. 50"),
     ("validation.min_per_class", 0, 10**9, "e.g. 3"),
@@ -602,11 +648,19 @@ def _check(wf: Workflow, where: str) -> None:
     for dotted, lo, hi, example in _BOUNDS:
         value = wf
         for part in dotted.split("."):
-            value = getattr(value, part)
+            value = None if value is None else getattr(value, part)
+        if value is None or value == "auto":  # no training.search; training.student_layers: auto
+            continue
         if not lo <= float(value) <= hi:
             raise WorkflowError(
                 f"{where}.{dotted}: {value} is out of range; it must be between {lo:g} and {hi:g}, {example}."
             )
+    chooses = "student_layers: auto" if wf.training.student_layers == "auto" else "search"
+    if (wf.training.student_layers == "auto" or wf.training.search) and not wf.training.validation_fraction:
+        raise WorkflowError(
+            f"{where}.training.validation_fraction: 0 leaves no validation split for {chooses} to compare "
+            "trainings on; set it, e.g. 0.1."
+        )
     if wf.validation.max_text_chars < wf.validation.min_text_chars:
         raise WorkflowError(
             f"{where}.validation.max_text_chars: {wf.validation.max_text_chars} is below "

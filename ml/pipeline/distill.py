@@ -136,7 +136,7 @@ def _open_run(settings: Settings, wf: Workflow, run_key: str):
 def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
     import mlflow
 
-    from ml.train.loop import train_student
+    from ml.train.select import train_selected
     from ml.train.student import fingerprint_model_dir, resolve_base_model
 
     settings, wf = context(workflow)
@@ -163,7 +163,7 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
         )
         mlflow.log_input(dataset, context="training")
         report_device(settings.state_dir, _device(settings))  # the cost listener prices this try by it
-        result = train_student(
+        selection = train_selected(
             base_dir=base_dir,
             texts=list(train_df[contract.TEXT]),
             teacher_probs=data["probs"],
@@ -171,12 +171,15 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
             label_names=meta["labels"],
             cfg=wf.training,
             out_dir=out_dir,
+            latency_sla_p99_ms=wf.latency_sla_p99_ms,
             device=_device(settings),
             seed=settings.seed,
             threads=settings.torch_threads,
             log=lambda m: print(m, flush=True),
             checkpoint_root=checkpoint_root,
         )
+        result = selection.result  # student_layers: auto and training.search choose among trainings
+        chosen_params, chosen_tags, chosen_curves = selection.mlflow_fields()
         base_fp = fingerprint_model_dir(base_dir)
         params = {f"training.{k}": v for k, v in vars(wf.training).items()}
         params.update(
@@ -191,6 +194,7 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
                 "seed": settings.seed,
                 "train.n_fit": result.n_train,
                 "train.n_validation": result.n_validation,
+                **chosen_params,
             }
         )
         curves = {
@@ -199,6 +203,7 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
         }
         curves["train.epoch_loss"] = [(h["epoch"], h["train_loss"]) for h in result.history]
         curves["train.lr"] = [(h["epoch"], h["lr"]) for h in result.history]
+        curves.update(chosen_curves)
         _log_batch(
             run.info.run_id,
             params=params,
@@ -214,10 +219,13 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
             tags={
                 "train.stop_reason": result.stop_reason,
                 "train.resumed_from_step": str(result.resumed_from_step),
+                **chosen_tags,
             },
             curves=curves,
         )
         mlflow.log_dict({metric_key(label): label for label in meta["labels"]}, "label_metric_names.json")
+        if selection.record:
+            mlflow.log_dict(selection.record, "training_selection.json")
     # The final weights are saved; checkpoints (hundreds of MB each) only served a resume.
     shutil.rmtree(result.checkpoint_dir, ignore_errors=True)
     return {

@@ -564,6 +564,11 @@ def _validated_inputs(texts, teacher_probs, hard_labels, label_names, cfg, max_s
             raise ValueError(f"training.{name}={getattr(cfg, name)} must be at least 1.")
     if not cfg.max_epochs > 0 or not cfg.learning_rate > 0:
         raise ValueError("training.max_epochs and training.learning_rate must be positive.")
+    if isinstance(cfg.student_layers, str) or cfg.search is not None:
+        raise ValueError(
+            "train_student trains one depth with one set of settings; student_layers: auto and training.search "
+            "are resolved by ml.train.select.train_selected."
+        )
     if not 0.0 <= cfg.validation_fraction < 1.0:
         raise ValueError(f"training.validation_fraction={cfg.validation_fraction} must be in [0, 1).")
     if max_steps is not None and max_steps < 1:
