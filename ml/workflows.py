@@ -541,7 +541,7 @@ _BOUNDS = (
 )
 
 
-FIELD_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+FIELD_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # also a valid name for ml/tasks/extraction.py
 # The gate keys from before gate.metrics: classification's default gate, read only for classification.
 CLASSIFICATION_GATE_KEYS = ("min_macro_f1", "max_macro_f1_drop", "per_class_f1_floor")
 

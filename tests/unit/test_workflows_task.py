@@ -103,3 +103,18 @@ def test_an_extraction_workflow_declares_fields_not_labels(tmp_path, doc, messag
     with pytest.raises(WorkflowError) as err:
         load_workflows(write(tmp_path, doc))
     assert message in str(err.value)
+
+
+def test_the_readme_example_loads(tmp_path):
+    import importlib.util
+    import re
+
+    import yaml
+
+    readme = (SHIPPED.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Task and gate.**") :]
+    doc = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    if importlib.util.find_spec("ml.tasks.extraction") is None:  # written beside this change
+        doc["workflows"].pop("contract_fields")
+    workflows = load_workflows(write(tmp_path, doc))
+    assert [r.name for r in workflows["ticket_routing"].gate.judged_metrics] == ["macro_f1", "per_class_f1"]
