@@ -366,22 +366,24 @@ def merge_windows(
 ) -> list[tuple[list[tuple[int, int]], np.ndarray]]:
     """Per document: its tokens in text order and each token's probabilities, averaged over the
     windows that read it (a token near one window's edge is read with context by the next)."""
-    sums: list[dict[tuple[int, int], np.ndarray]] = [{} for _ in range(n_documents)]
-    counts: list[dict[tuple[int, int], int]] = [{} for _ in range(n_documents)]
-    for offs, doc, probs in zip(windows.offsets, windows.doc_index, token_probs):
-        for token, p in zip(offs, probs):
-            if token[0] == token[1]:
-                continue
-            if token in sums[doc]:
-                sums[doc][token] = sums[doc][token] + p
-                counts[doc][token] += 1
-            else:
-                sums[doc][token], counts[doc][token] = np.asarray(p, dtype=np.float64), 1
+    by_doc: list[list[int]] = [[] for _ in range(n_documents)]
+    for row, doc in enumerate(windows.doc_index):
+        by_doc[doc].append(row)
     merged = []
-    for doc_sums, doc_counts in zip(sums, counts):
-        tokens = sorted(doc_sums)
-        probs = np.stack([doc_sums[t] / doc_counts[t] for t in tokens]) if tokens else np.zeros((0, 1))
-        merged.append((tokens, probs))
+    for rows in by_doc:
+        if not rows:
+            merged.append(([], np.zeros((0, 0))))
+            continue
+        offsets = np.concatenate(
+            [np.asarray(windows.offsets[r], dtype=np.int64).reshape(-1, 2) for r in rows]
+        )
+        probs = np.concatenate([np.asarray(token_probs[r], dtype=np.float64) for r in rows])
+        real = offsets[:, 0] < offsets[:, 1]  # special tokens have (0, 0)
+        tokens, inverse = np.unique(offsets[real], axis=0, return_inverse=True)  # sorted by start, end
+        sums = np.zeros((len(tokens), probs.shape[1]))
+        np.add.at(sums, inverse.reshape(-1), probs[real])
+        counts = np.bincount(inverse.reshape(-1), minlength=len(tokens))[:, None]
+        merged.append(([(int(s), int(e)) for s, e in tokens], sums / counts))
     return merged
 
 
