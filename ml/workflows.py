@@ -607,6 +607,11 @@ def _check_task(wf: Workflow, raw_gate, where: str) -> Workflow:
     except ImportError as exc:
         raise WorkflowError(f"{where}.task: task {wf.task} cannot be loaded here ({exc}).") from None
     if not wf.gate.metrics:
+        if not hasattr(module, "default_gate_metrics"):
+            raise WorkflowError(
+                f"{where}.gate.metrics: task {wf.task} has no default gate; declare {{NAME: {{min: X, "
+                f"max_drop: Y}}}} with NAME among {', '.join(module.METRICS)}."
+            )
         rules = tuple(module.default_gate_metrics(wf.gate))
     else:
         unknown = [r.name for r in wf.gate.metrics if r.name not in module.METRICS]
