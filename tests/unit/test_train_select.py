@@ -199,6 +199,33 @@ def test_auto_trains_the_allowed_depths_and_keeps_the_smallest_within_tolerance(
     assert "3 layers: the smallest allowed depth" in tags["auto.reason"]
     assert curves["auto.val_macro_f1"] == [(4, 0.90), (2, 0.70), (3, 0.88)]
     assert curves["auto.latency_p99_ms"] == [(2, 20.0), (3, 30.0), (4, 40.0), (6, 60.0)]
+    logged = log_to_mlflow(tmp_path / "state", params, tags, curves)
+    assert (
+        logged.data.params["auto.allowed"] == "2,3,4"
+        and logged.data.tags["auto.reason"] == tags["auto.reason"]
+    )
+    assert logged.data.metrics["auto.val_macro_f1"] == 0.90  # MLflow shows the highest step: depth 4
+
+
+def log_to_mlflow(state, params, tags, curves):
+    """Through the distill task's own batch logger, into a fresh SQLite MLflow; the run as read back."""
+    import mlflow
+
+    from ml import registry
+    from ml.config import load_settings
+    from ml.pipeline.distill import _log_batch
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        settings = load_settings({"MLOPS_STATE_DIR": str(state)})
+        settings.ensure_dirs()
+        client = registry.configure(settings)
+        run = client.create_run(registry.ensure_experiment(settings, "tickets"))
+        _log_batch(run.info.run_id, params=params, tags=tags, curves=curves)
+        return client.get_run(run.info.run_id)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
 
 
 def test_auto_end_to_end_with_measured_latency_and_real_scores(tiny_base_model, tmp_path):
