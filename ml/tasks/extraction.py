@@ -74,6 +74,7 @@ _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 REFUSAL_REASONS = {
     "call_failed": "the call did not succeed, so there is no answer",
+    "no_answer": "the call succeeded but no answer was recorded (a gold-sampled call)",
     "empty_document": "the document is empty",
     "document_too_large": f"the document is over {MAX_DOCUMENT_BYTES:,} bytes",
     "not_json": "the answer is not JSON",
@@ -86,7 +87,12 @@ REFUSAL_REASONS = {
 }
 # Refusals that are the teacher's mistakes (the frontier report counts them); the others are
 # the call's or the document's.
-TEACHER_ERROR_REASONS = frozenset(REFUSAL_REASONS) - {"call_failed", "empty_document", "document_too_large"}
+TEACHER_ERROR_REASONS = frozenset(REFUSAL_REASONS) - {
+    "call_failed",
+    "no_answer",
+    "empty_document",
+    "document_too_large",
+}
 
 
 class RefusedAnswer(ValueError):
@@ -145,7 +151,9 @@ def _value(raw: object, name: str) -> str | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
         raise RefusedAnswer("value_not_string", f"field {name!r} is {type(raw).__name__} {str(raw)[:40]!r}")
-    return raw if isinstance(raw, str) else str(raw)  # 30 -> "30": the digits as written
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)  # 30.0 -> "30": the digits as a contract writes them
+    return raw if isinstance(raw, str) else str(raw)
 
 
 def answer_spans(
@@ -240,8 +248,10 @@ def curate(call_log_rows: Iterable[Mapping], fields: Sequence[str]) -> tuple[lis
             )
         text = row[REQUEST_TEXT] if isinstance(row[REQUEST_TEXT], str) else ""
         try:
-            if row.get(STATUS, "ok") != "ok" or row[RESPONSE_JSON] is None:
+            if row.get(STATUS, "ok") != "ok":
                 raise RefusedAnswer("call_failed", f"status {row.get(STATUS)!r}, error {row.get('error')!r}")
+            if row[RESPONSE_JSON] is None:
+                raise RefusedAnswer("no_answer", "response_json is null")
             if not text.strip():
                 raise RefusedAnswer("empty_document", "request_text is empty or whitespace")
             size = len(text.encode("utf-8"))
@@ -612,6 +622,7 @@ def train(
     negative_window_fraction: float = 0.3,
     seed: int = 42,
     max_steps: int | None = None,
+    device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> ExtractionTrainResult:
     """Fine-tune the tagger on curated answers; cfg is the workflow's ml.workflows.Training.
@@ -621,6 +632,7 @@ def train(
     learning_rate, student_layers. Windows without any tag (most of a long contract) are
     sampled afresh each epoch, `negative_window_fraction` of them: all of them would drown the
     few tagged tokens in O and cost most of the compute. max_steps stops early, for tests.
+    device "auto" trains on a CUDA GPU where there is one (fp32), else on the CPU.
     """
     import safetensors.torch
     import torch
@@ -644,7 +656,10 @@ def train(
         raise ValueError(f"negative_window_fraction={negative_window_fraction} must be in [0, 1].")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = build_student(base_dir, fields, cfg.student_layers)
+    model.to(device)
     n_parameters = sum(p.numel() for p in model.parameters())
 
     n_val = int(round(cfg.validation_fraction * len(documents))) if len(documents) >= 5 else 0
@@ -704,8 +719,8 @@ def train(
             ids, mask, labels = _batches(
                 windows, order[start : start + cfg.batch_size], pad_id, with_labels=True
             )
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), labels.to(device).reshape(-1))
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(
                     f"loss is {loss.item()} at step {step + 1}; lower training.learning_rate "
@@ -746,7 +761,7 @@ def train(
 
     best = max(history, key=lambda h: h["val_field_f1_macro"]) if val_rows else None
     if best is not None:
-        safetensors.torch.load_model(model, ckpt_root / "best" / "model.safetensors")
+        safetensors.torch.load_model(model, ckpt_root / "best" / "model.safetensors", device=device)
     model_dir = out_dir / "model"
     _save_model_atomically(model, tokenizer, model_dir)
     return ExtractionTrainResult(

@@ -47,6 +47,7 @@ def _row(answer, text=DOC, **extra):
             "call_failed",
             "error",
         ),
+        (_row(GOOD) | {"response_json": None}, "no_answer", "null"),
         (_row(GOOD, text="   \n"), "empty_document", "empty"),
         (_row(GOOD, text=DOC + " x" * ex.MAX_DOCUMENT_BYTES), "document_too_large", "bytes"),
         (_row('{"party_a": "Acme Widgets Inc."'), "not_json", "JSONDecodeError"),
@@ -72,7 +73,7 @@ def test_each_bad_answer_is_refused_with_its_named_reason(row, reason, detail):
 def test_curation_keeps_every_row_and_reads_absent_and_numeric_values():
     rows = [
         _row(GOOD),
-        _row({**GOOD, "notice_days": 30, "effective_date": None}),  # a number is its digits; null = absent
+        _row({**GOOD, "notice_days": 30.0, "effective_date": None}),  # a number is its digits; null = absent
         _row({**GOOD, "notice_days": ""}),
         _row("not json"),
     ]
