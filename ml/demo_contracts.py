@@ -31,8 +31,10 @@ import math
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
+
+from ml.demo_data import _timestamps as call_timestamps
 
 # party_a is the party that supplies (provider, licensor), party_b the one that pays, whichever
 # the preamble names first; the values are strings exactly as they occur in the text.
@@ -171,14 +173,14 @@ def company_name(rng: random.Random, avoid: str = "") -> tuple[str, str]:
 
 PREAMBLES = [
     'This {kind} (the "Agreement") is entered into as of {eff} (the "Effective Date") by and between '
-    '{a}, a {inc_a} corporation ("{sa}"), and {b}, a {inc_b} company ("{sb}").',
+    '{a}, {an_inc_a} corporation ("{sa}"), and {b}, {an_inc_b} company ("{sb}").',
     "THIS {KIND} is made on {sign} BETWEEN: (1) {a}, a company organised under the laws of {inc_a} "
     '(the "{role_a}"); and (2) {b}, a company organised under the laws of {inc_b} (the "{role_b}"). '
     'This Agreement shall take effect on {eff} (the "Effective Date").',
-    '{KIND}. The parties to this Agreement are {a} (hereinafter "{sa}") and {b} (hereinafter '
+    'The parties to this {kind} (the "Agreement") are {a} (hereinafter "{sa}") and {b} (hereinafter '
     '"{sb}"). It is dated {sign} and is effective from {eff}.',
     'This {kind} is effective {eff} and is made between {b} ("{sb}"), with offices in {venue2}, '
-    'and {a} ("{sa}"), a {inc_a} corporation.',
+    'and {a} ("{sa}"), {an_inc_a} corporation.',
 ]
 RECITALS = [
     "WHEREAS, {sa} is in the business of providing {service}; and WHEREAS, {sb} wishes to obtain such "
@@ -355,6 +357,11 @@ def make_contract(rng: random.Random, document_id: str, *, max_pages: int = 6) -
         "role_b": rng.choice(["Customer", "Client", "Licensee", "Company"]),
         "inc_a": rng.choice(STATES_OF_INCORPORATION),
         "inc_b": rng.choice(STATES_OF_INCORPORATION),
+    }
+    for side in ("a", "b"):
+        state = slots[f"inc_{side}"]
+        slots[f"an_inc_{side}"] = f"{'an' if state[0] in 'AEIOU' else 'a'} {state}"
+    slots |= {
         "eff": format_date(rng, eff),
         "sign": format_date(rng, sign),
         "venue": venue,
@@ -537,12 +544,6 @@ def _call_record(rng: random.Random, contract: Contract, response_json: str) -> 
     )
 
 
-def _timestamps(rng: random.Random, n: int, start: date, days: int) -> list[str]:
-    origin = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
-    seconds = sorted(rng.randrange(days * 86_400) for _ in range(n))
-    return [(origin + timedelta(seconds=s)).isoformat().replace("+00:00", "Z") for s in seconds]
-
-
 def make_contracts(rng: random.Random, n: int, prefix: str, *, max_pages: int) -> list[Contract]:
     return [make_contract(rng, f"{prefix}-{i:05d}", max_pages=max_pages) for i in range(n)]
 
@@ -579,7 +580,7 @@ def generate(
     doc_rng, call_rng, gold_rng = (random.Random(f"{seed}:{s}") for s in ("documents", "calls", "gold"))
 
     contracts = make_contracts(doc_rng, n_documents, "doc", max_pages=max_pages)
-    stamps = _timestamps(call_rng, n_documents, start, days)
+    stamps = call_timestamps(call_rng, n_documents, start, days)  # the ticket log's business hours
     counts = {"ok": 0, "error": 0, "timeout": 0}
     mistakes = dict.fromkeys(["correct", *TEACHER_MISTAKES], 0)
     documents_path, call_log_path, gold_path = (
@@ -598,23 +599,14 @@ def generate(
             counts[rec["status"]] += 1
             if rec["status"] == "ok":
                 mistakes[mistake] += 1
-            row = {
-                "call_id": str(uuid.UUID(int=call_rng.getrandbits(128), version=4)),
-                "ts": ts,
+            call = {"call_id": str(uuid.UUID(int=call_rng.getrandbits(128), version=4)), "ts": ts}
+            row = call | {
                 "workflow": workflow,
                 "document_id": contract.document_id,
                 "request_text": contract.text,
-                "response_json": rec["response_json"],
-                "model": model,
-                "model_version": model_version,
-                "latency_ms": round(rec["latency_ms"], 1),
-                "tokens_in": rec["tokens_in"],
-                "tokens_out": rec["tokens_out"],
-                "cost_usd": round(rec["cost_usd"], 8),
-                "status": rec["status"],
-                "error": rec["error"],
-                "retries": rec["retries"],
             }
+            row |= {"model": model, "model_version": model_version, **rec}
+            row["latency_ms"], row["cost_usd"] = round(rec["latency_ms"], 1), round(rec["cost_usd"], 8)
             calls.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     gold = make_contracts(gold_rng, n_gold, "gold", max_pages=max_pages)
