@@ -163,30 +163,32 @@ def make_sets(n_train: int, test_per_class: int, seed: int):
     """(train texts, noisy train labels, clean train labels, test texts, test labels, stats)."""
     labels = label_names()
     pairs = [(thing, want) for thing in THINGS for want in WANTS]
+    # The test set first, from its own stream: the same texts whatever n_train is (the sha256 in the
+    # result shows it); training texts that happen to equal a test text are drawn again.
+    test_rng = random.Random(f"{seed}:student-quality-test")
+    test_texts, test_y = [], []
+    for c, pair in enumerate(pairs):
+        while test_y.count(c) < test_per_class:
+            text = make_text(test_rng, *pair)
+            if text not in test_texts:
+                test_texts.append(text)
+                test_y.append(c)
+    held_out = set(test_texts)
     rng = random.Random(f"{seed}:student-quality-train")
     sizes = class_sizes(n_train, len(labels), rng)
     texts, clean = [], []
     for c, n in enumerate(sizes):
         for _ in range(n):
-            texts.append(make_text(rng, *pairs[c]))
+            text = make_text(rng, *pairs[c])
+            while text in held_out:
+                text = make_text(rng, *pairs[c])
+            texts.append(text)
             clean.append(c)
     noisy = list(clean)
     for i in rng.sample(range(len(noisy)), int(NOISE_RATE * len(noisy))):
         thing, want = pairs[noisy[i]]
         confusable = [k for k, (t, w) in enumerate(pairs) if (t == thing) != (w == want)]
         noisy[i] = rng.choice(confusable)
-    seen = set(texts)
-    test_rng = random.Random(f"{seed}:student-quality-test")  # its own stream: frozen whatever n_train is
-    test_texts, test_y = [], []
-    for c, pair in enumerate(pairs):
-        made = 0
-        while made < test_per_class:
-            text = make_text(test_rng, *pair)
-            if text not in seen:
-                seen.add(text)
-                test_texts.append(text)
-                test_y.append(c)
-                made += 1
     stats = {
         "n_classes": len(labels),
         "n_train": len(texts),
