@@ -212,20 +212,25 @@ def train_selected(
     score(settings, result) and measure_latency(depths) -> {depth: p99 ms} are seams for tests;
     by default the validation macro-F1 and measure_depth_latency. train_kwargs go to train_student
     (device, threads, max_steps, teacher_label_names)."""
-    data = dict(texts=texts, teacher_probs=teacher_probs, hard_labels=hard_labels, label_names=label_names)
     auto, search = cfg.student_layers == "auto", cfg.search
-    if not auto and search is None:
-        result = train_student(
+
+    def train(run_cfg: Training, run_dir: Path, run_log, root: Path | None = None) -> TrainResult:
+        return train_student(
             base_dir=base_dir,
-            **data,
-            cfg=cfg,
-            out_dir=out_dir,
+            texts=texts,
+            teacher_probs=teacher_probs,
+            hard_labels=hard_labels,
+            label_names=label_names,
+            cfg=run_cfg,
+            out_dir=run_dir,
             seed=seed,
-            log=log,
-            checkpoint_root=checkpoint_root,
+            log=run_log,
+            checkpoint_root=root,
             **train_kwargs,
         )
-        return Selection(result, cfg, {})
+
+    if not auto and search is None:
+        return Selection(train(cfg, out_dir, log, checkpoint_root), cfg, {})
     if not cfg.validation_fraction:
         raise ConfigurationError(
             "training.validation_fraction is 0: student_layers: auto and training.search compare trainings on "
@@ -236,15 +241,7 @@ def train_selected(
 
     def train_and_score(name: str, run_cfg: Training) -> float:
         if name not in runs:  # the search's best trial is also the largest depth's training
-            result = train_student(
-                base_dir=base_dir,
-                **data,
-                cfg=run_cfg,
-                out_dir=out_dir / name,
-                seed=seed,
-                log=lambda m: log(f"{name}: {m}"),
-                **train_kwargs,
-            )
+            result = train(run_cfg, out_dir / name, lambda m: log(f"{name}: {m}"))
             shutil.rmtree(result.checkpoint_dir, ignore_errors=True)
             runs[name] = (run_cfg, result, score(run_cfg, result))
             log(f"{name}: validation macro-F1 {runs[name][2]:.4f}")

@@ -23,7 +23,7 @@ from ml.train.select import (
     train_selected,
 )
 from ml.workflows import Search, Training, WorkflowError, load_workflows
-from tests.unit.test_train_loop import LABEL_NAMES, LABELS, PROBS, TEXTS
+from tests.unit.test_train_loop import LABEL_NAMES, LABELS, PROBS, TEXTS, run
 from tests.unit.test_workflows import with_changes, write
 
 FAST = Training(
@@ -124,18 +124,8 @@ def test_bad_values_are_refused_at_load_naming_the_field(tmp_path, doc, names):
 
 
 def test_train_student_refuses_an_unresolved_choice(tiny_base_model, tmp_path):
-    from ml.train.loop import train_student
-
     with pytest.raises(ValueError, match="train_selected"):
-        train_student(
-            base_dir=tiny_base_model,
-            texts=TEXTS,
-            teacher_probs=PROBS,
-            hard_labels=LABELS,
-            label_names=LABEL_NAMES,
-            cfg=Training(student_layers="auto"),
-            out_dir=tmp_path,
-        )
+        run(tiny_base_model, tmp_path, cfg=Training(student_layers="auto"))
 
 
 # student_layers: auto ----------------------------------------------------------------------------
