@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 
-from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, table
+from ml.cli.common import add_json, add_workflow, emit, heavy_imports, settings_and_workflow, table
 
 
 def _client(args):
-    from ml import registry
-
     settings, wf = settings_and_workflow(args)
-    return registry, registry.configure(settings), wf
+    with heavy_imports():
+        from ml import registry
+
+        return registry, registry.configure(settings), wf
 
 
 def _version(client, wf, version):
