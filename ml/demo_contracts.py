@@ -509,38 +509,29 @@ def teacher_answer(rng: random.Random, contract: Contract) -> tuple[str, str]:
 
 
 def _call_record(rng: random.Random, contract: Contract, response_json: str) -> dict:
-    tokens_in = PROMPT_OVERHEAD_TOKENS + math.ceil(len(contract.text) / 4)
+    """status, error, retries, response_json, latency_ms, tokens_in/out, cost_usd of one call."""
+    failed = {"tokens_in": PROMPT_OVERHEAD_TOKENS + math.ceil(len(contract.text) / 4), "tokens_out": 0}
+    failed |= {"cost_usd": 0.0, "response_json": None, "retries": rng.choice([1, 2, 3])}
     u = rng.random()
+    if u < CALL_ERROR_RATE:
+        error = rng.choice(["RateLimitError", "ServerError"])
+        return failed | {"status": "error", "error": error, "latency_ms": rng.uniform(2200, 2900)}
     if u < CALL_ERROR_RATE + CALL_TIMEOUT_RATE:
-        timeout = u >= CALL_ERROR_RATE
-        return dict(
-            status="timeout" if timeout else "error",
-            error="Timeout" if timeout else rng.choice(["RateLimitError", "ServerError"]),
-            retries=rng.choice([1, 2, 3]),
-            response_json=None,
-            latency_ms=CLIENT_TIMEOUT_MS + rng.uniform(0, 50) if timeout else rng.uniform(200, 900) + 2000,
-            tokens_in=tokens_in,
-            tokens_out=0,
-            cost_usd=0.0,
-        )
+        latency_ms = CLIENT_TIMEOUT_MS + rng.uniform(0, 50)
+        return failed | {"status": "timeout", "error": "Timeout", "latency_ms": latency_ms}
     tokens_out = math.ceil(len(response_json) / 4) + rng.randrange(3)
     # Time to first token grows with the prompt, then the answer streams out.
-    latency_ms = 450.0 + 0.35 * tokens_in + 18.0 * tokens_out
+    latency_ms = 450.0 + 0.35 * failed["tokens_in"] + 18.0 * tokens_out
     latency_ms *= rng.lognormvariate(0.0, 0.3)
     if rng.random() < 0.03:
         latency_ms *= rng.uniform(2.0, 5.0)  # provider congestion
     retries = rng.choices([0, 1], [97, 3])[0]
-    latency_ms += retries * 1000.0
-    cost_usd = (tokens_in * PRICE_IN_USD_PER_MTOK + tokens_out * PRICE_OUT_USD_PER_MTOK) / 1e6
-    return dict(
-        status="ok",
-        error=None,
-        retries=retries,
-        response_json=response_json,
-        latency_ms=latency_ms,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        cost_usd=cost_usd,
+    cost_usd = (failed["tokens_in"] * PRICE_IN_USD_PER_MTOK + tokens_out * PRICE_OUT_USD_PER_MTOK) / 1e6
+    answered = {"response_json": response_json, "tokens_out": tokens_out, "cost_usd": cost_usd}
+    return (
+        failed
+        | answered
+        | {"status": "ok", "error": None, "retries": retries, "latency_ms": latency_ms + retries * 1000.0}
     )
 
 
@@ -567,15 +558,19 @@ def generate(
     response_json, status, latency_ms, tokens_in/out, cost_usd, ...). gold.jsonl: other documents
     with the true `values` (field -> string or null) and `spans` (field -> [start, end] or null).
     """
-    if n_documents < 1 or n_gold < 0:
-        raise ValueError(f"n_documents={n_documents}, n_gold={n_gold}: need n_documents >= 1, n_gold >= 0.")
-    if not 1 <= max_pages <= 6:
-        raise ValueError(f"max_pages={max_pages}: contracts are 1 to 6 pages; pass 1..6.")
-    if days < 1:
-        raise ValueError(f"days={days}: the log must span at least one day; pass days >= 1.")
-    start = start or date(2026, 8, 1)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    given = {"n_documents": n_documents, "n_gold": n_gold, "max_pages": max_pages, "days": days}
+    wrong = [
+        f"{k}={v}"
+        for k, v in given.items()
+        if v < (0 if k == "n_gold" else 1) or (k == "max_pages" and v > 6)
+    ]
+    if wrong:
+        raise ValueError(
+            f"{', '.join(wrong)}: pass n_documents >= 1, n_gold >= 0, max_pages 1..6 (a contract's pages) "
+            "and days >= 1 (the log's span)."
+        )
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out_dir, start = Path(out_dir), start or date(2026, 8, 1)
     # Separate streams, so that changing n_gold leaves the documents and the call log as they were.
     doc_rng, call_rng, gold_rng = (random.Random(f"{seed}:{s}") for s in ("documents", "calls", "gold"))
 

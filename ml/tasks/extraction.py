@@ -689,6 +689,7 @@ def train(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate,
+        fused=True,  # one kernel over all parameters, as in ml/train/loop.py
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
