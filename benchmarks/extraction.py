@@ -95,19 +95,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--n-documents", type=int, default=80, help="contracts in the call log (issue: 2000)")
-    parser.add_argument("--n-gold", type=int, default=40, help="gold contracts both models are scored on")
+    parser.add_argument("--n-documents", type=int, default=48, help="contracts in the call log (issue: 2000)")
+    parser.add_argument("--n-gold", type=int, default=30, help="gold contracts both models are scored on")
     parser.add_argument(
         "--max-pages", type=int, default=1, help="contracts are 1..max-pages pages (issue: 6)"
     )
     parser.add_argument("--student-layers", type=int, default=3)
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=16, help="windows per step")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per window")
-    parser.add_argument("--stride", type=int, default=32, help="tokens two neighbouring windows share")
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--max-length", type=int, default=64, help="tokens per window")
+    parser.add_argument("--stride", type=int, default=16, help="tokens two neighbouring windows share")
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--negative-window-fraction", type=float, default=0.2)
     parser.add_argument("--latency-rounds", type=int, default=3)
     parser.add_argument("--latency-calls", type=int, default=10, help="documents timed per round and model")

@@ -462,6 +462,18 @@ def build_student(base_dir: Path, fields: Sequence[str], student_layers: int = 0
     return model, tokenizer
 
 
+def loss(student_logits, teacher_targets, hard_targets=None, **_):
+    """Token cross-entropy of (windows, tokens, labels) logits against the tags of the teacher's
+    answers, (windows, tokens) label ids; IGNORE_INDEX tokens (special, padding) count for nothing.
+    The tags are the teacher's answer itself, so hard_targets adds nothing and is not read."""
+    import torch
+
+    logits = student_logits.float()
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), teacher_targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
 def _batches(windows: Windows, rows: Sequence[int], pad_id: int, with_labels: bool):
     import torch
 
@@ -699,7 +711,6 @@ def train(
             else max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
         ),
     )
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     pad_id = tokenizer.pad_token_id or 0
     ckpt_root = out_dir / "checkpoints"
     log(
@@ -721,19 +732,19 @@ def train(
                 windows, order[start : start + cfg.batch_size], pad_id, with_labels=True
             )
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), labels.to(device).reshape(-1))
-            if not math.isfinite(loss.item()):
+            step_loss = loss(logits, labels.to(device))
+            if not math.isfinite(step_loss.item()):
                 raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {step + 1}; lower training.learning_rate "
+                    f"loss is {step_loss.item()} at step {step + 1}; lower training.learning_rate "
                     f"(now {cfg.learning_rate:g})."
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(step_loss.item())
         entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "windows": len(order)}
         if val_rows:
             val_docs = [documents[i] for i in val_rows]
@@ -804,3 +815,83 @@ def latency_predictor(
         return extract(model, tokenizer, texts, fields, max_length, stride)
 
     return predict
+
+
+# -- distill, registry and serving ----------------------------------------------------------------
+
+
+class BadDocument(ValueError):
+    """A document the served model cannot read; `reason` is a REFUSAL_REASONS key (or not_a_string)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def stride_for(max_length: int) -> int:
+    """Tokens two neighbouring windows share: DEFAULT_STRIDE, or a quarter of a short window."""
+    return min(DEFAULT_STRIDE, max(0, max_length // 4))
+
+
+def fields_of(id2label: Mapping) -> list[str]:
+    """The fields a trained tagger finds, in order, from its config's id2label (O, B-f, I-f, ...)."""
+    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    fields = [n[2:] for n in names if n.startswith("B-")]
+    if names != label_names(fields):
+        raise ValueError(
+            f"labels {names[:5]}... are not O + B-/I- per field; this is not an extraction tagger."
+        )
+    return fields
+
+
+def check_documents(documents: object, *, where: str = "documents") -> list[str]:
+    """The documents of a request, each a non-empty string of at most MAX_DOCUMENT_BYTES; BadDocument otherwise."""
+    if not isinstance(documents, (list, tuple)):
+        raise BadDocument("not_a_list", f"{where} is a {type(documents).__name__}; send a list of documents")
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, str):
+            raise BadDocument(
+                "not_a_string", f"{where}[{i}] is a {type(doc).__name__}; send the document's text"
+            )
+        if not doc.strip():
+            raise BadDocument("empty_document", f"{where}[{i}] is empty; send a document with text")
+        size = len(doc.encode("utf-8"))
+        if size > MAX_DOCUMENT_BYTES:
+            raise BadDocument(
+                "document_too_large", f"{where}[{i}] is {size:,} bytes, over {MAX_DOCUMENT_BYTES:,}; split it"
+            )
+    return list(documents)
+
+
+def gold_answers(frame, fields: Sequence[str]) -> list[dict]:
+    """The true {field: value or None} of each row of an evaluation set: a `values` column (a mapping
+    or its JSON, as ml/demo_contracts.py writes gold.jsonl), or one column per field."""
+    fields = check_fields(fields)
+    if "values" in frame.columns:
+        rows = [json.loads(v) if isinstance(v, str) else dict(v) for v in frame["values"]]
+    elif set(fields) <= set(frame.columns):
+        rows = frame[fields].to_dict("records")
+    else:
+        raise ValueError(
+            f"the evaluation set has columns {list(frame.columns)}; an extraction gold set needs text and "
+            f"`values` (field -> value) or one column per field {fields}."
+        )
+    return [{f: _value(row.get(f), f) for f in fields} for row in rows]
+
+
+def log_served_model(variant: str, model_dir, artifact, *, max_length: int, name: str = "model"):
+    """Log the tagger as the MLflow pyfunc of ml/serving_extractor.py in the active run."""
+    from ml.export import log_served_extractor
+
+    return log_served_extractor(variant, model_dir, artifact, max_length=max_length, name=name)
+
+
+def score(model_dir, texts: Sequence[str], *, max_length: int = DEFAULT_MAX_LENGTH, threads: int = 0):
+    """The served answer for each document (SERVING_OUTPUT), by the served code on the torch weights."""
+    import pandas as pd
+
+    from ml.serving_extractor import StudentExtractor
+
+    served = StudentExtractor()
+    served.load(model_dir, max_length=max_length, stride=stride_for(max_length), threads=threads)
+    return served.predict(None, pd.DataFrame({TEXT: list(texts)}))

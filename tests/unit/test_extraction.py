@@ -241,3 +241,14 @@ def test_a_tiny_training_run_lowers_the_loss_and_saves_safetensors(tmp_path, tin
     model, tokenizer = ex.load_tagger(result.model_dir)
     assert model.config.num_labels == len(ex.label_names(demo_contracts.FIELDS))
     assert len(ex.extract(model, tokenizer, [accepted[0]["text"]], demo_contracts.FIELDS, 64, 16)) == 1
+
+
+def test_loss_counts_only_tagged_tokens():
+    import torch
+
+    targets = torch.tensor([[ex.IGNORE_INDEX, 2, ex.IGNORE_INDEX]])
+    assert ex.loss(torch.zeros(1, 3, 5), targets).item() == pytest.approx(np.log(5))
+    sure = torch.zeros(1, 3, 5)
+    sure[0, 1, 2] = 50.0
+    sure[0, 0, 0] = -50.0  # special tokens' logits, however wrong, count for nothing
+    assert ex.loss(sure, targets).item() == pytest.approx(0.0, abs=1e-6)
