@@ -275,3 +275,40 @@ def log_served_model(variant: str, model_dir: Path, artifact: Path, *, max_lengt
             pip_requirements=_requirements(variant),
             model_config={"max_length": max_length, "variant": variant, "threads": 0},
         )
+
+
+def log_served_extractor(
+    variant: str, model_dir: Path, artifact: Path, *, max_length: int, name: str = "model"
+):
+    """Log a trained extraction tagger as the MLflow pyfunc of ml/serving_extractor.py in the active run.
+
+    torch_fp32 only: the safetensors model folder and its tokenizer travel as `model_dir`.
+    Returns MLflow's ModelInfo.
+    """
+    import json
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from ml.tasks.extraction import stride_for
+
+    if variant != "torch_fp32":
+        raise ExportError(f"variant {variant!r}: an extraction model is served as torch_fp32 only.")
+    example = pd.DataFrame({"text": ["This Agreement is made between Acme Inc. and Beta LLC."]})
+    signature = infer_signature(example, pd.DataFrame({"fields": [json.dumps({})]}))
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(Path(__file__).resolve().parent / "serving_extractor.py"),
+        artifacts={"model_dir": str(model_dir)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=_requirements(variant),
+        model_config={
+            "task": "extraction",
+            "variant": variant,
+            "max_length": max_length,
+            "stride": stride_for(max_length),
+            "threads": 0,
+        },
+    )

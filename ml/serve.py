@@ -13,6 +13,11 @@ HTTP, built by `create_app(settings, workflow)`:
   concurrent single texts cost a few model calls, not 32; a lone request never waits. Up to
   `workers` model calls run at once (default 1, with every CPU's intra-op thread): the served
   model is safe to call from several threads (ml/serving_model.py), so there is no global lock.
+- An extraction model (`task: extraction`) takes `{"documents": ["...", ...]}` and answers
+  `documents`: per document its `fields`, each {"value", "start", "end", "confidence"} (character
+  offsets: value == document[start:end]) or null. A body of another shape, an empty document or
+  one over ml/tasks/extraction.py's MAX_DOCUMENT_BYTES gets 400 with `reason` naming it
+  (empty_document, document_too_large, ...) and `detail`.
 - `GET /livez` answers while the process runs; `GET /readyz` once a version is loaded (503
   before); `GET /health` names the served version, when it was loaded and checked, the last
   refresh error and recent latency; `GET /metrics` is Prometheus text (prometheus-client):
@@ -60,7 +65,6 @@ DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_WAIT_MS = 2.0
 LATENCY_WINDOW = 1000  # recent requests /health summarises
 TEXT = "text"
-OUTPUT_COLUMNS = ("label", "score", "probs")
 # JSON types a signature's column types accept (bool is an int in Python, never a number here).
 _JSON_TYPES = {
     "string": (str,),
@@ -119,6 +123,7 @@ class Served:
     loaded_at: str
     variant: str = "torch_fp32"
     load_s: float = 0.0
+    task: str = "classification"  # the served model's model_config names it (ml/export.py)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.model.predict(frame)  # thread-safe (ml/serving_model.py): no lock here
@@ -211,6 +216,27 @@ def parse_request(
     return rows
 
 
+DOCUMENTS_USAGE = 'send {"documents": ["...", ...]}'
+
+
+def parse_documents(body, *, max_batch: int) -> list[dict]:
+    """The rows of an extraction request; BadDocument (its `reason` a name) when it cannot be read."""
+    from ml.tasks.extraction import BadDocument, check_documents
+
+    if not isinstance(body, dict) or "documents" not in body:
+        what = f"keys {sorted(body)}" if isinstance(body, dict) else f"a JSON {type(body).__name__}"
+        raise BadDocument("no_documents", f"the body is {what}; {DOCUMENTS_USAGE}")
+    documents = body["documents"]
+    if isinstance(documents, list) and not documents:
+        raise BadDocument("no_documents", f"'documents' is empty; {DOCUMENTS_USAGE}")
+    if isinstance(documents, list) and len(documents) > max_batch:
+        raise BadDocument(
+            "too_many_documents",
+            f"'documents' has {len(documents)}; at most {max_batch} per request: split it",
+        )
+    return [{TEXT: doc} for doc in check_documents(documents)]
+
+
 class ChampionWatcher:
     """Which version serves: looks @champion up, loads a new version, swaps it in."""
 
@@ -262,6 +288,7 @@ class ChampionWatcher:
                 datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 variant=str(config.get("variant", "torch_fp32")),
                 load_s=time.perf_counter() - started,
+                task=str(config.get("task", "classification")),
             )
         except Exception as exc:
             self._failed_version = version
@@ -466,6 +493,10 @@ def create_app(
     threads = settings.torch_threads if settings.torch_threads > 0 else max(1, cpus // workers)
     # JSON spends at most 12 bytes on a character (an escaped surrogate pair), plus keys around each text.
     max_body_bytes = max_batch * (12 * max_text_chars + 64) + 1024
+    if workflow.task == "extraction":  # long documents: a request may carry one of the largest, escaped
+        from ml.tasks.extraction import MAX_DOCUMENT_BYTES
+
+        max_body_bytes = 6 * MAX_DOCUMENT_BYTES + 1024
     watcher = ChampionWatcher(settings, workflow.model_name, refresh_s, threads=threads)
     metrics = ServingMetrics()
     batcher = MicroBatcher(
@@ -559,10 +590,20 @@ def create_app(
                 return reply({"detail": f"the body is JSON nested too deep to read; {USAGE}"}, 400)
             except ValueError as exc:
                 return reply({"detail": f"the body is not valid JSON ({str(exc)[:200]}); {USAGE}"}, 400)
-            try:
-                rows = parse_request(body, served.columns, max_batch=max_batch, max_text_chars=max_text_chars)
-            except RequestError as exc:
-                return reply({"detail": str(exc), "signature": _describe(served.columns)}, 422)
+            if served.task == "extraction":
+                from ml.tasks.extraction import BadDocument
+
+                try:
+                    rows = parse_documents(body, max_batch=max_batch)
+                except BadDocument as exc:
+                    return reply({"detail": str(exc), "reason": exc.reason}, 400)
+            else:
+                try:
+                    rows = parse_request(
+                        body, served.columns, max_batch=max_batch, max_text_chars=max_text_chars
+                    )
+                except RequestError as exc:
+                    return reply({"detail": str(exc), "signature": _describe(served.columns)}, 422)
         finally:
             batcher.reading -= 1
         with_probs = include_probs if body.get("include_probs") is None else body["include_probs"]
@@ -572,13 +613,19 @@ def create_app(
         metrics.latency.observe(latency_ms / 1000)
         counts["requests"] += 1
         log.debug("predict v%s n=%d latency_ms=%.1f", served.version, len(rows), latency_ms)
+        if served.task == "extraction":
+            answers = {"documents": [{"fields": json.loads(x)} for x in out["fields"]]}
+        else:
+            answers = {
+                "labels": [str(x) for x in out["label"]],
+                "scores": [float(x) for x in out["score"]],
+                "probs": [json.loads(x) for x in out["probs"]] if with_probs and "probs" in out else None,
+            }
         payload = {
             "model": workflow.model_name,
             "model_version": served.version,
             "served_variant": served.variant,
-            "labels": [str(x) for x in out["label"]],
-            "scores": [float(x) for x in out["score"]],
-            "probs": [json.loads(x) for x in out["probs"]] if with_probs and "probs" in out else None,
+            **answers,
             "latency_ms": round(latency_ms, 3),
         }
         return reply(payload, 200, headers={"X-Latency-Ms": f"{latency_ms:.3f}"})
@@ -696,7 +743,8 @@ def predict_file(
     out: Path | None = None,
     text_col: str | None = None,
 ) -> dict:
-    """Score every row of a CSV/Parquet/JSONL file with @champion; write it back with label, score, probs.
+    """Score every row of a CSV/Parquet/JSONL file with @champion; write it back with the task's
+    answers (label, score, probs; an extraction model's `fields` as JSON).
 
     @champion is resolved to a version once, and that version is loaded, so the whole file is
     scored by one model and the summary can name it.
@@ -710,6 +758,9 @@ def predict_file(
     if path.suffix.lower() not in _TABLE_SUFFIXES:
         raise ValueError(f"{path}: unknown file type {path.suffix.lower()!r}; use .csv, .parquet or .jsonl.")
     check_output(path, out)
+    from ml.tasks import task_module
+
+    output_columns = task_module(workflow.task).SERVING_OUTPUT  # label, score, probs; or fields
     text_col = text_col or workflow.text_column
     frame = read_table(path)
     if text_col not in frame.columns:
@@ -717,7 +768,7 @@ def predict_file(
             f"{path}: no column {text_col!r} (it has {', '.join(map(str, frame.columns))}); "
             "name the text column with --text-col."
         )
-    clash = [c for c in OUTPUT_COLUMNS if c in frame.columns]
+    clash = [c for c in output_columns if c in frame.columns]
     if clash:
         raise ValueError(
             f"{path}: already has a {clash[0]!r} column, which the predictions would overwrite; "
@@ -740,7 +791,7 @@ def predict_file(
     model = load_served_model(f"models:/{workflow.model_name}/{version}", settings.torch_threads)
     scored = model.predict(pd.DataFrame({TEXT: frame[text_col].astype(str).tolist()}))
     result = frame.copy()
-    for column in OUTPUT_COLUMNS:
+    for column in output_columns:
         result[column] = scored[column].to_numpy()
     write_table(result, out)
     return {

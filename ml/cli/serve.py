@@ -94,9 +94,13 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
-        "predict", help="score a CSV/Parquet/JSONL file with @champion; writes label, score, probs"
+        "predict",
+        help="score a CSV/Parquet/JSONL file with @champion; writes label, score, probs (extraction: fields, "
+        "the JSON of each field's value, start, end and confidence)",
     )
-    p.add_argument("file", help="CSV, Parquet or JSONL file with a text column")
+    p.add_argument(
+        "file", help="CSV, Parquet or JSONL file with a text column (an extraction model: the documents)"
+    )
     p.add_argument("--out", help="where to write the scored file (default: FILE.predictions.<same type>)")
     p.add_argument("--text-col", help="the column holding the texts (default: the workflow's text_column)")
     add_workflow(p)

@@ -50,6 +50,13 @@ from ml.tasks import task_module
 from ml.workflows import Workflow
 
 
+def _extraction():
+    """The steps of a `task: extraction` workflow (ml/pipeline/distill_extraction.py)."""
+    from ml.pipeline import distill_extraction
+
+    return distill_extraction
+
+
 def run_dir(settings: Settings, wf: Workflow, run_key: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_key)
     path = settings.runs_dir / wf.name / safe
@@ -82,6 +89,8 @@ def prepare_targets(workflow: str, run_key: str, probe: dict | None = None) -> d
     from ml.teachers import teacher_targets
 
     settings, wf = context(workflow)
+    if wf.task == "extraction":
+        return _extraction().prepare_targets(settings, wf, run_key, probe)
     store = store_for(settings, wf)
     # Where a newer teacher answered the same texts, its answers replace the older ones.
     train, relabel = relabel_for_current_teacher(wf.name, store.load("train"))
@@ -140,6 +149,8 @@ def train(workflow: str, run_key: str, targets_ref: dict) -> dict:
     from ml.train.student import fingerprint_model_dir, resolve_base_model
 
     settings, wf = context(workflow)
+    if wf.task == "extraction":
+        return _extraction().train(settings, wf, run_key, targets_ref)
     store = store_for(settings, wf)
     meta = json.loads(Path(targets_ref["targets"]).with_suffix(".json").read_text())
     data = np.load(targets_ref["targets"])
@@ -528,6 +539,8 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
     import mlflow
 
     settings, wf = context(workflow)
+    if wf.task == "extraction":
+        return _extraction().evaluate_and_gate(settings, wf, run_key, train_ref)
     eval_df = store_for(settings, wf).load("eval")
     labels = json.loads((run_dir(settings, wf, run_key) / "targets.json").read_text())["labels"]
     index = {name: i for i, name in enumerate(labels)}
@@ -723,8 +736,6 @@ def _link_evaluation(settings: Settings, wf: Workflow, run_id: str, model_uri: s
 def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: dict) -> dict:
     import mlflow
 
-    from ml.export import log_served_model
-
     settings, wf = context(workflow)
     client = registry.configure(settings)
     run_id = train_ref["run_id"]
@@ -736,7 +747,7 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
         if logged:  # a retry after logging: reuse the logged model
             model_uri = f"models:/{logged[0].model_id}"
         else:
-            info = log_served_model(
+            info = task_module(wf.task).log_served_model(
                 served["variant"],
                 Path(train_ref["model_dir"]),
                 Path(served["artifact"]),
@@ -744,6 +755,15 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
             )
             model_uri = info.model_uri
     _link_evaluation(settings, wf, run_id, model_uri, evaluation)
+    if wf.task == "extraction":
+        task_tags, served_text = _extraction().version_tags(gate_ref, evaluation)
+    else:
+        task_tags = {
+            "macro_f1": f"{gate_ref['macro_f1']:.4f}",
+            "latency_p99_ms": f"{gate_ref['latency_p99_ms']:.2f}",
+            **_served_tags(served, evaluation),
+        }
+        served_text = _served_description(served, evaluation)
     tags = {
         "workflow": wf.name,
         "dataset_version": train_ref["dataset_version"],
@@ -753,10 +773,8 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
         "git_sha": git_sha(settings),
         "airflow_run_key": run_key,
         "gate": "passed" if gate_ref["passed"] else "failed",
-        "macro_f1": f"{gate_ref['macro_f1']:.4f}",
-        "latency_p99_ms": f"{gate_ref['latency_p99_ms']:.2f}",
         "gate_decision": json.dumps(evaluation["decision"])[:4900],
-        **_served_tags(served, evaluation),
+        **task_tags,
         "eval_dataset_version": evaluation["eval_version"],
         "cost_usd": _run_cost_usd(settings, wf, run_key),
         "cost_scope": "cost ledger: this DAG run's tasks booked before registration (targets, training, evaluation)",
@@ -768,9 +786,7 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
         run_id,
         idempotency_key=run_key,
         tags=tags,
-        description=registry.describe_gate(evaluation["decision"])
-        + "\n\n"
-        + _served_description(served, evaluation),
+        description=registry.describe_gate(evaluation["decision"]) + "\n\n" + served_text,
     )
     current = registry.version_by_alias(client, wf.model_name, registry.CHALLENGER)
     if current is None or str(current.version) != version:

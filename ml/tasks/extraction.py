@@ -837,7 +837,7 @@ def fields_of(id2label: Mapping) -> list[str]:
     """The fields a trained tagger finds, in order, from its config's id2label (O, B-f, I-f, ...)."""
     names = [str(id2label[k]) for k in sorted(id2label, key=int)]
     fields = [n[2:] for n in names if n.startswith("B-")]
-    if names != label_names(fields):
+    if not fields or names != label_names(fields):
         raise ValueError(
             f"labels {names[:5]}... are not O + B-/I- per field; this is not an extraction tagger."
         )
