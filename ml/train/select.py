@@ -240,11 +240,10 @@ def train_selected(
     runs: dict[str, tuple[Training, TrainResult, float]] = {}
 
     def train_and_score(name: str, run_cfg: Training) -> float:
-        if name not in runs:  # the search's best trial is also the largest depth's training
-            result = train(run_cfg, out_dir / name, lambda m: log(f"{name}: {m}"))
-            shutil.rmtree(result.checkpoint_dir, ignore_errors=True)
-            runs[name] = (run_cfg, result, score(run_cfg, result))
-            log(f"{name}: validation macro-F1 {runs[name][2]:.4f}")
+        result = train(run_cfg, out_dir / name, lambda m: log(f"{name}: {m}"))
+        shutil.rmtree(result.checkpoint_dir, ignore_errors=True)  # only a resume would read them
+        runs[name] = (run_cfg, result, score(run_cfg, result))
+        log(f"{name}: validation macro-F1 {runs[name][2]:.4f}")
         return runs[name][2]
 
     record: dict = {}

@@ -274,3 +274,30 @@ def test_without_auto_or_search_it_is_one_plain_training(tiny_base_model, tmp_pa
     selection = select(tiny_base_model, tmp_path, FAST)
     assert selection.record == {} and selection.cfg == FAST
     assert selection.result.model_dir == tmp_path / "model" and (tmp_path / "checkpoints").is_dir()
+
+
+def test_auto_with_search_searches_at_the_largest_allowed_depth_then_picks_the_depth(six_layers, tmp_path):
+    logged = []
+    selection = train_selected(
+        base_dir=six_layers,
+        texts=TEXTS,
+        teacher_probs=PROBS,
+        hard_labels=LABELS,
+        label_names=LABEL_NAMES,
+        cfg=replace(FAST, student_layers="auto", search=Search(trials=2)),
+        out_dir=tmp_path,
+        device="cpu",
+        threads=1,
+        log=logged.append,
+        latency_sla_p99_ms=35.0,  # allows 2 and 3
+        measure_latency=lambda depths: {d: 10.0 * d for d in depths},
+        score=lambda c, result: (
+            peak_at(c.learning_rate, c.max_epochs) - (0.001 if c.student_layers == 2 else 0)
+        ),
+    )
+    trials = selection.record["search"]["trials"]
+    auto = selection.record["auto"]
+    assert len(trials) == 2 and auto["tried"] == [3, 2]  # depth 3's score is the search's best trial
+    assert not any(m.startswith("layers-3:") for m in logged)  # so it was not trained again
+    assert auto["chosen"] == 2 == selection.cfg.student_layers == layers_of(selection.result.model_dir)
+    assert selection.cfg.learning_rate == selection.record["search"]["learning_rate"]
