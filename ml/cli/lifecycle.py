@@ -22,23 +22,39 @@ def run_lifecycle(settings, wf, stages=DAGS, echo=print) -> list[dict]:
 
 
 def stage_demo_data(settings, wf, *, n_calls: int, n_gold: int, seed: int, echo=print) -> dict:
-    """Generate the demo call log and gold set once per seed, and drop them for ingestion."""
-    from ml.demo_data import generate
+    """Generate the demo call log and gold set once per seed, and drop them for ingestion: support
+    tickets for a classification workflow (ml/demo_data.py), contracts for an extraction one
+    (ml/demo_contracts.py, one call per contract: n_calls contracts)."""
     from ml.pipeline.ingest_validate import drop_dir_for, store_for
 
     out = settings.state_dir / "demo" / wf.name / f"seed-{seed}-{n_calls}-{n_gold}"
+    gold = "gold.csv" if wf.task == "classification" else "gold.jsonl"
     if not (out / "summary.done").exists():
-        summary = generate(out, n_calls=n_calls, n_gold=n_gold, seed=seed, workflow=wf.name)
+        if wf.task == "classification":
+            from ml.demo_data import generate
+
+            summary = generate(out, n_calls=n_calls, n_gold=n_gold, seed=seed, workflow=wf.name)
+            what = (
+                f"{summary['n_calls']} frontier calls ({summary['n_error']} errors, {summary['n_timeout']} "
+                f"timeouts, teacher accuracy {summary['teacher_accuracy']:.1%}) and {summary['n_gold']} gold labels"
+            )
+        else:
+            from ml.demo_contracts import generate
+
+            summary = generate(out, n_documents=n_calls, n_gold=n_gold, seed=seed, workflow=wf.name)
+            wrong = sum(n for kind, n in summary["teacher_answers"].items() if kind != "correct")
+            what = (
+                f"{summary['n_documents']} contracts ({summary['mean_pages']} pages on average) with their "
+                f"frontier calls ({summary['n_error']} errors, {summary['n_timeout']} timeouts, {wrong} wrong "
+                f"answers) and {summary['n_gold']} gold contracts"
+            )
         (out / "summary.done").write_text(str(summary))
-        echo(
-            f"generated {summary['n_calls']} frontier calls ({summary['n_error']} errors, {summary['n_timeout']} "
-            f"timeouts, teacher accuracy {summary['teacher_accuracy']:.1%}) and {summary['n_gold']} gold labels in {out}"
-        )
+        echo(f"generated {what} in {out}")
     _book_demo_people_hours(settings, wf)
     drop = drop_dir_for(settings, wf)
     shutil.copyfile(out / "call_log.jsonl", drop / f"call_log_seed{seed}.jsonl")
     if store_for(settings, wf).current("eval") is None:
-        shutil.copyfile(out / "gold.csv", drop / "eval" / f"gold_seed{seed}.csv")
+        shutil.copyfile(out / gold, drop / "eval" / gold.replace("gold", f"gold_seed{seed}"))
     return {"demo_data": str(out), "drop": str(drop)}
 
 

@@ -97,6 +97,11 @@ class Batch:
     # The curated batch before exact duplicates were dropped: what the gate judges, so that a
     # batch of 90 % copies is seen as one (the duplicate ratio of `frame` is 0 by construction).
     received: pd.DataFrame | None = None
+    # The dataset's columns and the key that makes a row a duplicate: the task's data contract.
+    columns: tuple[str, ...] = contract.COLUMNS
+    key: tuple[str, ...] = contract.REQUIRED
+    # Rows curation refused, each with its `reason` and `detail`: kept beside the data, never trained on.
+    refused: pd.DataFrame | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -160,12 +165,12 @@ def _read_raw(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _curate_call_log(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, dict]:
+def call_log_stats(df: pd.DataFrame) -> dict:
+    """What the frontier's calls cost and how they behaved, for the gate and the break-even report."""
     stats = {"calls": len(df)}
     failed = df["status"].fillna("error") != "ok"
     stats["errors"] = int((df["status"] == "error").sum())
     stats["timeouts"] = int((df["status"] == "timeout").sum())
-    ok = df[~failed & df["response_label"].notna()].copy()
     stats["failed_excluded"] = int(failed.sum())
     # What the frontier costs and how it behaves, kept for the gate and the break-even report.
     done = df[~failed]
@@ -178,6 +183,13 @@ def _curate_call_log(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, dict]:
     if "latency_ms" in df.columns and len(done):
         lat = pd.to_numeric(done["latency_ms"], errors="coerce").dropna()
         stats["latency_p50_ms"], stats["latency_p99_ms"] = (float(lat.quantile(q)) for q in (0.5, 0.99))
+    return stats
+
+
+def _curate_call_log(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, dict]:
+    stats = call_log_stats(df)
+    failed = df["status"].fillna("error") != "ok"
+    ok = df[~failed & df["response_label"].notna()].copy()
     probs = (
         ok["label_probs"].map(lambda p: json.dumps(p, sort_keys=True) if isinstance(p, dict) else "")
         if "label_probs" in ok.columns
@@ -203,12 +215,19 @@ def read_batch(
     label_col: str = "label",
     mask: bool = True,
     masker: PiiMasker = DEFAULT_MASKER,
+    curate=None,
 ) -> Batch:
-    """Read, curate and normalise one dropped file. Raises IngestError / ContractError."""
+    """Read, curate and normalise one dropped file. Raises IngestError / ContractError.
+
+    `curate(df, path=, sha256=, masker=) -> Batch`: a task's own curation of the file read (e.g.
+    ml/tasks/extraction.py's curate_batch); None: classification's, below.
+    """
     path = Path(path)
     df = _read_raw(path)
     if len(df) == 0:
         raise IngestError(f"{path.name}: has a header but no rows; drop a file with data.")
+    if curate is not None:
+        return curate(df, path=path, sha256=sha256_file(path), masker=masker if mask else None)
     if all(c in df.columns for c in CALL_LOG_COLUMNS):
         kind = "call_log"
         frame, stats = _curate_call_log(df, path.name)

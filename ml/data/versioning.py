@@ -32,6 +32,7 @@ from ml.data.ingest import Batch
 ROLES = ("train", "eval")
 MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 MIN_PREFIX = 6  # a shorter prefix of an md5 names too many versions to be safe
+REFUSED_FILE = "refused.parquet"  # rows curation refused (a task's teacher errors), beside the data
 
 
 class DatasetError(ValueError):
@@ -104,13 +105,14 @@ class DatasetStore:
                     "so every model is compared on the same examples; drop gold data as a training batch instead."
                 )
             target = self.path(role)
-            frame = batch.frame[list(contract.COLUMNS)]
+            frame = batch.frame[list(batch.columns)]
             if target.exists():
                 frame = pd.concat([pd.read_parquet(target), frame], ignore_index=True)
-                frame = frame.drop_duplicates(subset=[contract.TEXT, contract.LABEL], keep="first")
+                frame = frame.drop_duplicates(subset=list(batch.key), keep="first")
             tmp = target.with_suffix(".parquet.tmp")
             frame.reset_index(drop=True).to_parquet(tmp, index=False)
             os.replace(tmp, target)
+            refused = self._keep_refused(batch, role)
 
             repo = self._repo()
             repo.add(str(target))
@@ -125,6 +127,7 @@ class DatasetStore:
                 "batch_rows": len(batch.frame),
                 "kind": batch.kind,
                 "stats": batch.stats,
+                **({"refused_rows": refused} if refused is not None else {}),
                 "accepted_at": datetime.now(timezone.utc).isoformat(),
                 **(extra or {}),
             }
@@ -133,6 +136,26 @@ class DatasetStore:
                 f.flush()
                 os.fsync(f.fileno())
             return record
+
+    def refused(self) -> pd.DataFrame:
+        """Every row curation refused in accepted batches, with batch, role, reason and detail."""
+        path = self.root / REFUSED_FILE
+        return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["batch", "role", "reason"])
+
+    def _keep_refused(self, batch: Batch, role: str) -> int | None:
+        # Refused rows are never trained on and never lost: one file beside the data, a retry of
+        # the same batch replaces its own rows. Written before versions.jsonl, the commit point.
+        if batch.refused is None:
+            return None
+        path = self.root / REFUSED_FILE
+        rows = batch.refused.assign(batch=batch.path.name, batch_sha256=batch.sha256, role=role)
+        if path.exists():
+            kept = pd.read_parquet(path)
+            rows = pd.concat([kept[kept["batch_sha256"] != batch.sha256], rows], ignore_index=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        rows.reset_index(drop=True).to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return len(batch.refused)
 
     def source_url(self, version: str) -> str:
         """Where a version's bytes live: its object on the DVC remote (a path, or an s3:// URL)."""

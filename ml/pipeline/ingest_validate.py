@@ -2,9 +2,11 @@
 
 1. `list_new_batches`: files waiting in `<state>/drop/<workflow>/` (eval/ holds gold data for
    the frozen evaluation set).
-2. `ingest_batch`: read + curate, run the Great Expectations gate; a failing batch is moved to
-   quarantine with its report and `BatchRejected` names every failed expectation; a passing
-   batch joins the DVC-versioned dataset and its raw file is archived, unchanged.
+2. `ingest_batch`: read + curate (the workflow's task: ml/tasks/), run the Great Expectations
+   gate; a failing batch is moved to quarantine with its report and `BatchRejected` names every
+   failed expectation; a passing batch joins the DVC-versioned dataset and its raw file is
+   archived, unchanged. Rows curation refused (an extraction teacher's bad answers) are kept
+   beside the data with their reasons, never trained on.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from ml.config import Settings, load_settings
@@ -20,8 +23,8 @@ from ml.data import contract
 from ml.data.contract import ContractError
 from ml.data.ingest import SUPPORTED_SUFFIXES, IngestError, PiiMasker, read_batch, safe_drop_path
 from ml.data.versioning import DatasetError, DatasetStore
+from ml.tasks import task_module
 from ml.validation.quarantine import quarantine, set_aside
-from ml.validation.suite import validate_batch
 from ml.workflows import Workflow, get_workflow
 
 
@@ -46,7 +49,10 @@ def drop_dir_for(settings: Settings, wf: Workflow) -> Path:
 
 
 def label_set(settings: Settings, wf: Workflow, fallback: list[str] | None = None) -> list[str]:
-    """Declared labels, else those of the frozen evaluation set, else of the batch at hand."""
+    """Declared labels, else those of the frozen evaluation set, else of the batch at hand; an
+    extraction workflow's fields."""
+    if wf.task != "classification":
+        return list(wf.fields)
     if wf.labels:
         return sorted(wf.labels)
     store = store_for(settings, wf)
@@ -114,9 +120,14 @@ def ingest_batch(workflow: str, name: str) -> dict:
             qid = set_aside(entry, settings.quarantine_dir / wf.name, reason=str(exc))
             raise BatchRejected(f"{name} set aside as quarantine {qid}: {exc}") from None
         raise
+    task = task_module(wf.task)
     try:
         batch = read_batch(
-            path, text_col=wf.text_column, label_col=wf.label_column, masker=PiiMasker.for_workflow(wf)
+            path,
+            text_col=wf.text_column,
+            label_col=wf.label_column,
+            masker=PiiMasker.for_workflow(wf),
+            curate=None if wf.task == "classification" else partial(task.curate_batch, wf),
         )
     except (IngestError, ContractError) as exc:
         _reject(settings, wf, path, {"batch_id": path.name, "success": False, "error": str(exc)}, str(exc))
@@ -125,17 +136,19 @@ def ingest_batch(workflow: str, name: str) -> dict:
     if seen is not None:  # the same bytes again: accepted once, the duplicate is archived
         _archive(settings, wf, path, batch.sha256)
         return {"batch": name, "already_accepted": True, "version": seen["version"], "role": seen["role"]}
-    labels = label_set(settings, wf, fallback=list(batch.frame[contract.LABEL].dropna()))
-    reference = None
-    if role == "train" and store.current("train") is not None:
-        reference = Counter(store.load("train")[contract.LABEL])
-    # reference: the drift test's baseline, and what the per-class minimum counts besides the batch.
-    report = validate_batch(
+    if wf.task == "classification":
+        labels = label_set(settings, wf, fallback=list(batch.frame[contract.LABEL].dropna()))
+        reference = None
+        if role == "train" and store.current("train") is not None:
+            reference = Counter(store.load("train")[contract.LABEL])
+        # reference: the drift test's baseline, and what the per-class minimum counts besides the batch.
+        gate = {"labels": labels, "reference_label_counts": reference, "existing_label_counts": reference}
+    else:  # curation's refusals are counted in the report; a refused answer never fails the batch
+        gate = {"refusals": batch.stats.get("refusals")}
+    report = task.validate_batch(
         batch.received if batch.received is not None else batch.frame,
-        labels=labels,
-        rules=wf.validation,
-        reference_label_counts=reference,
-        existing_label_counts=reference,
+        wf,
+        **gate,
         batch_id=f"{wf.name}/{path.name}",
         docs_dir=settings.reports_dir / wf.name / "data_docs" / f"{path.stem}-{batch.sha256[:8]}",
     )
@@ -154,6 +167,7 @@ def ingest_batch(workflow: str, name: str) -> dict:
         "rows": record["rows"],
         "batch_rows": record["batch_rows"],
         "stats": batch.stats,
+        **({"refused": record["refused_rows"]} if "refused_rows" in record else {}),
         "data_docs": str(report.docs_index) if report.docs_index else None,
     }
 

@@ -895,3 +895,268 @@ def score(model_dir, texts: Sequence[str], *, max_length: int = DEFAULT_MAX_LENG
     served = StudentExtractor()
     served.load(model_dir, max_length=max_length, stride=stride_for(max_length), threads=threads)
     return served.predict(None, pd.DataFrame({TEXT: list(texts)}))
+
+
+# -- data contract and batch gate (ingest_validate) --
+#
+# A dropped file is a call log (request_text, response_json[, status], as the proxy records the
+# frontier's answers) or a gold file (text and `values`: {field: value or null}, or one column per
+# field). `normalise` brings either to the rows curation reads; the batch gate (GX) judges those
+# rows as received; `curate_batch` splits them into the accepted dataset rows and the refused
+# ones, each refused row with its REFUSAL_REASONS key. A batch is quarantined only when the gate
+# fails: a refused answer is a teacher error, counted and kept (DatasetStore's refused.parquet),
+# not a bad batch.
+
+VALUES = "values"  # the dataset's answer: {field: value or null} as JSON, field order (gold_answers reads it)
+SOURCE, TEACHER_VERSION = "source", "teacher_version"  # as ml/data/contract.py names them
+# The versioned dataset's rows (train.parquet, eval.parquet) and what makes one a duplicate.
+DATASET_COLUMNS = (DOCUMENT_ID, TEXT, VALUES, SOURCE, TEACHER_VERSION)
+DATASET_KEY = (TEXT, VALUES)
+# The rows curation reads, as the gate judges them; the gate needs the first two.
+RECEIVED_COLUMNS = (DOCUMENT_ID, TEXT, RESPONSE_JSON, STATUS, SOURCE, TEACHER_VERSION)
+GATE_REQUIRED = (TEXT, RESPONSE_JSON)
+TEXT_BYTES = "text_bytes"  # beside the gate's rows only: GX measures characters, the limit is bytes
+REFUSED_COLUMNS = (DOCUMENT_ID, CALL_ID, TEXT, RESPONSE_JSON, STATUS, "reason", "detail")
+ANSWER_COLUMNS = (VALUES, "answer")  # a gold file's answer column, by either name
+
+
+def default_gate_metrics(gate) -> tuple:
+    """Without gate.metrics: field F1 (macro) at least 0.6, and at most 0.02 below the champion's."""
+    from ml.workflows import MetricRule
+
+    return (MetricRule("field_f1_macro", min=0.6, max_drop=0.02, what=METRICS["field_f1_macro"]),)
+
+
+def _missing(df, columns: Sequence[str], origin: str, fix: str) -> None:
+    from ml.data.contract import ContractError, describe_columns
+
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ContractError(f"{origin}: missing column(s) {missing}; {describe_columns(df)}. {fix}")
+
+
+def _as_json(value: object) -> object:
+    # A gold answer written as an object (a JSONL file's dict) becomes the JSON text a call log holds.
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value), ensure_ascii=False)
+    return value
+
+
+def normalise(df, wf, *, source: str = "gold", origin: str = "file"):
+    """The rows curation reads (RECEIVED_COLUMNS), from a call log or a gold file.
+
+    A call log has request_text and response_json (the answer, JSON text; null for a failed call)
+    and optionally status, document_id or call_id, model_version; its rows are the teacher's. A gold
+    file has the workflow's text_column and the answer as `values` (or `answer`: an object or its
+    JSON) or one column per declared field; its rows are `source`'s. ContractError names a missing
+    column and the fix.
+    """
+    import pandas as pd
+
+    fields = check_fields(wf.fields)
+    n = len(df)
+    if REQUEST_TEXT in df.columns or RESPONSE_JSON in df.columns:
+        _missing(
+            df,
+            (REQUEST_TEXT, RESPONSE_JSON),
+            origin,
+            "An extraction call log records the document as request_text and the answer as response_json.",
+        )
+        ids = (
+            df[DOCUMENT_ID]
+            if DOCUMENT_ID in df.columns
+            else df.get(CALL_ID, pd.Series(range(n), index=df.index))
+        )
+        out = {
+            DOCUMENT_ID: ids,
+            TEXT: df[REQUEST_TEXT],
+            RESPONSE_JSON: df[RESPONSE_JSON].map(lambda v: None if v is None or v is np.nan else v),
+            STATUS: df[STATUS] if STATUS in df.columns else "ok",
+            SOURCE: "teacher",
+            TEACHER_VERSION: df["model_version"].astype(str) if "model_version" in df.columns else "",
+        }
+    else:
+        answer = next((c for c in ANSWER_COLUMNS if c in df.columns), None)
+        _missing(
+            df,
+            (wf.text_column, *([] if answer else fields)),
+            origin,
+            f"A gold extraction file has the text ({wf.text_column!r}, the workflow's text_column) and the "
+            f"answers as `values` ({{field: value or null}}) or one column per field {fields}.",
+        )
+        if answer:
+            answers = df[answer].map(_as_json)
+        else:
+            answers = pd.Series(
+                [
+                    json.dumps({f: row[f] for f in fields}, ensure_ascii=False, default=str)
+                    for _, row in df.iterrows()
+                ],
+                index=df.index,
+            )
+        out = {
+            DOCUMENT_ID: df[DOCUMENT_ID]
+            if DOCUMENT_ID in df.columns
+            else pd.Series(range(n), index=df.index),
+            TEXT: df[wf.text_column],
+            RESPONSE_JSON: answers,
+            STATUS: "ok",
+            SOURCE: source,
+            TEACHER_VERSION: "",
+        }
+    frame = pd.DataFrame(out, columns=list(RECEIVED_COLUMNS))
+    frame[DOCUMENT_ID] = frame[DOCUMENT_ID].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def expectations(wf) -> list:
+    """The batch gate's Great Expectations suite, on normalise's rows with TEXT_BYTES beside them.
+
+    Shared with classification's gate (ml/validation/suite.py, same check names and messages):
+    the text exists, is a string, not null, not blank, and rarely repeated; at least min_rows rows.
+    Extraction's own: the answer column exists and holds JSON text, and no document is over
+    MAX_DOCUMENT_BYTES. classification's min_text_chars/max_text_chars do not apply: a contract
+    is pages long.
+    """
+    import great_expectations.expectations as gxe
+
+    from ml.validation.suite import CONTENT, EXISTS, STRUCTURE, WORKFLOWS_FILE, tag
+
+    rules = wf.validation
+    return [
+        tag(gxe.ExpectColumnToExist(column=TEXT), "text_exists", EXISTS),
+        tag(
+            gxe.ExpectColumnToExist(column=RESPONSE_JSON),
+            "response_json_exists",
+            EXISTS,
+            what="the call log has no response_json column",
+            fix="record the frontier's answer as response_json (JSON text) and re-submit",
+        ),
+        tag(gxe.ExpectColumnValuesToBeOfType(column=TEXT, type_="str"), "text_is_string", STRUCTURE),
+        tag(gxe.ExpectColumnValuesToNotBeNull(column=TEXT), "text_not_null", STRUCTURE),
+        tag(
+            gxe.ExpectColumnValuesToBeOfType(column=RESPONSE_JSON, type_="str"),
+            "response_json_is_string",
+            STRUCTURE,
+            what="answers are not JSON text (a string)",
+            fix="write each answer as the JSON text the frontier returned (null for a failed call), then re-submit",
+        ),
+        tag(gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "row_count", STRUCTURE),
+        tag(gxe.ExpectColumnValuesToMatchRegex(column=TEXT, regex=r"\S"), "text_not_blank", CONTENT),
+        tag(
+            gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
+                column=TEXT, min_value=1.0 - rules.max_duplicate_ratio
+            ),
+            "text_duplicates",
+            CONTENT,
+        ),
+        tag(
+            gxe.ExpectColumnValuesToBeBetween(column=TEXT_BYTES, max_value=MAX_DOCUMENT_BYTES),
+            "text_max_bytes",
+            CONTENT,
+            what=f"documents are over {MAX_DOCUMENT_BYTES:,} UTF-8 bytes (sizes shown)",
+            fix=f"split or drop documents over {MAX_DOCUMENT_BYTES:,} bytes (a dump, not a contract); "
+            f"the limit is MAX_DOCUMENT_BYTES, not a setting in {WORKFLOWS_FILE}",
+        ),
+    ]
+
+
+def validate_batch(df, wf, *, batch_id: str, docs_dir=None, refusals: Mapping | None = None, **_):
+    """The batch gate on normalise's rows: a ValidationReport (ml/validation/suite.py), never an
+    exception for bad data. `refusals` (curation's {reason: rows}) goes into its statistics: a
+    refused answer is counted, never a reason to quarantine the batch. Classification's label
+    arguments (labels, reference counts) do not apply and are ignored."""
+    import pandas as pd
+
+    from ml.validation import suite
+
+    fields = check_fields(wf.fields)
+    suite._check_arguments(fields, wf.validation, None, batch_id)
+    sizes = (
+        df[TEXT].map(lambda t: float(len(t.encode("utf-8"))) if isinstance(t, str) else np.nan)
+        if TEXT in df.columns and not df.columns.duplicated().any()
+        else pd.Series(np.nan, index=df.index)
+    )
+    frame = df.assign(**{TEXT_BYTES: sizes.astype(float)})
+    run = suite.run_gate(
+        frame,
+        expectations(wf),
+        required=GATE_REQUIRED,
+        batch_id=batch_id,
+        docs_dir=docs_dir,
+        explain=lambda result: suite._gx_failure(result, frame, fields, wf.validation),
+    )
+    if isinstance(run, suite.ValidationReport):
+        return run
+    return run.report(batch_id, refusals=dict(refusals or {}))
+
+
+def _masked_answer(value: object, masker) -> object:
+    # The answer's values are masked as the text is, so that a masked value still occurs in it.
+    return masker(value) if isinstance(value, str) else value
+
+
+def curate_batch(wf, df, *, path: Path, sha256: str, masker=None):
+    """A dropped file read (ml/data/ingest.py read_batch's `curate`): an ml.data.ingest.Batch whose
+    `received` is what the gate judges, `frame` the accepted rows (DATASET_COLUMNS, deduplicated)
+    and `refused` every refused row with its reason; stats count both (refusals by reason)."""
+    import pandas as pd
+
+    from ml.data.ingest import Batch, call_log_stats
+
+    fields = check_fields(wf.fields)
+    received = normalise(df, wf, source="gold", origin=path.name)
+    if masker is not None:
+        received[TEXT] = received[TEXT].map(lambda t: masker(t) if isinstance(t, str) else t)
+        received[RESPONSE_JSON] = received[RESPONSE_JSON].map(lambda v: _masked_answer(v, masker))
+    is_log = REQUEST_TEXT in df.columns
+    rows = [{**row, REQUEST_TEXT: row[TEXT], "_row": i} for i, row in enumerate(received.to_dict("records"))]
+    accepted, refused = curate(rows, fields)
+    kept = sorted(set(range(len(rows))) - {r["_row"] for r in refused})
+    frame = pd.DataFrame(
+        [
+            {
+                DOCUMENT_ID: a[DOCUMENT_ID],
+                TEXT: a[TEXT],
+                VALUES: json.dumps(a["answer"], ensure_ascii=False),
+                SOURCE: rows[i][SOURCE],
+                TEACHER_VERSION: rows[i][TEACHER_VERSION],
+            }
+            for a, i in zip(accepted, kept)
+        ],
+        columns=list(DATASET_COLUMNS),
+    )
+    refused_frame = pd.DataFrame(
+        [
+            {
+                **{c: r.get(c) for c in REFUSED_COLUMNS},
+                RESPONSE_JSON: None if r.get(RESPONSE_JSON) is None else str(_as_json(r[RESPONSE_JSON])),
+            }
+            for r in refused
+        ],
+        columns=list(REFUSED_COLUMNS),
+    ).astype({c: "object" for c in REFUSED_COLUMNS})
+    counts = refusal_counts(refused)
+    stats = (
+        call_log_stats(df.assign(status=received[STATUS].to_numpy())) if is_log else {"rows_read": len(df)}
+    )
+    deduplicated = frame.drop_duplicates(subset=list(DATASET_KEY)).reset_index(drop=True)
+    stats |= {
+        "accepted": len(accepted),
+        "refused": len(refused),
+        "refusals": {k: v for k, v in counts.items() if v},
+        "teacher_errors": sum(v for k, v in counts.items() if k in TEACHER_ERROR_REASONS),
+        "duplicates_removed": len(frame) - len(deduplicated),
+        "rows": len(deduplicated),
+    }
+    return Batch(
+        path=path,
+        sha256=sha256,
+        kind="call_log" if is_log else "labelled",
+        frame=deduplicated,
+        stats=stats,
+        received=received,
+        columns=DATASET_COLUMNS,
+        key=DATASET_KEY,
+        refused=refused_frame,
+    )

@@ -110,14 +110,17 @@ class ValidationReport:
 # --- the suite -------------------------------------------------------------------------------
 
 
-def gate_expectations(labels: Sequence[str], rules: Validation) -> list:
-    """Every GX expectation of the gate. meta["check"] names it for fixes; meta["level"] says
-    whether it still makes sense when its column is missing (exists) or holds no strings (structure)."""
-    import great_expectations.expectations as gxe
+def tag(expectation, check: str, level: str, **words):
+    """The expectation with its meta: "check" names it for fixes, "level" says whether it still
+    makes sense when its column is missing (exists) or holds no strings (structure); a task's own
+    check adds "what" (its failing rows, in words) and "fix" (one line)."""
+    expectation.meta = {"check": check, "level": level, **words}
+    return expectation
 
-    def tag(expectation, check, level):
-        expectation.meta = {"check": check, "level": level}
-        return expectation
+
+def gate_expectations(labels: Sequence[str], rules: Validation) -> list:
+    """Every GX expectation of the classification gate, tagged (see tag)."""
+    import great_expectations.expectations as gxe
 
     return [
         tag(gxe.ExpectColumnToExist(column=TEXT), "text_exists", EXISTS),
@@ -158,8 +161,9 @@ def build_suite(
     *,
     missing_columns: Sequence[str] = (),
     unusable_columns: Sequence[str] = (),
+    expectations: Sequence | None = None,
 ):
-    """The gate as a GX ExpectationSuite.
+    """The gate as a GX ExpectationSuite (`expectations`: a task's own list, else gate_expectations).
 
     A missing column keeps only its existence check: GX cannot evaluate the others and fails them
     with messages like "list index out of range". A column that exists but holds no strings (or
@@ -176,9 +180,9 @@ def build_suite(
             return e.meta["level"] != CONTENT
         return True
 
-    return gx.ExpectationSuite(
-        name=SUITE_NAME, expectations=[e for e in gate_expectations(labels, rules) if runs(e)]
-    )
+    if expectations is None:
+        expectations = gate_expectations(labels, rules)
+    return gx.ExpectationSuite(name=SUITE_NAME, expectations=[e for e in expectations if runs(e)])
 
 
 # --- validate one batch ----------------------------------------------------------------------
@@ -198,66 +202,18 @@ def validate_batch(
     argument (no labels, impossible rules, a broken reference) raises ValueError naming the fix."""
     labels = [str(label) for label in labels]
     _check_arguments(labels, rules, reference_label_counts, batch_id)
-    row_count = int(len(df))
-
-    repeated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
-    if repeated:
-        # df["text"] would be a DataFrame, and every check below would be about the wrong thing.
-        failure = Failure(
-            "unique_column_names",
-            None,
-            f"columns appear more than once: {repeated}",
-            "rename or drop the repeated columns, then re-submit the batch",
-        )
-        return ValidationReport(
-            batch_id,
-            False,
-            [failure],
-            row_count,
-            {
-                "evaluated_expectations": 1,
-                "successful_expectations": 0,
-                "unsuccessful_expectations": 1,
-                "skipped": ["every other check: repeated columns"],
-            },
-        )
-
-    missing, unusable = _column_problems(df)
-    suite = build_suite(labels, rules, missing_columns=sorted(missing), unusable_columns=sorted(unusable))
-    ran = {e.meta["check"] for e in suite.expectations}
-    skipped = [
-        f"{e.meta['check']} [{e.column}]: column {_why(e.column, missing, unusable)}"
-        for e in gate_expectations(labels, rules)
-        if e.meta["check"] not in ran
-    ]
-
-    failures: list[Failure] = []
-    evaluated = successful = 0
-    gx_statistics: dict = {}
-    docs_index = None
-    try:
-        results, ctx = _run_suite(df, suite, batch_id, docs_dir)
-        gx_statistics = dict(results.statistics)
-        for result in results.results:
-            evaluated += 1
-            if result.success:
-                successful += 1
-            else:
-                failures.append(_gx_failure(result, df, labels, rules))
-        if docs_dir is not None:
-            docs_index = _build_docs(ctx, results)
-    except Exception as exc:  # GX itself broke: report it like any other failure, keep the trace in the log
-        log.exception("great_expectations failed on batch %s", batch_id)
-        evaluated += 1
-        failures.append(
-            Failure(
-                "great_expectations",
-                None,
-                _short_text(f"the suite could not run: {type(exc).__name__}: {exc}", 300),
-                "fix the other failures of this batch; if there are none, report a bug "
-                "with the batch attached",
-            )
-        )
+    run = run_gate(
+        df,
+        gate_expectations(labels, rules),
+        required=REQUIRED,
+        batch_id=batch_id,
+        docs_dir=docs_dir,
+        explain=lambda result: _gx_failure(result, df, labels, rules),
+    )
+    if isinstance(run, ValidationReport):
+        return run
+    row_count, failures, skipped = run.row_count, run.failures, run.skipped
+    evaluated, successful, missing, unusable = run.evaluated, run.successful, run.missing, run.unusable
 
     custom: dict[str, Any] = {}
     label_counts: dict[str, int] = {}
@@ -288,16 +244,129 @@ def validate_batch(
                 failures.append(drift["failure"])
 
     statistics = {
-        "evaluated_expectations": evaluated,
-        "successful_expectations": successful,
-        "unsuccessful_expectations": evaluated - successful,
-        "success_percent": round(100.0 * successful / evaluated, 2) if evaluated else None,
-        "great_expectations": gx_statistics,
+        **run.statistics(evaluated, successful),
         "custom_checks": custom,
         "skipped": skipped,
         "label_counts": label_counts,
     }
-    return ValidationReport(batch_id, not failures, failures, row_count, statistics, docs_index)
+    return ValidationReport(batch_id, not failures, failures, row_count, statistics, run.docs_index)
+
+
+@dataclass
+class GateRun:
+    """What the GX suite found in one batch; a task's gate adds its own checks and makes the report."""
+
+    row_count: int
+    failures: list[Failure]
+    evaluated: int
+    successful: int
+    skipped: list[str]
+    missing: set[str]
+    unusable: dict[str, str]
+    gx_statistics: dict
+    docs_index: Path | None
+
+    def statistics(self, evaluated: int | None = None, successful: int | None = None) -> dict:
+        evaluated = self.evaluated if evaluated is None else evaluated
+        successful = self.successful if successful is None else successful
+        return {
+            "evaluated_expectations": evaluated,
+            "successful_expectations": successful,
+            "unsuccessful_expectations": evaluated - successful,
+            "success_percent": round(100.0 * successful / evaluated, 2) if evaluated else None,
+            "great_expectations": self.gx_statistics,
+        }
+
+    def report(self, batch_id: str, **extra_statistics) -> ValidationReport:
+        statistics = {**self.statistics(), "skipped": self.skipped, **extra_statistics}
+        return ValidationReport(
+            batch_id, not self.failures, self.failures, self.row_count, statistics, self.docs_index
+        )
+
+
+def run_gate(
+    df: pd.DataFrame,
+    expectations: Sequence,
+    *,
+    required: Sequence[str],
+    batch_id: str,
+    docs_dir: Path | None,
+    explain,
+) -> GateRun | ValidationReport:
+    """Run a task's expectations (tagged as gate_expectations tags them) on one batch.
+
+    `required`: the contract columns whose absence or lack of strings skips the checks that need
+    them; `explain(result) -> Failure` words a failed expectation. A batch with repeated column
+    names gets its failed ValidationReport at once (every check would be about the wrong column).
+    """
+    row_count = int(len(df))
+    repeated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if repeated:
+        # df["text"] would be a DataFrame, and every check below would be about the wrong thing.
+        failure = Failure(
+            "unique_column_names",
+            None,
+            f"columns appear more than once: {repeated}",
+            "rename or drop the repeated columns, then re-submit the batch",
+        )
+        return ValidationReport(
+            batch_id,
+            False,
+            [failure],
+            row_count,
+            {
+                "evaluated_expectations": 1,
+                "successful_expectations": 0,
+                "unsuccessful_expectations": 1,
+                "skipped": ["every other check: repeated columns"],
+            },
+        )
+
+    missing, unusable = _column_problems(df, required)
+    suite = build_suite(
+        (),
+        None,
+        missing_columns=sorted(missing),
+        unusable_columns=sorted(unusable),
+        expectations=expectations,
+    )
+    ran = {e.meta["check"] for e in suite.expectations}
+    skipped = [
+        f"{e.meta['check']} [{e.column}]: column {_why(e.column, missing, unusable)}"
+        for e in expectations
+        if e.meta["check"] not in ran
+    ]
+
+    failures: list[Failure] = []
+    evaluated = successful = 0
+    gx_statistics: dict = {}
+    docs_index = None
+    try:
+        results, ctx = _run_suite(df, suite, batch_id, docs_dir)
+        gx_statistics = dict(results.statistics)
+        for result in results.results:
+            evaluated += 1
+            if result.success:
+                successful += 1
+            else:
+                failures.append(explain(result))
+        if docs_dir is not None:
+            docs_index = _build_docs(ctx, results)
+    except Exception as exc:  # GX itself broke: report it like any other failure, keep the trace in the log
+        log.exception("great_expectations failed on batch %s", batch_id)
+        evaluated += 1
+        failures.append(
+            Failure(
+                "great_expectations",
+                None,
+                _short_text(f"the suite could not run: {type(exc).__name__}: {exc}", 300),
+                "fix the other failures of this batch; if there are none, report a bug "
+                "with the batch attached",
+            )
+        )
+    return GateRun(
+        row_count, failures, evaluated, successful, skipped, missing, unusable, gx_statistics, docs_index
+    )
 
 
 def _check_arguments(labels, rules, reference, batch_id) -> None:
@@ -335,11 +404,11 @@ def _check_arguments(labels, rules, reference, batch_id) -> None:
             )
 
 
-def _column_problems(df: pd.DataFrame) -> tuple[set[str], dict[str, str]]:
+def _column_problems(df: pd.DataFrame, required: Sequence[str] = REQUIRED) -> tuple[set[str], dict[str, str]]:
     """Required columns that are missing, and those present but holding no strings to check."""
-    missing = {c for c in REQUIRED if c not in df.columns}
+    missing = {c for c in required if c not in df.columns}
     unusable = {}
-    for column in sorted(set(REQUIRED) - missing):
+    for column in sorted(set(required) - missing):
         values = df[column]
         if len(values) == 0:
             unusable[column] = "is empty (the batch has no rows)"
@@ -510,6 +579,12 @@ def _gx_failure(result, df: pd.DataFrame, labels: list[str], rules: Validation) 
             f"truncate or split texts over {rules.max_text_chars} chars, or raise validation.max_text_chars "
             f"in {WORKFLOWS_FILE}"
         )
+    elif (config.meta or {}).get("fix"):  # a task's own check words itself: meta "what" and "fix"
+        if "observed_value" in r and not bad:
+            observed = f"{config.meta.get('what', check)}: observed {_short_text(str(r['observed_value']))}"
+        else:
+            observed = f"{bad} of {total} {config.meta.get('what', 'rows fail ' + check)}{rows_note}, e.g. {_short(examples)}"
+        fix = config.meta["fix"]
     else:  # an expectation added to gate_expectations without a message here
         observed = _short_text(str(r), 300)
         fix = "see the Data Docs page of this batch"
