@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is not None:  # in-process (tests, scripts): the process goes on
         return _main(argv)
+    common._process_entry = True
     try:
         return _main(None)
     finally:
