@@ -1020,11 +1020,11 @@ def expectations(wf) -> list:
     """
     import great_expectations.expectations as gxe
 
-    from ml.validation.suite import CONTENT, EXISTS, STRUCTURE, WORKFLOWS_FILE, tag
+    from ml.validation.suite import CONTENT, EXISTS, STRUCTURE, WORKFLOWS_FILE, tag, text_checks
 
-    rules = wf.validation
+    text = text_checks(wf.validation)
     return [
-        tag(gxe.ExpectColumnToExist(column=TEXT), "text_exists", EXISTS),
+        text["text_exists"],
         tag(
             gxe.ExpectColumnToExist(column=RESPONSE_JSON),
             "response_json_exists",
@@ -1032,8 +1032,8 @@ def expectations(wf) -> list:
             what="the call log has no response_json column",
             fix="record the frontier's answer as response_json (JSON text) and re-submit",
         ),
-        tag(gxe.ExpectColumnValuesToBeOfType(column=TEXT, type_="str"), "text_is_string", STRUCTURE),
-        tag(gxe.ExpectColumnValuesToNotBeNull(column=TEXT), "text_not_null", STRUCTURE),
+        text["text_is_string"],
+        text["text_not_null"],
         tag(
             gxe.ExpectColumnValuesToBeOfType(column=RESPONSE_JSON, type_="str"),
             "response_json_is_string",
@@ -1041,15 +1041,9 @@ def expectations(wf) -> list:
             what="answers are not JSON text (a string)",
             fix="write each answer as the JSON text the frontier returned (null for a failed call), then re-submit",
         ),
-        tag(gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "row_count", STRUCTURE),
-        tag(gxe.ExpectColumnValuesToMatchRegex(column=TEXT, regex=r"\S"), "text_not_blank", CONTENT),
-        tag(
-            gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-                column=TEXT, min_value=1.0 - rules.max_duplicate_ratio
-            ),
-            "text_duplicates",
-            CONTENT,
-        ),
+        text["row_count"],
+        text["text_not_blank"],
+        text["text_duplicates"],
         tag(
             gxe.ExpectColumnValuesToBeBetween(column=TEXT_BYTES, max_value=MAX_DOCUMENT_BYTES),
             "text_max_bytes",

@@ -118,29 +118,50 @@ def tag(expectation, check: str, level: str, **words):
     return expectation
 
 
-def gate_expectations(labels: Sequence[str], rules: Validation) -> list:
-    """Every GX expectation of the classification gate, tagged (see tag)."""
+def text_checks(rules: Validation) -> dict:
+    """The checks every task's gate makes of its text column and row count, by check name (tagged)."""
     import great_expectations.expectations as gxe
 
-    return [
-        tag(gxe.ExpectColumnToExist(column=TEXT), "text_exists", EXISTS),
-        tag(gxe.ExpectColumnToExist(column=LABEL), "label_exists", EXISTS),
-        tag(gxe.ExpectColumnValuesToBeOfType(column=TEXT, type_="str"), "text_is_string", STRUCTURE),
-        tag(gxe.ExpectColumnValuesToBeOfType(column=LABEL, type_="str"), "label_is_string", STRUCTURE),
-        tag(gxe.ExpectColumnValuesToNotBeNull(column=TEXT), "text_not_null", STRUCTURE),
-        tag(gxe.ExpectColumnValuesToNotBeNull(column=LABEL), "label_not_null", STRUCTURE),
-        tag(gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "row_count", STRUCTURE),
+    return {
+        "text_exists": tag(gxe.ExpectColumnToExist(column=TEXT), "text_exists", EXISTS),
+        "text_is_string": tag(
+            gxe.ExpectColumnValuesToBeOfType(column=TEXT, type_="str"), "text_is_string", STRUCTURE
+        ),
+        "text_not_null": tag(gxe.ExpectColumnValuesToNotBeNull(column=TEXT), "text_not_null", STRUCTURE),
+        "row_count": tag(
+            gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "row_count", STRUCTURE
+        ),
         # \S anywhere: rejects "" and whitespace-only texts, which a length floor alone lets through.
-        tag(gxe.ExpectColumnValuesToMatchRegex(column=TEXT, regex=r"\S"), "text_not_blank", CONTENT),
-        tag(gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(labels)), "label_known", CONTENT),
+        "text_not_blank": tag(
+            gxe.ExpectColumnValuesToMatchRegex(column=TEXT, regex=r"\S"), "text_not_blank", CONTENT
+        ),
         # duplicate ratio = 1 - distinct/rows, so "ratio <= max" is "unique proportion >= 1 - max".
-        tag(
+        "text_duplicates": tag(
             gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
                 column=TEXT, min_value=1.0 - rules.max_duplicate_ratio
             ),
             "text_duplicates",
             CONTENT,
         ),
+    }
+
+
+def gate_expectations(labels: Sequence[str], rules: Validation) -> list:
+    """Every GX expectation of the classification gate, tagged (see tag)."""
+    import great_expectations.expectations as gxe
+
+    text = text_checks(rules)
+    return [
+        text["text_exists"],
+        tag(gxe.ExpectColumnToExist(column=LABEL), "label_exists", EXISTS),
+        text["text_is_string"],
+        tag(gxe.ExpectColumnValuesToBeOfType(column=LABEL, type_="str"), "label_is_string", STRUCTURE),
+        text["text_not_null"],
+        tag(gxe.ExpectColumnValuesToNotBeNull(column=LABEL), "label_not_null", STRUCTURE),
+        text["row_count"],
+        text["text_not_blank"],
+        tag(gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(labels)), "label_known", CONTENT),
+        text["text_duplicates"],
         # Two expectations rather than one, so that "too short" and "too long" get their own fix.
         tag(
             gxe.ExpectColumnValueLengthsToBeBetween(column=TEXT, min_value=rules.min_text_chars),

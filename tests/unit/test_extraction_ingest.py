@@ -13,18 +13,10 @@ import pandas as pd
 import pytest
 
 from ml.data.ingest import sha256_file
-from ml.demo_contracts import generate, read_jsonl
+from ml.demo_contracts import FIELDS, generate, read_jsonl
 from ml.tasks import extraction
 
 WF = "contracts"
-FIELDS = [
-    "party_a",
-    "party_b",
-    "effective_date",
-    "governing_law",
-    "termination_notice_days",
-    "contract_value",
-]
 WORKFLOWS = f"""
 workflows:
   {WF}:
@@ -134,7 +126,7 @@ def test_a_call_log_and_a_gold_set_become_a_versioned_dataset_and_refusals_are_k
     assert event == {"workflow": WF, "version": result["version"], "rows": len(train)}
     assert publish_if_changed(WF) is None
     assert dataset_summary(WF)["eval_rows"] == 12
-    assert label_set(settings, wf) == FIELDS
+    assert label_set(settings, wf) == list(FIELDS)
 
 
 def _empty_document(rows):
