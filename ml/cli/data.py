@@ -10,14 +10,15 @@ from ml.cli.common import add_json, add_workflow, emit, settings_and_workflow, t
 
 def cmd_import(args) -> int:
     from ml.data.ingest import read_batch
-    from ml.pipeline.ingest_validate import drop_dir_for
+    from ml.pipeline.ingest_validate import batch_reader, drop_dir_for
 
     settings, wf = settings_and_workflow(args)
     src = Path(args.path)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
     text_col, label_col = args.text_col or wf.text_column, args.label_col or wf.label_column
-    batch = read_batch(src, text_col=text_col, label_col=label_col, mask=False)  # fails early, copies nothing
+    # fails early, copies nothing
+    batch = read_batch(src, text_col=text_col, label_col=label_col, mask=False, curate=batch_reader(wf))
     drop = drop_dir_for(settings, wf) / ("eval" if args.role == "eval" else "")
     if batch.kind == "call_log" or (text_col, label_col) == (wf.text_column, wf.label_column):
         target = drop / src.name

@@ -48,6 +48,11 @@ def drop_dir_for(settings: Settings, wf: Workflow) -> Path:
     return path
 
 
+def batch_reader(wf: Workflow):
+    """read_batch's `curate` for the workflow's task: None (classification's own), or the task's."""
+    return None if wf.task == "classification" else partial(task_module(wf.task).curate_batch, wf)
+
+
 def label_set(settings: Settings, wf: Workflow, fallback: list[str] | None = None) -> list[str]:
     """Declared labels, else those of the frozen evaluation set, else of the batch at hand; an
     extraction workflow's fields."""
@@ -127,7 +132,7 @@ def ingest_batch(workflow: str, name: str) -> dict:
             text_col=wf.text_column,
             label_col=wf.label_column,
             masker=PiiMasker.for_workflow(wf),
-            curate=None if wf.task == "classification" else partial(task.curate_batch, wf),
+            curate=batch_reader(wf),
         )
     except (IngestError, ContractError) as exc:
         _reject(settings, wf, path, {"batch_id": path.name, "success": False, "error": str(exc)}, str(exc))

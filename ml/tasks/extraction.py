@@ -970,7 +970,9 @@ def normalise(df, wf, *, source: str = "gold", origin: str = "file"):
         out = {
             DOCUMENT_ID: ids,
             TEXT: df[REQUEST_TEXT],
-            RESPONSE_JSON: df[RESPONSE_JSON].map(lambda v: None if v is None or v is np.nan else v),
+            RESPONSE_JSON: df[RESPONSE_JSON].map(
+                lambda v: None if isinstance(v, float) and math.isnan(v) else v
+            ),
             STATUS: df[STATUS] if STATUS in df.columns else "ok",
             SOURCE: "teacher",
             TEACHER_VERSION: df["model_version"].astype(str) if "model_version" in df.columns else "",

@@ -196,3 +196,14 @@ def test_the_demo_stages_generated_contracts_where_the_ticket_demo_stages_its_lo
     assert said[0].startswith("generated 20 contracts") and "5 gold contracts" in said[0]
     assert len(read_jsonl(drop / "call_log_seed3.jsonl")) == 20
     assert {"values", "text"} <= set(read_jsonl(drop / "eval" / "gold_seed3.jsonl")[0])
+
+
+def test_data_import_drops_a_call_log_and_a_gold_file_as_they_are(state, capsys):
+    from ml.cli import main
+
+    _, _, drop, generated = state
+    assert main(["data", "import", generated["call_log_path"], "-w", WF, "--json"]) == 0
+    assert main(["data", "import", generated["gold_path"], "-w", WF, "--as", "eval"]) == 0
+    assert (drop / "call_log.jsonl").read_bytes() == Path(generated["call_log_path"]).read_bytes()
+    assert (drop / "eval" / "gold.jsonl").read_bytes() == Path(generated["gold_path"]).read_bytes()
+    assert '"kind": "call_log"' in capsys.readouterr().out
