@@ -36,15 +36,36 @@ VARIANT = "torch_fp32"
 
 
 def _call_log_rows(frame) -> list[dict]:
-    """The training set's rows as call-log rows: the document as `request_text` (an ingested set
-    may name it `text`, the data contract's name)."""
-    if ex.REQUEST_TEXT not in frame.columns and ex.TEXT in frame.columns:
-        frame = frame.rename(columns={ex.TEXT: ex.REQUEST_TEXT})
+    """The training set's rows as call-log rows. ingest_validate stores the curated rows as the
+    data contract names them (the document as `text`, the answer's JSON as `values`); a raw call
+    log (request_text, response_json, status) is read as it is. Curating them again here is cheap
+    and refuses nothing ingest accepted."""
+    renames = {ex.TEXT: ex.REQUEST_TEXT, "values": ex.RESPONSE_JSON}
+    frame = frame.rename(columns={a: b for a, b in renames.items() if a in frame and b not in frame})
     return frame.to_dict("records")
 
 
+def _ingest_refusals(store) -> dict[str, int]:
+    """{reason: rows} that ingest_validate refused and kept beside the data (refused.parquet)."""
+    import pandas as pd
+
+    path = store.root / "refused.parquet"
+    if not path.exists():
+        return {}
+    return {
+        str(k): int(v) for k, v in pd.read_parquet(path, columns=["reason"])["reason"].value_counts().items()
+    }
+
+
 def _teacher(wf: Workflow, rows: list[dict]) -> dict:
-    versions = sorted({str(r["model_version"]) for r in rows if r.get("model_version")})
+    versions = sorted(
+        {
+            str(v)
+            for r in rows
+            for v in (r.get("teacher_version"), r.get("model_version"))
+            if isinstance(v, str) and v
+        }
+    )
     return {"kind": "call_log", "model": wf.teacher.model, "version": ",".join(versions) or "unknown"}
 
 
@@ -59,6 +80,8 @@ def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict 
     rows = _call_log_rows(store.load("train"))
     accepted, refused = ex.curate([{**r, "_row": i} for i, r in enumerate(rows)], wf.fields)
     counts = ex.refusal_counts(refused)
+    for reason, n in _ingest_refusals(store).items():  # the teacher's errors ingest set aside
+        counts[reason] = counts.get(reason, 0) + n
     refused_rows = {r["_row"] for r in refused}
     kept = [i for i in range(len(rows)) if i not in refused_rows]  # curate keeps the order
     if not accepted:
@@ -81,8 +104,9 @@ def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict 
         )
     )
     teacher_errors = sum(n for k, n in counts.items() if k in ex.TEACHER_ERROR_REASONS)
+    n_refused = sum(counts.values())
     print(
-        f"curated {len(rows)} calls: {len(accepted)} accepted, {len(refused)} refused "
+        f"curated {len(rows)} calls: {len(accepted)} accepted, {n_refused} refused (at ingest or now) "
         f"({teacher_errors} teacher errors): {', '.join(f'{k} {n}' for k, n in counts.items() if n) or 'none'}"
     )
     with distill._open_run(settings, wf, run_key) as run:
@@ -91,7 +115,7 @@ def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict 
             metrics={
                 "curation.calls": len(rows),
                 "curation.accepted": len(accepted),
-                "curation.refused": len(refused),
+                "curation.refused": n_refused,
                 "curation.teacher_errors": teacher_errors,
                 **{f"curation.refused.{k}": n for k, n in counts.items()},
             },
@@ -112,7 +136,7 @@ def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict 
         "targets": str(out),
         "dataset_version": version,
         "n_train": len(accepted),
-        "n_refused": len(refused),
+        "n_refused": n_refused,
         "teacher": teacher,
     }
 
