@@ -4,9 +4,10 @@ Each command runs N times as a user runs it (`python -m ml.cli …` in a fresh s
 prepared state of its own: a SQLite MLflow registry holding three versions of the first
 workflow's model (a tiny models-from-code pyfunc), one of them @champion with its gate decision
 and an evaluation.json on its run, as the distill DAG leaves them. The reference is
-`python -c pass` with the same interpreter, so the ratio says what the command adds to starting
-Python on this machine, whatever its speed or load. Commands and reference alternate, so a noisy
-neighbour slows all alike.
+`python -c pass` with the same interpreter: the ratios say how many bare Python starts a command
+costs on this machine. CPU seconds (user + system) are reported beside wall seconds: on a shared,
+loaded machine they say what the command costs, the wall time what its user waited. Commands and
+reference alternate, so a noisy neighbour slows all alike.
 
 Run: `.venv/bin/python benchmarks/cli_latency.py [--n 10]`; writes benchmarks/results/cli_latency.json.
 """
@@ -154,6 +155,9 @@ def main() -> None:
         "min_s": {k: min(v) for k, v in wall.items()},
         "median_cpu_s": median_cpu,
         "ratio_to_python_start": {k: v / bare for k, v in median.items() if k != "python_c_pass"},
+        "cpu_ratio_to_python_start": {
+            k: v / median_cpu["python_c_pass"] for k, v in median_cpu.items() if k != "python_c_pass"
+        },
     }
     print(f"{'command':<16}{'median s':>10}{'min s':>8}{'cpu s':>8}{'÷ python -c pass':>18}")
     for name in names:
