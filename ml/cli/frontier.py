@@ -140,6 +140,7 @@ def cmd_proxy(args) -> int:
         settings.frontier_api_key,
         workflow=wf.name,
         labels=wf.labels,
+        fields=wf.fields,
         price_book=book,
         sinks=sinks,
         timeout_s=args.timeout_s,

@@ -29,7 +29,8 @@ def export_for_curation(
     workflow: str, *, gold_share: float = 0.05, settings: Settings | None = None, now: datetime | None = None
 ) -> dict:
     """Completed days of the proxy's log → a call-log batch in the drop folder (ingest_validate
-    picks it up) and a request sample under <state>/labeling/<wf>/ for human gold labels."""
+    picks it up) and a request sample under <state>/labeling/<wf>/ for human gold labels (a
+    label column, or one column per declared field: the gold file the workflow's task reads)."""
     from ml.data.ingest import PiiMasker
 
     settings, wf = _context(workflow, settings)
@@ -41,6 +42,7 @@ def export_for_curation(
         gold_share=gold_share,
         now=now,
         mask=PiiMasker.for_workflow(wf),
+        gold_columns=tuple(wf.fields) or ("label",),
     )
 
 

@@ -23,6 +23,19 @@ _STOP = object()
 # A call that started before midnight can finish (and be written) after it; a day is exported
 # only once every call of it has had time to finish.
 EXPORT_GRACE = timedelta(minutes=15)
+# Where a row holds the teacher's answer: the label it named (a label set) or the JSON object of
+# fields it returned (a field list). A row has one of them; null means no answer was recorded.
+ANSWER_COLUMNS = ("response_label", "response_json")
+
+
+def answer_column(row: dict) -> str:
+    """The column of `row` that holds the teacher's answer (response_label when it has neither)."""
+    return next((c for c in ANSWER_COLUMNS if c in row), ANSWER_COLUMNS[0])
+
+
+def recorded_answer(row: dict):
+    """The teacher's answer as the row recorded it (a label, or the answer's JSON text), else None."""
+    return row.get(answer_column(row))
 
 
 def calllog_dir(state_dir: Path, workflow: str) -> Path:
@@ -123,13 +136,16 @@ def export_for_curation(
     gold_share: float = 0.05,
     now: datetime | None = None,
     mask=None,
+    gold_columns: tuple[str, ...] = ("label",),
 ) -> dict:
     """Hand completed days to ingestion: one call-log batch into the drop folder, and a sample of
     requests (without the teacher's answer, so annotators are not anchored on it) for gold labels.
 
-    Gold-sampled calls stay in the batch with response_label null: the cost and reliability
-    books still count them, training never sees them, so the evaluation set stays disjoint.
-    Days wait until together they hold min_rows labelled calls (a smaller batch fails the gate).
+    Gold-sampled calls stay in the batch with their answer (response_label or response_json)
+    null: the cost and reliability books still count them, training never sees them, so the
+    evaluation set stays disjoint. Days wait until together they hold min_rows answered calls (a
+    smaller batch fails the gate). gold_columns: the sample's empty columns for annotators to
+    fill, after call_id and text (the label, or one per declared field).
     """
     if not 0.0 <= gold_share < 1.0:
         raise ValueError(
@@ -141,8 +157,8 @@ def export_for_curation(
     rows = read_jsonl(days)
     gold = [r for r in rows if r.get("status") == "ok" and in_gold_sample(str(r["call_id"]), gold_share)]
     gold_ids = {r["call_id"] for r in gold}
-    batch = [{**r, "response_label": None} if r["call_id"] in gold_ids else r for r in rows]
-    labelled = sum(1 for r in batch if r.get("status") == "ok" and r.get("response_label"))
+    batch = [{**r, answer_column(r): None} if r["call_id"] in gold_ids else r for r in rows]
+    labelled = sum(1 for r in batch if r.get("status") == "ok" and recorded_answer(r))
     if not days or labelled < min_rows:
         return {"exported_days": [], "rows": 0, "gold_rows": 0, "waiting_labelled_rows": labelled}
     name = f"frontier-{days[0].stem}_{days[-1].stem}"
@@ -159,8 +175,9 @@ def export_for_curation(
 
         with open(labeling_dir / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["call_id", "text", "label"])
-            writer.writerows([r["call_id"], mask(str(r["request_text"])), ""] for r in gold)
+            writer.writerow(["call_id", "text", *gold_columns])
+            blank = [""] * len(gold_columns)
+            writer.writerows([r["call_id"], mask(str(r["request_text"])), *blank] for r in gold)
     exported = directory / "exported"
     exported.mkdir(exist_ok=True)
     for path in days:

@@ -68,7 +68,8 @@ def error_class(http_status: int) -> str:
 
 
 def request_text(body: dict) -> str:
-    """The text being classified: the last user message (text parts joined when it has several)."""
+    """The text the call is about (a ticket, a whole document): the last user message (text parts
+    joined when it has several), never shortened: a long document's tokens are what it costs."""
     for message in reversed(body.get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
@@ -94,6 +95,7 @@ class FrontierClient:
         *,
         workflow: str,
         labels: Sequence[str] = (),
+        fields: Sequence[str] = (),
         price_book: PriceBook | None = None,
         sinks: Sequence[Callable[[dict], None]] = (),
         timeout_s: float = 30.0,
@@ -119,9 +121,15 @@ class FrontierClient:
         if not deadline_s > 0:
             raise ValueError(f"deadline_s={deadline_s!r} must be > 0 seconds.")
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.workflow, self.labels, self.price_book, self.sinks = (
+        if labels and fields:
+            raise ValueError(
+                "pass labels (a label per call: response_label) or fields (a JSON object of fields per "
+                "call: response_json), not both; a workflow declares one of them."
+            )
+        self.workflow, self.labels, self.fields, self.price_book, self.sinks = (
             workflow,
             tuple(labels),
+            tuple(fields),
             price_book,
             list(sinks),
         )
@@ -329,6 +337,14 @@ class FrontierClient:
             return None  # an unpriced model must not fail the call; the report names it
         return round(float(cost), 8)  # informational only: the ledger re-prices from tokens
 
+    def _answer(self, response_text: str | None) -> dict:
+        """The answer's columns as curation reads them: with declared fields, the answer's text as
+        `response_json` (unparsed: curation names what is wrong with it, ml/tasks/); else the label
+        it names as `response_label` (None outside the labels)."""
+        if self.fields:
+            return {"response_json": response_text}
+        return {"response_label": parse_label(response_text, self.labels), "label_probs": None}
+
     def _finish(self, call: Call, body: dict) -> None:
         call.latency_ms = (time.perf_counter() - call.started_s) * 1000
         ok = call.status == "ok"
@@ -338,8 +354,7 @@ class FrontierClient:
             "ts": call.ts,
             "workflow": self.workflow,
             "request_text": request_text(body),
-            "response_label": parse_label(call.response_text, self.labels) if ok else None,
-            "label_probs": None,
+            **self._answer(call.response_text if ok else None),
             "model": model,
             "model_version": call.model_version,
             "latency_ms": round(call.latency_ms, 1),

@@ -2,9 +2,15 @@
 
 Call-log rows (as the proxy writes them, or as an imported log holds them) over a window →
 latency p50/p95/p99 of answered calls, error and timeout rates, availability (answered ÷ all),
-cost per call from tokens × the price book (the logged cost_usd is never trusted), and the month
-projected at the workflow's declared volume → `ml.breakeven.Constraints`, and the seed's verdict:
-all inside range → the case for post-training does not close; otherwise which fails, by how much.
+tokens per call, cost per call from tokens × the price book (the logged cost_usd is never
+trusted), and the month projected at the workflow's declared volume → `ml.breakeven.Constraints`,
+and the seed's verdict: all inside range → the case for post-training does not close; otherwise
+which fails, by how much. Nothing here assumes a short input: a 6-page contract's call is priced
+and timed as recorded, tokens and all.
+
+Beside them, the teacher's errors: where the workflow's task curates answers (ml/tasks/, its
+`curate` and `TEACHER_ERROR_REASONS`), the answered calls of the window are curated exactly as
+ingestion curates them, and the refusals that are the teacher's mistakes are counted by reason.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from ml.breakeven import Constraints
 from ml.costs import unit_costs
 from ml.costs.pricebook import PriceBook
 from ml.evaluate.latency import percentile_ms
+from ml.frontier.calllog import recorded_answer
+from ml.tasks import task_module
 from ml.workflows import Workflow
 
 PERCENTILES = (50, 95, 99)
@@ -73,6 +81,8 @@ class Measurement:
     availability: float  # answered ÷ all calls; a call answered after retries counts as answered
     latency_ms: dict  # p50/p95/p99 of answered calls, retries and backoff included
     ttft_ms: dict  # the same for streamed calls' time to first token (None when none streamed)
+    tokens_in_per_call: float  # mean over answered calls, as the provider counted them
+    tokens_out_per_call: float
     cost_per_call_usd: Decimal
     calls_per_month_observed: float
     monthly_cost_usd: Decimal  # cost per call × the workflow's declared monthly_calls
@@ -115,6 +125,8 @@ def measure(
         availability=len(ok) / len(rows),
         latency_ms=_percentiles([float(r["latency_ms"]) for r in ok]),
         ttft_ms=_percentiles([float(r["ttft_ms"]) for r in ok if r.get("ttft_ms") is not None]),
+        tokens_in_per_call=sum(int(r["tokens_in"]) for r in ok) / len(ok),
+        tokens_out_per_call=sum(int(r["tokens_out"]) for r in ok) / len(ok),
         cost_per_call_usd=per_call,
         calls_per_month_observed=len(rows) / window_days * float(unit_costs.DAYS_PER_MONTH),
         monthly_cost_usd=per_call * wf.monthly_calls,
@@ -175,6 +187,33 @@ def verdict(c: Constraints) -> tuple[list[str], str]:
     return failing, f"{fails}. Post-training may pay; the break-even report (mlops costs report) decides."
 
 
+def teacher_errors(rows: Iterable[dict], wf: Workflow) -> dict | None:
+    """The teacher's errors among the answered calls in rows, as the task's curation names them.
+
+    None where the task does not curate answers (its module has no TEACHER_ERROR_REASONS) or no
+    call was answered. Calls without a recorded answer (failed, or set aside for gold labels) are
+    not answers: `answers` counts the rest, and `error_rate` is errors ÷ answers.
+    """
+    task = task_module(wf.task)
+    reasons = getattr(task, "TEACHER_ERROR_REASONS", None)
+    if reasons is None:
+        return None
+    answered = [r for r in rows if r.get("status") == "ok" and recorded_answer(r) is not None]
+    if not answered:
+        return None
+    _, refused = task.curate(answered, wf.fields)
+    counts = task.refusal_counts(refused)
+    by_reason = {k: n for k, n in counts.items() if k in reasons}
+    errors = sum(by_reason.values())
+    return {
+        "answers": len(answered),
+        "errors": errors,
+        "error_rate": errors / len(answered),
+        "by_reason": by_reason,
+        "other_refusals": {k: n for k, n in counts.items() if k not in reasons and n},
+    }
+
+
 def shadow_summary(rows: Iterable[dict], wf: Workflow) -> dict | None:
     """Shadow mode's evidence: agreement with the frontier, both latencies, both costs a month."""
     rows = list(rows)
@@ -216,6 +255,7 @@ def report(
         "availability_target": wf.availability_target,
         "monthly_calls": wf.monthly_calls,
     }
+    rows = list(rows)
     try:
         m = measure(rows, wf, price_book, now=now, window_days=window_days)
     except NoCallsError as exc:
@@ -227,6 +267,7 @@ def report(
             "constraints_failing": [],
             "all_inside_range": None,
             "measured": None,
+            "teacher_errors": None,
             "window_days": window_days,
             "targets": targets,
             "shadow": shadow_summary(in_window(shadow_rows, now, window_days), wf),
@@ -242,6 +283,7 @@ def report(
         "constraints_failing": failing,
         "all_inside_range": not failing,
         "measured": measured,
+        "teacher_errors": teacher_errors(in_window(rows, now, window_days), wf),
         "targets": targets,
         "shadow": shadow_summary(in_window(shadow_rows, now, window_days), wf),
     }

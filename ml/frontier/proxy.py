@@ -5,6 +5,10 @@ the upstream answer unchanged, and answers failures the way an OpenAI client exp
 provider's own error body, or 504 on a timeout and 502 when upstream sent nothing usable. The
 caller's Authorization header is ignored: the proxy holds the only key (MLOPS_FRONTIER_API_KEY).
 
+Every call becomes one call-log row in the format ingestion reads for the workflow's task: the
+label the answer names (`response_label`), or for a workflow that declares fields the answer's
+JSON text as returned (`response_json`; curation refuses a malformed one, naming why).
+
 Shadow mode: after the frontier answered, the champion student scores the same request on a
 background thread, and agreement, both latencies and both costs go to a shadow log. A full
 shadow queue drops the request from the shadow (counted), never delays the caller.
