@@ -8,8 +8,13 @@ Two sources, each reduced to a short `value` that changes exactly when what we t
   a hub id pinned as `org/name@revision` → that revision (no hub is reached, so only a pinned
   revision can be watched).
 - teacher: call_log / openai → the model and model_version of the newest accepted frontier
-  call of the declared model (`raw/` of the dataset, newest by `ts`); local_model → the
-  directory's content hash or the registered version.
+  call of the declared model (`raw/` of the dataset, newest by `ts`) that recorded an answer (a
+  label, or a field workflow's JSON answer); local_model → the directory's content hash or the
+  registered version.
+
+The probe (ml/pipeline/redistill.py) compares two teachers' answers part by part
+(`answer_difference`): a label is one part, a JSON object of fields one part per field, so
+for a field workflow the disagreement is the share of field values that changed.
 
 The store, `<state>/upstream/<workflow>.*`, keeps what the watcher saw and did:
 - `.jsonl`: append-only history (baseline, unchanged, changed, already_emitted, probe, ...);
@@ -43,6 +48,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from ml.frontier.calllog import recorded_answer
 
 SOURCES = ("base_model", "teacher")
 # `org/name@revision`: a hub id pinned to a revision (a commit sha, a tag).
@@ -218,7 +225,7 @@ def iter_ok_calls(path: Path):
                         f"{path}: line {n} is not JSON; the archived call log is damaged, "
                         "restore it from the DVC remote or the source that wrote it."
                     ) from None
-                if row.get("status") == "ok" and row.get("response_label") is not None:
+                if row.get("status") == "ok" and recorded_answer(row) is not None:
                     yield row
     except OSError as exc:
         raise UpstreamError(f"{path}: cannot read the archived call log ({exc}); make it readable.") from None
@@ -277,6 +284,53 @@ def _ts(value) -> str | None:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
     return ts.astimezone(timezone.utc).isoformat()
+
+
+# Comparing two teachers' answers ----------------------------------------------------------
+
+
+def _fields_of(answer) -> dict | None:
+    """A field workflow's answer as {field: value} (absent values as None), else None (a label,
+    or an answer that is not a JSON object: curation refuses it, the probe counts it as different)."""
+    if isinstance(answer, dict):
+        obj = answer
+    elif isinstance(answer, str) and answer.lstrip().startswith("{"):
+        try:
+            obj = json.loads(answer)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+    else:
+        return None
+    # null and "" both say "absent"; 30 and "30" are the same digits in the text.
+    return {str(k): None if v is None or v == "" else str(v) for k, v in obj.items()}
+
+
+def answer_difference(old, new) -> tuple[int, int]:
+    """(parts that differ, parts compared) between two recorded answers to the same text.
+
+    Two labels are one part. Two answers of fields are compared field by field over the fields
+    either names (a field one left out differs unless the other says it is absent). An answer of
+    fields against one that is not (malformed JSON): every field of the answer differs.
+    """
+    old_fields, new_fields = _fields_of(old), _fields_of(new)
+    if old_fields is None and new_fields is None:
+        return int(old != new), 1
+    if old_fields is None or new_fields is None:
+        n = len(old_fields if old_fields is not None else new_fields) or 1
+        return n, n
+    names = set(old_fields) | set(new_fields)
+    return sum(old_fields.get(k) != new_fields.get(k) for k in names), len(names)
+
+
+def masked_answer(answer, mask):
+    """An answer masked as ingestion stores it: the values of an answer of fields (the training
+    set keeps them masked, like the text); a label as it is."""
+    fields = _fields_of(answer)
+    if fields is None:
+        return answer
+    return {k: v if v is None else mask(v) for k, v in fields.items()}
 
 
 # Deciding -----------------------------------------------------------------------------------

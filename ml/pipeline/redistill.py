@@ -4,9 +4,9 @@ The distill DAG runs these when the workflow's upstream Asset (dags/watch_upstre
 
 1. `probe_teachers`: when the teacher changed, a cheap probe first. The recorded frontier
    teacher's old and new model_version answered some of the same texts in the accepted call
-   logs; on a sample of those, the share of different answers is the disagreement. Where no
-   text was answered by both, the new teacher's answers are compared with the training set's
-   labels instead. Below the workflow's `keep_current.min_disagreement` the run stops with
+   logs; on a sample of those, the share of different answers is the disagreement (of field
+   values, for a field workflow: ml/upstream.py answer_difference). Where no text was answered
+   by both, the new teacher's answers are compared with the training set's labels instead. Below the workflow's `keep_current.min_disagreement` the run stops with
    "skipped: teachers agree". A changed base model always re-distils (the probe cannot tell
    what a new encoder learns), and so does a disagreement that cannot be measured.
 2. `relabel_for_current_teacher`: the training set with the newest teacher's answer wherever it
@@ -27,11 +27,14 @@ import pandas as pd
 from ml.config import load_settings
 from ml.data import contract
 from ml.data.ingest import DEFAULT_MASKER, PiiMasker
+from ml.frontier.calllog import recorded_answer
 from ml.upstream import (
     UpstreamStore,
+    answer_difference,
     call_log_teachers,
     call_version,
     iter_ok_calls,
+    masked_answer,
     raw_call_log,
     teacher_fingerprint,
 )
@@ -125,7 +128,7 @@ def call_log_disagreement(
         return {"disagreement": share, "n_compared": n, "compared_with": "old teacher"}
     share, n = disagreement(
         training_labels(data_root, exclude_version=new["version"]),
-        {mask(t): label for t, label in new_answers.items()},
+        {mask(t): masked_answer(answer, mask) for t, answer in new_answers.items()},
         sample=sample,
     )
     if n:
@@ -133,31 +136,37 @@ def call_log_disagreement(
     return {"disagreement": None, "n_compared": 0, "compared_with": None}
 
 
-def answers_of(data_root: Path, pairs: list[dict], model: str, version: str) -> dict[str, str]:
-    """request_text → response_label of one recorded teacher (the later answer where it gave two)."""
-    answers: dict[str, str] = {}
+def answers_of(data_root: Path, pairs: list[dict], model: str, version: str) -> dict[str, object]:
+    """request_text → the answer of one recorded teacher (its label, or its JSON answer of fields;
+    the later answer where it gave two)."""
+    answers: dict[str, object] = {}
     for sha in dict.fromkeys(
         p["batch_sha256"] for p in pairs if p["model"] == model and p["version"] == version
     ):
         for row in iter_ok_calls(raw_call_log(data_root, {"batch_sha256": sha, "batch": sha[:16]})):
             if str(row.get("model") or "") == model and call_version(row) == version:
-                answers[str(row["request_text"])] = str(row["response_label"])
+                answers[str(row["request_text"])] = recorded_answer(row)
     return answers
 
 
-def training_labels(data_root: Path, *, exclude_version: str) -> dict[str, str]:
-    """text → label in the current training set, leaving out one teacher version's rows."""
+def training_labels(data_root: Path, *, exclude_version: str) -> dict[str, object]:
+    """text → label (or a field workflow's answer, `values`) in the current training set, leaving
+    out one teacher version's rows."""
+    import pyarrow.parquet as pq
+
     path = Path(data_root) / "train.parquet"
     if not path.exists():
         return {}
-    train = pd.read_parquet(path, columns=[contract.TEXT, contract.LABEL, contract.TEACHER_VERSION])
+    answer = contract.LABEL if contract.LABEL in pq.read_schema(path).names else "values"
+    train = pd.read_parquet(path, columns=[contract.TEXT, answer, contract.TEACHER_VERSION])
     train = train[train[contract.TEACHER_VERSION].astype(str) != exclude_version]
     # The first row of a text is the label it had before: merging keeps the first (text, label).
-    return dict(zip(train[contract.TEXT][::-1], train[contract.LABEL][::-1]))
+    return dict(zip(train[contract.TEXT][::-1], train[answer][::-1]))
 
 
-def disagreement(old: dict[str, str], new: dict[str, str], *, sample: int) -> tuple[float | None, int]:
-    """Share of texts in both where the answers differ, on at most `sample` of them, and how many.
+def disagreement(old: dict[str, object], new: dict[str, object], *, sample: int) -> tuple[float | None, int]:
+    """Share of the answers' parts that differ on the texts in both (of texts, for labels; of
+    field values, for answers of fields), on at most `sample` texts, and how many texts.
 
     The sample is the texts with the smallest sha256: the same data gives the same sample on
     every run and machine, with no seed to carry around.
@@ -165,7 +174,8 @@ def disagreement(old: dict[str, str], new: dict[str, str], *, sample: int) -> tu
     common = sorted(set(old) & set(new), key=lambda t: hashlib.sha256(t.encode()).hexdigest())[:sample]
     if not common:
         return None, 0
-    return sum(old[t] != new[t] for t in common) / len(common), len(common)
+    differ, compared = (sum(n) for n in zip(*(answer_difference(old[t], new[t]) for t in common)))
+    return differ / compared, len(common)
 
 
 def prefer_teacher_version(train: pd.DataFrame, version: str) -> pd.DataFrame:
