@@ -32,6 +32,11 @@ def cmd_report(args) -> int:
             "measured": " / ".join(_ms(m["ttft_ms"][p]) for p in ("p50", "p95")),
             "target": "",
         },
+        {
+            "measure": "tokens per call in / out",
+            "measured": f"{m['tokens_in_per_call']:,.0f} / {m['tokens_out_per_call']:,.0f}",
+            "target": "",
+        },
         {"measure": "cost per call", "measured": f"${float(m['cost_per_call_usd']):.6f}", "target": ""},
         {
             "measure": f"cost per month at {t['monthly_calls']:,} calls",
@@ -49,6 +54,16 @@ def cmd_report(args) -> int:
             "target": "",
         },
     ]
+    if report.get("teacher_errors"):
+        e = report["teacher_errors"]
+        reasons = ", ".join(f"{k} {n}" for k, n in e["by_reason"].items() if n) or "none"
+        rows.append(
+            {
+                "measure": "teacher errors (curation)",
+                "measured": f"{e['error_rate']:.2%} ({reasons})",
+                "target": "",
+            }
+        )
     lines = [
         f"{wf.name}, {m['calls']:,} calls from {m['since'][:10]} to {m['until'][:10]} ({m['window_days']} days):",
         "",
