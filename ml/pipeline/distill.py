@@ -594,17 +594,7 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
         )
         + ")"
     )
-    frontier_per_call = _frontier_cost_per_call_usd(settings, wf)
-    # The quality checks are the named metrics the workflow's gate declares for its task
-    # (wf.gate.judged_metrics), read from the task's evaluate() figures of the served variant.
-    decision = decide(
-        served,
-        champion,
-        wf.gate,
-        latency_sla_p99_ms=wf.latency_sla_p99_ms,
-        max_cost_per_1k_calls_usd=frontier_per_call * 1000 if frontier_per_call else None,
-        champion_version=str(champ.version) if champ else None,
-    )
+    decision, frontier_per_1k = _decide(settings, wf, served, champion, champ)
     evaluation = {
         "challenger": challenger,
         "champion": champion,
@@ -613,7 +603,7 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
         "variants": variants,
         "max_quality_cost": wf.serving.max_quality_cost,
         "eval_version": store_for(settings, wf).current("eval")["version"],
-        "frontier_cost_per_1k_calls_usd": frontier_per_call * 1000 if frontier_per_call else None,
+        "frontier_cost_per_1k_calls_usd": frontier_per_1k,
     }
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     image = confusion.save_png(challenger["confusion_matrix"], labels, out / confusion.IMAGE_ARTIFACT)
@@ -636,15 +626,7 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
             }
         )
     scalar.update({f"eval.served.{k}": v for k, v in served.items() if isinstance(v, (int, float))})
-    _log_batch(
-        train_ref["run_id"],
-        metrics=scalar,
-        tags={"gate": "passed" if decision.passed else "failed", "served_variant": served_variant},
-    )
-    print(
-        f"gate {'PASSED' if decision.passed else 'FAILED'} ({served_variant}): "
-        + "; ".join(c.detail for c in decision.checks)
-    )
+    _log_gate(train_ref["run_id"], scalar, decision, served_variant)
     return {
         "passed": decision.passed,
         "reasons": decision.reasons,
@@ -654,6 +636,38 @@ def evaluate_and_gate(workflow: str, run_key: str, train_ref: dict) -> dict:
         "champion_version": decision.champion_version,
         "evaluation": str(out / "evaluation.json"),
     }
+
+
+def _decide(settings: Settings, wf: Workflow, served: dict, champion: dict | None, champ):
+    """The gate on the served variant's figures, and the frontier's cost per 1,000 calls it was held to.
+
+    The quality checks are the named metrics the workflow's gate declares for its task
+    (wf.gate.judged_metrics), read from the task's evaluate() figures of the served variant.
+    """
+    frontier_per_call = _frontier_cost_per_call_usd(settings, wf)
+    frontier_per_1k = frontier_per_call * 1000 if frontier_per_call else None
+    decision = decide(
+        served,
+        champion,
+        wf.gate,
+        latency_sla_p99_ms=wf.latency_sla_p99_ms,
+        max_cost_per_1k_calls_usd=frontier_per_1k,
+        champion_version=str(champ.version) if champ else None,
+    )
+    return decision, frontier_per_1k
+
+
+def _log_gate(run_id: str, metrics: dict, decision, served_variant: str) -> None:
+    """The evaluation's figures and the gate's verdict on the training run, and the verdict in the log."""
+    _log_batch(
+        run_id,
+        metrics=metrics,
+        tags={"gate": "passed" if decision.passed else "failed", "served_variant": served_variant},
+    )
+    print(
+        f"gate {'PASSED' if decision.passed else 'FAILED'} ({served_variant}): "
+        + "; ".join(c.detail for c in decision.checks)
+    )
 
 
 def _run_cost_usd(settings: Settings, wf: Workflow, run_key: str) -> str:

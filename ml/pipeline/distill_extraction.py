@@ -23,7 +23,6 @@ from pathlib import Path
 from ml import registry
 from ml.config import Settings
 from ml.costs.capture import report_device
-from ml.evaluate.gate import decide
 from ml.evaluate.latency import measure_isolated
 from ml.evaluate.serving import dir_size_bytes, measure_latency
 from ml.pipeline import distill
@@ -311,15 +310,7 @@ def evaluate_and_gate(settings: Settings, wf: Workflow, run_key: str, train_ref:
     served["cost_per_1k_calls_usd"] = distill._serving_cost_per_1k_usd(
         settings, wf, served["throughput_calls_per_s"]
     )
-    frontier_per_call = distill._frontier_cost_per_call_usd(settings, wf)
-    decision = decide(
-        served,
-        champion,
-        wf.gate,
-        latency_sla_p99_ms=wf.latency_sla_p99_ms,
-        max_cost_per_1k_calls_usd=frontier_per_call * 1000 if frontier_per_call else None,
-        champion_version=str(champ.version) if champ else None,
-    )
+    decision, frontier_per_1k = distill._decide(settings, wf, served, champion, champ)
     evaluation = {
         "task": wf.task,
         "challenger": challenger,
@@ -328,7 +319,7 @@ def evaluate_and_gate(settings: Settings, wf: Workflow, run_key: str, train_ref:
         "served": served,
         "variants": {VARIANT: {"latency_p99_ms": served["latency_p99_ms"], "quality_cost": 0.0}},
         "eval_version": store.current("eval")["version"],
-        "frontier_cost_per_1k_calls_usd": frontier_per_call * 1000 if frontier_per_call else None,
+        "frontier_cost_per_1k_calls_usd": frontier_per_1k,
     }
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     scalar = {f"eval.{k}": v for k, v in challenger.items() if isinstance(v, (int, float))}
@@ -337,15 +328,7 @@ def evaluate_and_gate(settings: Settings, wf: Workflow, run_key: str, train_ref:
     scalar["eval.served.cost_per_1k_calls_usd"] = served["cost_per_1k_calls_usd"]
     with mlflow.start_run(run_id=train_ref["run_id"]):
         mlflow.log_artifact(str(out / "evaluation.json"))
-    distill._log_batch(
-        train_ref["run_id"],
-        metrics=scalar,
-        tags={"gate": "passed" if decision.passed else "failed", "served_variant": VARIANT},
-    )
-    print(
-        f"gate {'PASSED' if decision.passed else 'FAILED'} ({VARIANT}): "
-        + "; ".join(c.detail for c in decision.checks)
-    )
+    distill._log_gate(train_ref["run_id"], scalar, decision, VARIANT)
     return {
         "passed": decision.passed,
         "reasons": decision.reasons,

@@ -1,7 +1,7 @@
 """A `task: extraction` workflow from its call log to a served @champion, as real Airflow DAG runs.
 
-Generated contracts (ml/demo_contracts.py) dropped for ingestion (the call log, and the gold set
-as the frozen evaluation set) → `mlops run` of ingest_validate (curation, GX gate, DVC) and
+Generated contracts (ml/demo_contracts.py) → `mlops data import` (the call log, then the gold
+set as the frozen evaluation set) → `mlops run` of ingest_validate (curation, GX gate, DVC) and
 distill (the token-classifier student, field F1 on the gold set, latency per document, gate with
 thresholds at 0, registry) → @champion, whose pyfunc answers fields with character offsets, and
 `mlops predict` on a file of documents. A tiny random-init model: this is the path, not quality.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,11 +59,12 @@ def test_an_extraction_workflow_reaches_a_champion_that_answers_with_offsets(tmp
     )
     data = demo_contracts.generate(tmp_path / "data", n_documents=60, n_gold=16, max_pages=1, seed=7)
 
-    # Dropped where ingest_validate looks (what `mlops data import` does for a classification file).
-    drop = tmp_path / "state" / "drop" / WORKFLOW
-    (drop / "eval").mkdir(parents=True)
-    shutil.copy2(data["call_log_path"], drop / "call_log.jsonl")
-    shutil.copy2(data["gold_path"], drop / "eval" / "gold.jsonl")
+    for args in (
+        ["data", "import", data["call_log_path"], "-w", WORKFLOW],
+        ["data", "import", data["gold_path"], "-w", WORKFLOW, "--as", "eval"],
+    ):
+        imported = mlops(env, *args)
+        assert imported.returncode == 0, imported.stderr[-3000:]
     for stage in ("ingest_validate", "distill"):
         ran = mlops(env, "run", "-w", WORKFLOW, "--only", stage, "--json")
         assert ran.returncode == 0, ran.stderr[-4000:]
