@@ -4,9 +4,11 @@
    call-log batch in the drop folder, which ingest_validate gates and versions; a stable sample
    of answered calls (param `gold_share`) is held out of training and written, without the
    teacher's answer, to `<state>/labeling/<workflow>/` for human gold labels.
-2. **build_report** — latency p50/p95/p99 against the SLA, cost per call and per month against
-   the budget, error and timeout rate and availability against the target, over the last
-   `window_days` (90), with the verdict; written to `<reports>/<workflow>/frontier_constraints.json`.
+2. **build_report** — latency p50/p95/p99 against the SLA, tokens and cost per call and cost per
+   month against the budget, error and timeout rate and availability against the target, over the
+   last `window_days` (90), with the verdict; where the workflow's task curates answers (an
+   extraction workflow), the teacher's errors by reason as curation refuses them; written to
+   `<reports>/<workflow>/frontier_constraints.json`.
 
 Runs on the workflow's `schedule.cost_report` cadence (daily by default), which it feeds.
 """
