@@ -77,12 +77,16 @@ def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict 
     store = store_for(settings, wf)
     version = store.current("train")["version"] if store.current("train") else None
     rows = _call_log_rows(store.load("train"))
-    accepted, refused = ex.curate([{**r, "_row": i} for i, r in enumerate(rows)], wf.fields)
+    # A document answered again (a newer teacher, a later batch) is trained on its latest
+    # answer only: batches are appended, so the last row of a text is the newest.
+    latest = {row[ex.REQUEST_TEXT]: i for i, row in enumerate(rows)}
+    candidates = sorted(latest.values())
+    accepted, refused = ex.curate([{**rows[i], "_row": i} for i in candidates], wf.fields)
     counts = ex.refusal_counts(refused)
     for reason, n in _ingest_refusals(store).items():  # the teacher's errors ingest set aside
         counts[reason] = counts.get(reason, 0) + n
     refused_rows = {r["_row"] for r in refused}
-    kept = [i for i in range(len(rows)) if i not in refused_rows]  # curate keeps the order
+    kept = [i for i in candidates if i not in refused_rows]  # curate keeps the order
     if not accepted:
         raise RuntimeError(
             f"{wf.name}: none of the {len(rows)} calls in the training set has a usable answer "
@@ -97,6 +101,7 @@ def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict 
                 "dataset_version": version,
                 "teacher": teacher,
                 "refused": counts,
+                "replaced_by_a_later_answer": len(rows) - len(candidates),
                 "probe": probe or {},
                 "targets": [{"row": i, "answer": a["answer"]} for i, a in zip(kept, accepted)],
             }
