@@ -114,6 +114,12 @@ class Shadow:
     def for_model_dir(cls, model_dir: Path, log_: CallLog, *, max_length: int = 64, **kwargs) -> "Shadow":
         from ml.evaluate.serving import load_classifier, predict_probs
 
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+        if any(str(a).endswith("ForTokenClassification") for a in config.get("architectures") or ()):
+            raise ValueError(
+                f"{model_dir}: the champion is a field tagger (a workflow that declares fields); shadow mode "
+                "compares one label per call and does not score field answers yet: start the proxy without --shadow."
+            )
         model, tokenizer = load_classifier(Path(model_dir))
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 

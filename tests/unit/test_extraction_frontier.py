@@ -194,3 +194,11 @@ def test_the_export_sets_the_gold_sample_aside_by_its_json_answer(contracts, tmp
     # Curation keeps the set-aside calls out of training, by name.
     _, refused = extraction.curate(batch, FIELDS)
     assert extraction.refusal_counts(refused)["no_answer"] == result["gold_rows"]
+
+
+def test_shadow_mode_refuses_a_field_tagger_by_name(tmp_path):
+    from ml.frontier.proxy import Shadow
+
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForTokenClassification"]}))
+    with calllog.CallLog(tmp_path / "shadow") as log, pytest.raises(ValueError, match="field tagger"):
+        Shadow.for_model_dir(tmp_path, log, student="s", student_cost_per_call_usd=0)
