@@ -83,7 +83,7 @@ class RequestError(ValueError):
 
 
 class PredictRequest(BaseModel):
-    """Exactly one of `texts` and `instances`."""
+    """Exactly one of `texts` and `instances` (an extraction model: `documents`)."""
 
     texts: list[str] | None = Field(
         None,
@@ -96,6 +96,11 @@ class PredictRequest(BaseModel):
     include_probs: bool | None = Field(
         None,
         description="false leaves the probability vectors out (default: the server's --omit-probs setting).",
+    )
+    documents: list[str] | None = Field(
+        None,
+        description="An extraction model's documents (send this alone): each answered with its fields, "
+        "each field's value, start, end (characters) and confidence, or null.",
     )
 
 

@@ -194,3 +194,14 @@ def test_batch_scoring_writes_the_fields_column(champion, tmp_path):
     assert summary["model_version"] == version and summary["rows"] == len(DOCS)
     scored = pd.read_json(summary["out"], lines=True, dtype=False)
     assert_offsets_slice(DOCS, answers(scored))
+
+
+def test_batch_scoring_refuses_an_empty_document_by_name(champion, tmp_path):
+    from ml.serve import predict_file
+
+    settings, wf, _ = champion
+    source = tmp_path / "contracts.jsonl"
+    pd.DataFrame({"text": [DOCS[0], "   "]}).to_json(source, orient="records", lines=True)
+    with pytest.raises(ex.BadDocument, match=r"empty_document: text\[1\] is empty"):
+        predict_file(settings, wf, source)
+    assert not (tmp_path / "contracts.predictions.jsonl").exists()
