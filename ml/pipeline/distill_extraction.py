@@ -283,6 +283,11 @@ def _latency_spec(wf: Workflow, model_dir: Path) -> dict:
 def evaluate_and_gate(settings: Settings, wf: Workflow, run_key: str, train_ref: dict) -> dict:
     import mlflow
 
+    if tuple(wf.serving.variants) != ("auto",) and VARIANT not in wf.serving.variants:
+        raise ConfigurationError(
+            f"{wf.name}: serving.variants {list(wf.serving.variants)}: an extraction tagger is served as "
+            f"{VARIANT} only (no ONNX export of it yet); declare serving: {{variants: [{VARIANT}]}} or auto."
+        )
     store = store_for(settings, wf)
     eval_df = store.load("eval")
     texts, gold = [str(t) for t in eval_df[ex.TEXT]], ex.gold_answers(eval_df, wf.fields)

@@ -135,3 +135,14 @@ def test_an_extraction_teacher_must_be_the_call_log(state):
     other = dataclasses.replace(wf, teacher=dataclasses.replace(wf.teacher, kind="labels"))
     with pytest.raises(ConfigurationError, match="teacher: {kind: call_log}"):
         distill_extraction.prepare_targets(settings, other, "k")
+
+
+def test_an_extraction_workflow_asking_for_an_onnx_variant_is_told_what_is_served(state):
+    import dataclasses
+
+    from ml.workflows import ConfigurationError
+
+    settings, wf = state
+    onnx = dataclasses.replace(wf, serving=dataclasses.replace(wf.serving, variants=("onnx_int8",)))
+    with pytest.raises(ConfigurationError, match=r"served as torch_fp32 only"):
+        distill_extraction.evaluate_and_gate(settings, onnx, "k", {})
