@@ -430,6 +430,16 @@ def decode_spans(
     return found
 
 
+def snap_to_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span widened to whole words: a tagger may tag "##widgets" and not "acme"; the values it
+    learnt from were whole words (find_occurrences), so a part of a word is never the answer."""
+    while 0 < start < len(text) and text[start - 1].isalnum() and text[start].isalnum():
+        start -= 1
+    while 0 < end < len(text) and text[end - 1].isalnum() and text[end].isalnum():
+        end += 1
+    return start, end
+
+
 # -- the student --------------------------------------------------------------------------------
 
 
@@ -502,7 +512,7 @@ def extract(
 ) -> list[dict[str, dict | None]]:
     """Per document, {field: {"value", "start", "end", "confidence"} or None}: the most confident span.
 
-    Offsets are characters of the document; value == document[start:end].
+    Offsets are characters of the document; value == document[start:end], widened to whole words.
     """
     import torch
 
@@ -531,16 +541,16 @@ def extract(
         answer: dict[str, dict | None] = {}
         for name in fields:
             best = max(spans[name], key=lambda s: s[2], default=None)
-            answer[name] = (
-                None
-                if best is None
-                else {
-                    "value": text[best[0] : best[1]],
-                    "start": best[0],
-                    "end": best[1],
-                    "confidence": round(best[2], 4),
-                }
-            )
+            if best is None:
+                answer[name] = None
+                continue
+            start, end = snap_to_words(text, best[0], best[1])
+            answer[name] = {
+                "value": text[start:end],
+                "start": start,
+                "end": end,
+                "confidence": round(best[2], 4),
+            }
         results.append(answer)
     return results
 

@@ -218,7 +218,7 @@ def test_student_has_a_tag_per_field_and_the_kept_layers(tiny_base_model):
 
 
 def test_a_tiny_training_run_lowers_the_loss_and_saves_safetensors(tmp_path, tiny_base_model):
-    summary = demo_contracts.generate(tmp_path / "data", n_documents=16, n_gold=0, max_pages=1)
+    summary = demo_contracts.generate(tmp_path / "data", n_documents=10, n_gold=0, max_pages=1)
     accepted, _ = ex.curate(demo_contracts.read_jsonl(summary["call_log_path"]), demo_contracts.FIELDS)
     cfg = Training(
         max_epochs=3, patience=0, validation_fraction=0.2, batch_size=16, max_length=64, learning_rate=2e-3
@@ -252,3 +252,19 @@ def test_loss_counts_only_tagged_tokens():
     sure[0, 1, 2] = 50.0
     sure[0, 0, 0] = -50.0  # special tokens' logits, however wrong, count for nothing
     assert ex.loss(sure, targets).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "start, end, snapped",
+    [
+        (2, 9, (0, 12)),
+        (0, 4, (0, 4)),
+        (5, 10, (5, 12)),
+        (14, 15, (13, 16)),
+        (13, 17, (13, 17)),
+        (19, 20, (18, 20)),
+    ],
+)
+def test_a_predicted_span_is_widened_to_whole_words(start, end, snapped):
+    # "Acme" 0-4, "Widgets" 5-12, "Inc" 13-16 then ".", "30" 18-20
+    assert ex.snap_to_words("Acme Widgets Inc. 30", start, end) == snapped
