@@ -17,8 +17,12 @@ Result: benchmarks/results/extraction.json with each model's scores, training an
 `ratio_field_f1` (student / reference, aim >= 0.97) and `ratio_latency_p50` (student /
 reference, aim <= 0.5).
 
-Default sizes finish in about 15 minutes on a loaded 2-core CPU and are small: the figures are
-noisy at this size. The issue's size is `--n-documents 2000 --max-pages 6` (on a GPU, minutes).
+The defaults are small (48 one-page contracts, 96 steps per model, 64-token windows) and the
+figures noisy at that size: on a 2-core CPU under a load average of 10 they took 33 minutes
+(student 11, reference 18, latency and scoring the rest); on an idle host about a third of that.
+The 6-layer reference learns more slowly per step, so at this size it is undertrained and
+ratio_field_f1 flatters the student; the issue's size is `--n-documents 2000 --max-pages 6` (on a
+GPU, minutes).
 Run: `.venv/bin/python benchmarks/extraction.py [--n-documents 2000 --max-pages 6 ...]`.
 """
 
