@@ -19,7 +19,7 @@ reference, aim <= 0.5).
 
 The defaults are small (48 one-page contracts, 96 steps per model, 64-token windows) and the
 figures noisy at that size: on a 2-core CPU under a load average of 10 they took 33 minutes
-(student 11, reference 18, latency and scoring the rest); on an idle host about a third of that.
+(student 11, reference 18, latency and scoring the rest).
 The 6-layer reference learns more slowly per step, so at this size it is undertrained and
 ratio_field_f1 flatters the student; the issue's size is `--n-documents 2000 --max-pages 6` (on a
 GPU, minutes).
