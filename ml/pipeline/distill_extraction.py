@@ -68,12 +68,27 @@ def _teacher(wf: Workflow, rows: list[dict]) -> dict:
     return {"kind": "call_log", "model": wf.teacher.model, "version": ",".join(versions) or "unknown"}
 
 
-def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict | None = None) -> dict:
+def check_workflow(wf: Workflow) -> None:
+    """Settings an extraction distill run cannot honour, refused at every step before any work."""
     if wf.teacher.kind != "call_log":
         raise ConfigurationError(
             f"{wf.name}: teacher.kind {wf.teacher.kind!r}; an extraction workflow learns from the frontier's "
             "recorded answers: set teacher: {kind: call_log}."
         )
+    if not isinstance(wf.training.student_layers, int) or wf.training.search is not None:
+        raise ConfigurationError(
+            f"{wf.name}: training.student_layers: auto and training.search choose among classifiers; an "
+            "extraction workflow declares student_layers as a number (0 = all) and no search."
+        )
+    if tuple(wf.serving.variants) != ("auto",) and VARIANT not in wf.serving.variants:
+        raise ConfigurationError(
+            f"{wf.name}: serving.variants {list(wf.serving.variants)}: an extraction tagger is served as "
+            f"{VARIANT} only (no ONNX export of it yet); declare serving: {{variants: [{VARIANT}]}} or auto."
+        )
+
+
+def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict | None = None) -> dict:
+    check_workflow(wf)
     store = store_for(settings, wf)
     version = store.current("train")["version"] if store.current("train") else None
     rows = _call_log_rows(store.load("train"))
@@ -150,11 +165,7 @@ def train(settings: Settings, wf: Workflow, run_key: str, targets_ref: dict) -> 
 
     from ml.train.student import fingerprint_model_dir, resolve_base_model
 
-    if not isinstance(wf.training.student_layers, int) or wf.training.search is not None:
-        raise ConfigurationError(
-            f"{wf.name}: training.student_layers: auto and training.search choose among classifiers; an "
-            "extraction workflow declares student_layers as a number (0 = all) and no search."
-        )
+    check_workflow(wf)
     store = store_for(settings, wf)
     meta = json.loads(Path(targets_ref["targets"]).read_text())
     if store.current("train")["version"] != meta["dataset_version"]:
@@ -283,11 +294,7 @@ def _latency_spec(wf: Workflow, model_dir: Path) -> dict:
 def evaluate_and_gate(settings: Settings, wf: Workflow, run_key: str, train_ref: dict) -> dict:
     import mlflow
 
-    if tuple(wf.serving.variants) != ("auto",) and VARIANT not in wf.serving.variants:
-        raise ConfigurationError(
-            f"{wf.name}: serving.variants {list(wf.serving.variants)}: an extraction tagger is served as "
-            f"{VARIANT} only (no ONNX export of it yet); declare serving: {{variants: [{VARIANT}]}} or auto."
-        )
+    check_workflow(wf)
     store = store_for(settings, wf)
     eval_df = store.load("eval")
     texts, gold = [str(t) for t in eval_df[ex.TEXT]], ex.gold_answers(eval_df, wf.fields)
