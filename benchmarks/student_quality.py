@@ -24,8 +24,8 @@ has each model's accuracy, macro-F1, classes never predicted and wall time, and
 ratio_macro_f1_student_to_reference (aim >= 0.97) and the never-predicted count (aim 0).
 
 The default size is the issue's (about 10,000 training texts). On a loaded 2-core CPU, run as the
-two `--only` processes below, `--n-train 2500` took 22-23 minutes per model (8-18 samples/s) and the
-full size about 4x that; on a GPU, minutes. Run:
+two `--only` processes below, `--n-train 2500` took 22-40 minutes per model (6-18 samples/s, by the host's load)
+and the full size about 4x that; on a GPU, minutes. Run:
 `.venv/bin/python benchmarks/student_quality.py [--n-train 2500 --student-layers 0 ...]`, or the two
 models side by side in two processes (each merges its section into the same result file):
 `... student_quality.py --only default_recipe & ... student_quality.py --only reference`.
