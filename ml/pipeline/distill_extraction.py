@@ -91,10 +91,15 @@ def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict 
     check_workflow(wf)
     store = store_for(settings, wf)
     version = store.current("train")["version"] if store.current("train") else None
-    rows = _call_log_rows(store.load("train"))
-    # A document answered again (a newer teacher, a later batch) is trained on its latest
-    # answer only: batches are appended, so the last row of a text is the newest.
-    latest = {row[ex.REQUEST_TEXT]: i for i, row in enumerate(rows)}
+    from ml.pipeline.redistill import relabel_for_current_teacher
+
+    stored = store.load("train")
+    rows = _call_log_rows(stored)
+    # Where the current teacher answered a document, older teachers' answers to it are dropped
+    # (as for classification); of what remains, a document answered again in a later batch is
+    # trained on its latest answer (batches are appended). The index is the stored row.
+    current, relabel = relabel_for_current_teacher(wf.name, stored)
+    latest = {rows[i][ex.REQUEST_TEXT]: i for i in current.index}
     candidates = sorted(latest.values())
     accepted, refused = ex.curate([{**rows[i], "_row": i} for i in candidates], wf.fields)
     counts = ex.refusal_counts(refused)
@@ -117,6 +122,7 @@ def prepare_targets(settings: Settings, wf: Workflow, run_key: str, probe: dict 
                 "teacher": teacher,
                 "refused": counts,
                 "replaced_by_a_later_answer": len(rows) - len(candidates),
+                "relabel": relabel,
                 "probe": probe or {},
                 "targets": [{"row": i, "answer": a["answer"]} for i, a in zip(kept, accepted)],
             }

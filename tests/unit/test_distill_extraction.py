@@ -36,9 +36,12 @@ def answer(party_a, date) -> str:
 
 
 @pytest.fixture
-def state(tmp_path):
+def state(tmp_path, monkeypatch):
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     (tmp_path / "workflows.yaml").write_text(WORKFLOWS)
+    # Steps that read the settings themselves (redistill.relabel_for_current_teacher) find the same ones.
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MLOPS_WORKFLOWS_FILE", str(tmp_path / "workflows.yaml"))
     settings = load_settings(
         {"MLOPS_STATE_DIR": str(tmp_path / "state"), "MLOPS_WORKFLOWS_FILE": str(tmp_path / "workflows.yaml")}
     )
@@ -53,7 +56,7 @@ def place_training_set(settings, wf, rows: list[dict], refused: list[dict]) -> N
     """The files ingest_validate leaves: train.parquet, refused.parquet and the version log."""
     store = store_for(settings, wf)
     store.root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(store.path("train"), index=False)
+    pd.DataFrame([{"source": "teacher", **row} for row in rows]).to_parquet(store.path("train"), index=False)
     pd.DataFrame(refused).to_parquet(store.root / "refused.parquet", index=False)
     store.log_path.write_text(json.dumps({"version": "0" * 32, "role": "train", "batch_sha256": "x"}) + "\n")
 
@@ -81,7 +84,12 @@ def test_the_latest_answer_of_a_document_is_trained_on_and_every_refusal_is_coun
             "teacher_version": "v2",
         },
         # A value that is not in the document: refused here as at ingest.
-        {"document_id": "c", "text": TEXT_C, "values": answer("Omega SA", None), "teacher_version": "v2"},
+        {
+            "document_id": "c",
+            "text": TEXT_C,
+            "values": answer("Omega SA", None),
+            "teacher_version": "v2",
+        },
     ]
     refused_at_ingest = [
         {"document_id": "d", "reason": "not_json"},
@@ -113,8 +121,6 @@ def test_the_latest_answer_of_a_document_is_trained_on_and_every_refusal_is_coun
 
 def test_distill_hands_an_extraction_workflow_to_its_steps(state, monkeypatch):
     settings, wf = state
-    monkeypatch.setenv("MLOPS_STATE_DIR", str(settings.state_dir))
-    monkeypatch.setenv("MLOPS_WORKFLOWS_FILE", str(settings.workflows_file))
     seen = []
     for step in ("prepare_targets", "train", "evaluate_and_gate"):
         monkeypatch.setattr(
