@@ -952,6 +952,12 @@ def _as_json(value: object) -> object:
     return value
 
 
+def _cell(value: object) -> object:
+    # A blank cell of a one-column-per-field file (CSV, or the export's annotator sheet) reads as NaN:
+    # it means "absent", so null, never the string "nan" that no document contains.
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def normalise(df, wf, *, source: str = "gold", origin: str = "file"):
     """The rows curation reads (RECEIVED_COLUMNS), from a call log or a gold file.
 
@@ -980,9 +986,7 @@ def normalise(df, wf, *, source: str = "gold", origin: str = "file"):
         out = {
             DOCUMENT_ID: ids,
             TEXT: df[REQUEST_TEXT],
-            RESPONSE_JSON: df[RESPONSE_JSON].map(
-                lambda v: None if isinstance(v, float) and math.isnan(v) else v
-            ),
+            RESPONSE_JSON: df[RESPONSE_JSON].map(_cell),
             STATUS: df[STATUS] if STATUS in df.columns else "ok",
             SOURCE: "teacher",
             TEACHER_VERSION: df["model_version"].astype(str) if "model_version" in df.columns else "",
@@ -1001,7 +1005,7 @@ def normalise(df, wf, *, source: str = "gold", origin: str = "file"):
         else:
             answers = pd.Series(
                 [
-                    json.dumps({f: row[f] for f in fields}, ensure_ascii=False, default=str)
+                    json.dumps({f: _cell(row[f]) for f in fields}, ensure_ascii=False, default=str)
                     for _, row in df.iterrows()
                 ],
                 index=df.index,

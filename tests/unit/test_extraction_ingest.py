@@ -207,3 +207,17 @@ def test_data_import_drops_a_call_log_and_a_gold_file_as_they_are(state, capsys)
     assert (drop / "call_log.jsonl").read_bytes() == Path(generated["call_log_path"]).read_bytes()
     assert (drop / "eval" / "gold.jsonl").read_bytes() == Path(generated["gold_path"]).read_bytes()
     assert '"kind": "call_log"' in capsys.readouterr().out
+
+
+def test_a_blank_cell_in_a_one_column_per_field_gold_file_is_an_absent_value(state):
+    _, wf, _, _ = state
+    text = "Acme Ltd supplies Beta GmbH under the laws of Ohio."
+    row = {"text": text, "party_a": "Acme Ltd", "party_b": "Beta GmbH", "governing_law": "Ohio"}
+    frame = pd.DataFrame([row, {**row, "governing_law": float("nan")}])  # a CSV's blank cell reads as NaN
+    for f in wf.fields:
+        frame[f] = frame.get(f, float("nan"))
+    received = extraction.normalise(frame, wf, origin="gold.csv")
+    assert json.loads(received[extraction.RESPONSE_JSON][1])["governing_law"] is None
+    rows = [{**r, extraction.REQUEST_TEXT: r[extraction.TEXT]} for r in received.to_dict("records")]
+    accepted, refused = extraction.curate(rows, wf.fields)
+    assert refused == [] and len(accepted) == 2
