@@ -659,8 +659,11 @@ def train(
     import safetensors.torch
     import torch
 
+    from ml.train import progress
     from ml.train.loop import (
+        LOG_EVERY_STEPS,
         MAX_GRAD_NORM,
+        PROGRESS_TASK,
         WARMUP_FRACTION,
         WEIGHT_DECAY,
         NonFiniteLossError,
@@ -755,6 +758,24 @@ def train(
             scheduler.step()
             step += 1
             losses.append(step_loss.item())
+            if step % LOG_EVERY_STEPS == 0 or step == stop_step:
+                # The same snapshot as the classifier's loop: `mlops run` shows step/total, speed, ETA.
+                elapsed = time.perf_counter() - started
+                windows_per_s = step * cfg.batch_size / max(elapsed, 1e-9)
+                eta_s = (stop_step - step) * elapsed / step
+                log(
+                    f"step {step}/{total_steps} loss {np.mean(losses[-LOG_EVERY_STEPS:]):.4f} "
+                    f"{windows_per_s:.1f} windows/s eta {eta_s:.0f}s"
+                )
+                progress.report(
+                    task=PROGRESS_TASK,
+                    step=step,
+                    total_steps=total_steps,
+                    epoch=step / steps_per_epoch,
+                    samples_per_s=round(windows_per_s, 1),
+                    eta_s=round(eta_s),
+                    val_field_f1_macro=history[-1].get("val_field_f1_macro") if history else None,
+                )
         entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "windows": len(order)}
         if val_rows:
             val_docs = [documents[i] for i in val_rows]

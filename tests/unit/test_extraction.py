@@ -217,7 +217,10 @@ def test_student_has_a_tag_per_field_and_the_kept_layers(tiny_base_model):
         assert found is None or DOC[found["start"] : found["end"]] == found["value"], name
 
 
-def test_a_tiny_training_run_lowers_the_loss_and_saves_safetensors(tmp_path, tiny_base_model):
+def test_a_tiny_training_run_lowers_the_loss_and_saves_safetensors(tmp_path, tiny_base_model, monkeypatch):
+    from ml.train import progress
+
+    monkeypatch.setenv(progress.PROGRESS_FILE_VAR, str(tmp_path / "progress.json"))
     summary = demo_contracts.generate(tmp_path / "data", n_documents=10, n_gold=0, max_pages=1)
     accepted, _ = ex.curate(demo_contracts.read_jsonl(summary["call_log_path"]), demo_contracts.FIELDS)
     cfg = Training(
@@ -241,6 +244,10 @@ def test_a_tiny_training_run_lowers_the_loss_and_saves_safetensors(tmp_path, tin
     model, tokenizer = ex.load_tagger(result.model_dir)
     assert model.config.num_labels == len(ex.label_names(demo_contracts.FIELDS))
     assert len(ex.extract(model, tokenizer, [accepted[0]["text"]], demo_contracts.FIELDS, 64, 16)) == 1
+    # What `mlops run` shows while it trains: the last snapshot is the last step, with the last epoch's score.
+    snap = progress.read(tmp_path / "progress.json")
+    assert (snap["task"], snap["step"], snap["total_steps"]) == ("train_student", result.steps, result.steps)
+    assert snap["val_field_f1_macro"] == result.history[-2]["val_field_f1_macro"]
 
 
 def test_loss_counts_only_tagged_tokens():
