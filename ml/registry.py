@@ -620,7 +620,9 @@ def download_weights(name: str, version: str) -> Path:
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights"))
 
 
-def list_versions(client: MlflowClient, name: str) -> list[dict]:
+def list_versions(client: MlflowClient, name: str, metric: str = "macro_f1") -> list[dict]:
+    """Every version, oldest first, with its aliases, gate, approval and `metric`'s tag (the
+    workflow's headline_metric: macro_f1 for classification, field_f1_macro for extraction)."""
     out = []
     # search results do not carry aliases on every store; the registered model does.
     aliases: dict[str, list[str]] = {}
@@ -638,7 +640,7 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
                     timespec="seconds"
                 ),
                 "gate": v.tags.get("gate"),
-                "macro_f1": v.tags.get("macro_f1"),
+                metric: v.tags.get(metric),
                 "latency_p99_ms": v.tags.get("latency_p99_ms"),
                 "served_variant": v.tags.get("served_variant"),
                 "dataset_version": v.tags.get("dataset_version"),

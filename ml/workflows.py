@@ -384,6 +384,11 @@ class Workflow:
         """Registered model name in MLflow."""
         return f"{self.name}_student"
 
+    @property
+    def headline_metric(self) -> str:
+        """The metric a one-line summary shows (macro_f1, field_f1_macro): the gate's first whole-model one."""
+        return next((r.name for r in self.gate.judged_metrics if not r.per_part), "macro_f1")
+
 
 _NESTED = {
     "teacher": Teacher,

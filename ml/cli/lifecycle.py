@@ -99,6 +99,8 @@ def summary(settings, wf) -> dict:
         "champion": str(champ.version) if champ else None,
         "model_uri": f"models:/{wf.model_name}@champion" if champ else None,
         "macro_f1": champ.tags.get("macro_f1") if champ else None,
+        "metric": wf.headline_metric,
+        "score": champ.tags.get(wf.headline_metric) if champ else None,
         "latency_p99_ms": champ.tags.get("latency_p99_ms") if champ else None,
         "gate_failures": [] if champ else _latest_gate_failures(client, wf),
         "mlflow_tracking_uri": settings.mlflow_tracking_uri,
@@ -150,7 +152,7 @@ def cmd_demo(args) -> int:
         [
             "",
             f"Lifecycle done for workflow '{wf.name}'.",
-            f"  champion:      {result['model_uri']} (v{result['champion']}), macro-F1 {result['macro_f1']}, "
+            f"  champion:      {result['model_uri']} (v{result['champion']}), {result['metric']} {result['score']}, "
             f"p99 {result['latency_p99_ms']} ms",
             f"  kept current:  {_kept_current_line(result['keep_current'])}",
             f"  MLflow:        {result['mlflow_tracking_uri']}",

@@ -53,7 +53,7 @@ def _approval_text(approval: dict | None, wait: dict | None, registry) -> str:
 
 def cmd_list(args) -> int:
     registry, client, wf = _client(args)
-    rows = registry.list_versions(client, wf.model_name)
+    rows = registry.list_versions(client, wf.model_name, wf.headline_metric)
     shown = [
         {
             **r,
@@ -74,7 +74,7 @@ def cmd_list(args) -> int:
                 "aliases",
                 "gate",
                 "approval",
-                "macro_f1",
+                wf.headline_metric,
                 "latency_p99_ms",
                 "dataset_version",
                 "created",

@@ -118,3 +118,20 @@ def test_the_readme_example_loads(tmp_path):
         doc["workflows"].pop("contract_fields")
     workflows = load_workflows(write(tmp_path, doc))
     assert [r.name for r in workflows["ticket_routing"].gate.judged_metrics] == ["macro_f1", "per_class_f1"]
+
+
+def test_the_headline_metric_is_the_gates_first_whole_model_metric(tmp_path):
+    # What `mlops models list` and the demo's summary show: the task's own score, not macro_f1 for all.
+    assert load_workflows(write(tmp_path, VALID))["tickets"].headline_metric == "macro_f1"
+    doc = copy.deepcopy(VALID)
+    tickets = doc["workflows"]["tickets"]
+    for key in ("labels", "min_per_class"):
+        tickets.pop(key, None)
+    tickets.get("validation", {}).pop("min_per_class", None)
+    tickets["gate"] = {"approval": "auto"}
+    doc["workflows"]["contracts"] = {**tickets, "task": "extraction", "fields": ["party_a", "governing_law"]}
+    doc["workflows"]["contracts"]["gate"] = {
+        "metrics": {"per_field_f1": {"min": 0.5}, "exact_match_macro": {"min": 0.5}}
+    }
+    wf = load_workflows(write(tmp_path, doc))["contracts"]
+    assert wf.headline_metric == "exact_match_macro"
