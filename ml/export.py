@@ -229,8 +229,14 @@ def _requirements(variant: str) -> list[str]:
     return pinned
 
 
-def log_served_model(variant: str, model_dir: Path, artifact: Path, *, max_length: int, name: str = "model"):
+def log_served_model(
+    variant: str, model_dir: Path, artifact: Path, *, max_length: int, name: str = "model", step: int = 0
+):
     """Log `variant` of a trained classifier as the MLflow pyfunc model (ml/serving_model.py) in the active run.
+
+    `step` is the training step that produced the model. MLflow copies the run's metrics logged at
+    that step onto the LoggedModel without their dataset; at step 0 that copied every eval.* and
+    train.* scalar, a second time beside the eval.* figures distill links to the evaluation set.
 
     torch variants carry the safetensors model folder; ONNX variants carry the graph and the
     tokenizer files only (the scoring host then needs onnxruntime and `tokenizers`, not torch),
@@ -274,11 +280,12 @@ def log_served_model(variant: str, model_dir: Path, artifact: Path, *, max_lengt
             input_example=example,
             pip_requirements=_requirements(variant),
             model_config={"max_length": max_length, "variant": variant, "threads": 0},
+            step=step,
         )
 
 
 def log_served_extractor(
-    variant: str, model_dir: Path, artifact: Path, *, max_length: int, name: str = "model"
+    variant: str, model_dir: Path, artifact: Path, *, max_length: int, name: str = "model", step: int = 0
 ):
     """Log a trained extraction tagger as the MLflow pyfunc of ml/serving_extractor.py in the active run.
 
@@ -311,4 +318,5 @@ def log_served_extractor(
             "stride": stride_for(max_length),
             "threads": 0,
         },
+        step=step,
     )

@@ -733,10 +733,12 @@ def _link_evaluation(settings: Settings, wf: Workflow, run_id: str, model_uri: s
     with mlflow.start_run(run_id=run_id):
         mlflow.log_input(dataset, context="evaluation")
         if model_id:
-            # log_model already copied the run's metrics to the model, without a dataset: these are
-            # the same figures, named with the set they were measured on.
+            # The model is logged at its training step (ml/export.py), so MLflow copied none of the
+            # run's step-0 eval.* figures onto it: they go on here once, named with their dataset.
             done = {
-                m.key for m in client.get_logged_model(model_id).metrics if m.dataset_digest == eval_version
+                m.key
+                for m in client.get_logged_model(model_id).metrics or ()  # None: no metric yet
+                if m.dataset_digest == eval_version
             }
             metrics = {
                 k: v
@@ -745,6 +747,12 @@ def _link_evaluation(settings: Settings, wf: Workflow, run_id: str, model_uri: s
             }
             if metrics:
                 mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
+
+
+def _model_step(client, run_id: str) -> int:
+    # The training step that produced the model (both tasks log train.steps): the model is logged
+    # there, not at step 0 where the run's scalars live (see ml/export.py log_served_model).
+    return max(1, int(client.get_run(run_id).data.metrics.get("train.steps", 1)))
 
 
 def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: dict) -> dict:
@@ -766,6 +774,7 @@ def register_challenger(workflow: str, run_key: str, train_ref: dict, gate_ref: 
                 Path(train_ref["model_dir"]),
                 Path(served["artifact"]),
                 max_length=wf.training.max_length,
+                step=_model_step(client, run_id),
             )
             model_uri = info.model_uri
     _link_evaluation(settings, wf, run_id, model_uri, evaluation)

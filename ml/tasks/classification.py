@@ -107,11 +107,13 @@ def quantize_int8(model):
     return quantize(model)
 
 
-def log_served_model(variant: str, model_dir, artifact, *, max_length: int, name: str = "model"):
+def log_served_model(
+    variant: str, model_dir, artifact, *, max_length: int, name: str = "model", step: int = 0
+):
     """Log the served variant as the MLflow pyfunc of ml/serving_model.py in the active run."""
     from ml.export import log_served_model as log
 
-    return log(variant, model_dir, artifact, max_length=max_length, name=name)
+    return log(variant, model_dir, artifact, max_length=max_length, name=name, step=step)
 
 
 def score(model_dir, texts: Sequence[str], *, max_length: int = 64, threads: int = 0):

@@ -910,11 +910,13 @@ def gold_answers(frame, fields: Sequence[str]) -> list[dict]:
     return [{f: _value(row.get(f), f) for f in fields} for row in rows]
 
 
-def log_served_model(variant: str, model_dir, artifact, *, max_length: int, name: str = "model"):
+def log_served_model(
+    variant: str, model_dir, artifact, *, max_length: int, name: str = "model", step: int = 0
+):
     """Log the tagger as the MLflow pyfunc of ml/serving_extractor.py in the active run."""
     from ml.export import log_served_extractor
 
-    return log_served_extractor(variant, model_dir, artifact, max_length=max_length, name=name)
+    return log_served_extractor(variant, model_dir, artifact, max_length=max_length, name=name, step=step)
 
 
 def score(model_dir, texts: Sequence[str], *, max_length: int = DEFAULT_MAX_LENGTH, threads: int = 0):

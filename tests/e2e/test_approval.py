@@ -313,6 +313,11 @@ def test_mlflow_shows_the_champion_registered_described_and_linked(platform):
     eval_version = mv.tags["eval_dataset_version"]
     on_eval = {m.key for m in logged.metrics if m.dataset_digest == eval_version}
     assert {"eval.macro_f1", "eval.served.latency_p99_ms"} <= on_eval
+    # Each figure once: the model is logged at its training step, so MLflow copies no step-0 scalar
+    # beside the ones linked to the evaluation set.
+    assert not [m.key for m in logged.metrics if m.key.startswith("eval.") and not m.dataset_digest]
+    keys = [m.key for m in logged.metrics]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
     run_inputs = {i.dataset.name: i.dataset for i in client.get_run(mv.run_id).inputs.dataset_inputs}
     assert run_inputs[f"{WF}-train"].digest == mv.tags["dataset_version"]
     assert run_inputs[f"{WF}-eval"].digest == eval_version
